@@ -1,0 +1,116 @@
+//! `mob-agent run`: wires membership and the control API, runs until the
+//! shutdown future resolves, then leaves the cluster.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mob_membership::{Membership, MembershipConfig, epoch, stream::DEFAULT_FRAME_LIMIT};
+use tracing::{info, warn};
+
+use crate::config::{AgentConfig, KeySource};
+use crate::control::server::{self, ControlState, SocketFile};
+
+/// How long a graceful stop waits for the leave to go out.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the agent could not run; `mob-agent` exits with status 1.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RunError {
+    /// Membership failed to start (bind, epoch file).
+    #[error(transparent)]
+    Membership(#[from] mob_membership::Error),
+    /// The control socket could not be bound.
+    #[error("control socket {path}: {source}")]
+    Control {
+        /// Socket path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The ready file could not be written.
+    #[error("ready file {path}: {source}")]
+    ReadyFile {
+        /// File path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub(crate) async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let started = Instant::now();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let epoch = epoch::next_epoch(&config.data_dir, now_ms)?;
+    let socket_path = config.socket_path();
+    let listener = server::bind(&socket_path).await.map_err(|source| RunError::Control {
+        path: socket_path.display().to_string(),
+        source,
+    })?;
+    let _socket_file = SocketFile(socket_path.clone());
+
+    let (membership, _channels) = Membership::start(MembershipConfig {
+        name: config.name.clone(),
+        bind: config.bind,
+        advertise: config.advertise,
+        seeds: config.seeds.clone(),
+        key: config.key.clone(),
+        epoch,
+        data_dir: Some(config.data_dir.clone()),
+        timings: config.timings.clone(),
+        frame_limit: DEFAULT_FRAME_LIMIT,
+    })
+    .await?;
+    let local = membership.local().clone();
+    info!(
+        node = %local.name,
+        bind = %config.bind,
+        advertise = %local.addr,
+        epoch,
+        data_dir = %config.data_dir.display(),
+        key_source = %config.key_source,
+        seeds = ?config.seeds,
+        tags = ?config.tags,
+        providers = ?config.providers,
+        "agent started"
+    );
+    if let KeySource::Generated(path) = &config.key_source {
+        warn!(
+            path = %path.display(),
+            "generated a new cluster key; give every other agent the same key: copy this file and pass --key-file, or set MOB_KEY to its contents"
+        );
+    }
+
+    let control = tokio::spawn(server::serve(
+        listener,
+        Arc::new(ControlState {
+            membership: membership.clone(),
+            started,
+        }),
+    ));
+    if let Some(path) = &config.ready_file {
+        write_ready_file(path, &local.addr.to_string(), &socket_path.display().to_string())
+            .map_err(|source| RunError::ReadyFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+    }
+
+    shutdown.await;
+    info!(node = %local.name, "shutting down; leaving the cluster");
+    if let Err(e) = membership.leave(LEAVE_TIMEOUT).await {
+        warn!(error = %e, "leave did not complete");
+    }
+    control.abort();
+    Ok(())
+}
+
+fn write_ready_file(path: &std::path::Path, addr: &str, socket: &str) -> std::io::Result<()> {
+    let body = serde_json::json!({ "addr": addr, "socket": socket }).to_string();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(&tmp, path)
+}

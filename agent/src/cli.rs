@@ -1,0 +1,164 @@
+//! The command line as typed: clap derive, validation only. Environment and
+//! files are consulted later, in [`crate::config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// mob: a gossip-based, self-organizing cluster agent.
+#[derive(Debug, Parser)]
+#[command(name = "mob-agent", version, about)]
+pub(crate) struct Cli {
+    /// Control socket of the agent to talk to (default: <data-dir>/mob.sock).
+    #[arg(long, global = true, env = "MOB_AGENT", value_name = "SOCKET")]
+    pub(crate) agent: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the agent on this host.
+    Run(RunArgs),
+    /// Print a new random cluster key (base64).
+    Keygen,
+    /// List the cluster's members as this agent sees them.
+    Members {
+        /// Print JSON: [{"name","addr","epoch","state"}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show this agent's counters (packets rejected, gossip traffic).
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `mob-agent run`; every one can also come from `--config`.
+#[derive(Debug, Default, Args)]
+pub(crate) struct RunArgs {
+    /// TOML file with the same keys as these flags; flags win.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Node name, unique in the cluster (default: hostname).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Address for gossip, UDP and TCP (default 0.0.0.0:7946).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) bind: Option<SocketAddr>,
+    /// Port to bind, keeping the bind IP (the seed's `-p`).
+    #[arg(short = 'p', long, value_name = "PORT")]
+    pub(crate) port: Option<u16>,
+    /// Address other agents reach this one at (default: derived from --bind).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) advertise: Option<SocketAddr>,
+    /// Seed agent to join, host:port; repeat for several.
+    #[arg(short = 'j', long = "join", value_name = "ADDR")]
+    pub(crate) join: Vec<String>,
+    /// File holding the base64 cluster key (else MOB_KEY, else
+    /// <data-dir>/cluster.key, generated on first start).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key_file: Option<PathBuf>,
+    /// State directory: epoch, key, control socket.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Providers this node offers, comma-separated (exec, shell, bash, docker).
+    #[arg(short = 'P', long, value_delimiter = ',', value_name = "LIST")]
+    pub(crate) providers: Vec<String>,
+    /// Node tag k=v, for placement constraints; repeat for several.
+    #[arg(long = "tag", value_name = "K=V", value_parser = parse_tag)]
+    pub(crate) tags: Vec<(String, String)>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    pub(crate) log_format: Option<LogFormat>,
+    /// Write {"addr","socket"} as JSON to this file once listening (for
+    /// scripts and tests).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub(crate) ready_file: Option<PathBuf>,
+}
+
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    let (k, v) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not k=v"))?;
+    if k.is_empty() {
+        return Err(format!("{text:?} has an empty key"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["mob-agent", "run"].iter().chain(args))?;
+        match cli.command {
+            Command::Run(run) => Ok(run),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn seed_short_flags() {
+        let r = run(&["-p", "9000", "-j", "10.0.0.1:7946", "-j", "b:7946", "-P", "docker,bash"]).unwrap();
+        assert_eq!(r.port, Some(9000));
+        assert_eq!(r.join, vec!["10.0.0.1:7946", "b:7946"]);
+        assert_eq!(r.providers, vec!["docker", "bash"]);
+    }
+
+    #[test]
+    fn long_flags_and_equals_form() {
+        let r = run(&[
+            "--name=a",
+            "--bind",
+            "127.0.0.1:0",
+            "--advertise=10.1.2.3:7946",
+            "--tag",
+            "zone=b",
+            "--tag=rack=r1=x",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(r.name.as_deref(), Some("a"));
+        assert_eq!(r.bind, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(r.tags, vec![("zone".into(), "b".into()), ("rack".into(), "r1=x".into())]);
+        assert_eq!(r.log_format, Some(LogFormat::Json));
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors_naming_the_flag() {
+        for (args, flag) in [
+            (&["--bind", "nope"][..], "--bind"),
+            (&["-p", "70000"][..], "--port"),
+            (&["--tag", "novalue"][..], "--tag"),
+            (&["--log-format", "xml"][..], "--log-format"),
+        ] {
+            let err = run(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn agent_socket_is_global() {
+        let cli = Cli::try_parse_from(["mob-agent", "members", "--json", "--agent", "/tmp/x.sock"]).unwrap();
+        assert_eq!(cli.agent, Some(PathBuf::from("/tmp/x.sock")));
+        assert!(matches!(cli.command, Command::Members { json: true }));
+    }
+}

@@ -1,0 +1,121 @@
+//! `mob-agent`: run the agent, or talk to a running one over its control
+//! socket. Exit codes: 0 ok, 1 operation failed, 2 usage error.
+//!
+//! # Layout
+//! - `cli`: flags as typed (clap derive).
+//! - `config`: flags + `--config` file + environment, resolved.
+//! - `agent`: `run`: membership and the control API, until SIGTERM/SIGINT.
+//! - `control`: the unix-socket API (protocol, server, client).
+//! - `output`: tables and JSON for the CLI.
+//! - `logging`: tracing setup.
+
+mod agent;
+mod cli;
+mod config;
+mod control;
+mod logging;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::{Cli, Command};
+use crate::config::{AgentConfig, Env, SOCKET_FILE};
+use crate::control::protocol::{RequestBody, Response};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mob-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => {
+            eprintln!("mob-agent: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Operation(e)) => {
+            eprintln!("mob-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// How a command failed, which decides the exit code.
+enum Failure {
+    Usage(anyhow::Error),
+    Operation(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Self::Operation(e.into())
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), Failure> {
+    let env = Env::from_process();
+    match cli.command {
+        Command::Keygen => {
+            println!("{}", mob_membership::ClusterKey::generate().to_base64());
+            Ok(())
+        }
+        Command::Run(args) => {
+            let config = AgentConfig::resolve(args, &env).map_err(|e| Failure::Usage(e.into()))?;
+            logging::init(config.log_format);
+            agent::run(config, shutdown_signal()?).await?;
+            Ok(())
+        }
+        Command::Members { json } => {
+            let socket = socket_path(cli.agent, &env)?;
+            match control::client::request(&socket, RequestBody::Members).await? {
+                Response::Members(members) if json => println!("{}", output::members_json(&members)),
+                Response::Members(members) => print!("{}", output::members_table(&members)),
+                other => return Err(unexpected(other)),
+            }
+            Ok(())
+        }
+        Command::Stats { json } => {
+            let socket = socket_path(cli.agent, &env)?;
+            match control::client::request(&socket, RequestBody::Stats).await? {
+                Response::Stats(stats) if json => println!("{}", output::stats_json(&stats)),
+                Response::Stats(stats) => print!("{}", output::stats_text(&stats)),
+                other => return Err(unexpected(other)),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn unexpected(response: Response) -> Failure {
+    Failure::Operation(anyhow::anyhow!("unexpected response from the agent: {response:?}"))
+}
+
+fn socket_path(agent: Option<PathBuf>, env: &Env) -> Result<PathBuf, Failure> {
+    agent
+        .or_else(|| env.default_data_dir().map(|d| d.join(SOCKET_FILE)))
+        .ok_or_else(|| Failure::Usage(anyhow::anyhow!("no --agent given and no default data dir (HOME unset)")))
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}

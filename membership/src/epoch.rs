@@ -1,0 +1,73 @@
+//! The persisted epoch: every start of an agent is a newer incarnation.
+//!
+//! The epoch is `max(persisted + 1, unix time in ms)`, so a restarted agent
+//! beats its old self even when its data dir was wiped, and two starts within
+//! one millisecond still differ.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::Error;
+
+/// File name of the epoch inside the data dir.
+pub const EPOCH_FILE: &str = "epoch";
+
+/// Computes the epoch for this start from the data dir's `epoch` file and
+/// `now_ms`, and persists it (atomically) before returning it.
+pub fn next_epoch(data_dir: &Path, now_ms: u64) -> Result<u64, Error> {
+    let path = data_dir.join(EPOCH_FILE);
+    let previous = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text.trim().parse::<u64>().map_err(|e| Error::BadEpochFile {
+            path: path.clone(),
+            why: e.to_string(),
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => return Err(Error::Io { path, source }),
+    };
+    let epoch = previous
+        .map_or(0, |p| p.saturating_add(1))
+        .max(now_ms);
+    store_epoch(data_dir, epoch)?;
+    Ok(epoch)
+}
+
+/// Persists `epoch` (e.g. after foca renewed the identity) atomically:
+/// temp file, fsync, rename.
+pub fn store_epoch(data_dir: &Path, epoch: u64) -> Result<(), Error> {
+    let path = data_dir.join(EPOCH_FILE);
+    let tmp = data_dir.join(format!("{EPOCH_FILE}.tmp"));
+    let io = |source| Error::Io {
+        path: tmp.clone(),
+        source,
+    };
+    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    writeln!(file, "{epoch}").map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(|source| Error::Io { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_start_is_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = next_epoch(dir.path(), 1_000).unwrap();
+        assert_eq!(first, 1_000);
+        // Clock went backwards or didn't move: still newer.
+        assert_eq!(next_epoch(dir.path(), 500).unwrap(), 1_001);
+        assert_eq!(next_epoch(dir.path(), 1_001).unwrap(), 1_002);
+        // Clock moved on: follow it.
+        assert_eq!(next_epoch(dir.path(), 9_000).unwrap(), 9_000);
+    }
+
+    #[test]
+    fn corrupt_epoch_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(EPOCH_FILE), "xyz").unwrap();
+        let err = next_epoch(dir.path(), 1).unwrap_err().to_string();
+        assert!(err.contains("epoch"), "{err}");
+        assert_eq!(std::fs::read_to_string(dir.path().join(EPOCH_FILE)).unwrap(), "xyz");
+    }
+}

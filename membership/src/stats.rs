@@ -1,0 +1,67 @@
+//! Counters an operator (and the tests) read through `mob-agent stats`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// Live counters, shared between the membership tasks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    packets_rejected: AtomicU64,
+    datagrams_sent: AtomicU64,
+    datagrams_received: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    dropped_notices: AtomicU64,
+}
+
+/// A point-in-time copy of [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsSnapshot {
+    /// Datagrams and stream frames that failed to open or decode
+    /// (`mob_packets_rejected_total`).
+    pub packets_rejected: u64,
+    /// UDP datagrams sent.
+    pub datagrams_sent: u64,
+    /// UDP datagrams received (accepted or not).
+    pub datagrams_received: u64,
+    /// UDP bytes sent, envelope included.
+    pub bytes_sent: u64,
+    /// UDP bytes received, envelope included.
+    pub bytes_received: u64,
+    /// Events or broadcasts dropped because their consumer lagged.
+    pub dropped_notices: u64,
+}
+
+impl Stats {
+    pub(crate) fn rejected(&self) {
+        self.packets_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sent(&self, bytes: usize) {
+        self.datagrams_sent.fetch_add(1, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn received(&self, bytes: usize) {
+        self.datagrams_received.fetch_add(1, Ordering::Relaxed);
+        self.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dropped_notice(&self) {
+        self.dropped_notices.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Copies the counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            packets_rejected: get(&self.packets_rejected),
+            datagrams_sent: get(&self.datagrams_sent),
+            datagrams_received: get(&self.datagrams_received),
+            bytes_sent: get(&self.bytes_sent),
+            bytes_received: get(&self.bytes_received),
+            dropped_notices: get(&self.dropped_notices),
+        }
+    }
+}
