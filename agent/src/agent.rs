@@ -39,17 +39,22 @@ pub(crate) enum RunError {
 }
 
 /// Runs the agent until `shutdown` resolves.
-pub(crate) async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+pub(crate) async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     let started = Instant::now();
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let epoch = epoch::next_epoch(&config.data_dir, now_ms)?;
     let socket_path = config.socket_path();
-    let listener = server::bind(&socket_path).await.map_err(|source| RunError::Control {
-        path: socket_path.display().to_string(),
-        source,
-    })?;
+    let listener = server::bind(&socket_path)
+        .await
+        .map_err(|source| RunError::Control {
+            path: socket_path.display().to_string(),
+            source,
+        })?;
     let _socket_file = SocketFile(socket_path.clone());
 
     let (membership, _channels) = Membership::start(MembershipConfig {
@@ -92,11 +97,15 @@ pub(crate) async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>)
         }),
     ));
     if let Some(path) = &config.ready_file {
-        write_ready_file(path, &local.addr.to_string(), &socket_path.display().to_string())
-            .map_err(|source| RunError::ReadyFile {
-                path: path.display().to_string(),
-                source,
-            })?;
+        write_ready_file(
+            path,
+            &local.addr.to_string(),
+            &socket_path.display().to_string(),
+        )
+        .map_err(|source| RunError::ReadyFile {
+            path: path.display().to_string(),
+            source,
+        })?;
     }
 
     shutdown.await;

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "mob-agent", version, about)]
 pub(crate) struct Cli {
-    /// Control socket of the agent to talk to (default: <data-dir>/mob.sock).
+    /// Control socket of the agent to talk to (default: DATA_DIR/mob.sock).
     #[arg(long, global = true, env = "MOB_AGENT", value_name = "SOCKET")]
     pub(crate) agent: Option<PathBuf>,
 
@@ -21,7 +21,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the agent on this host.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print a new random cluster key (base64).
     Keygen,
     /// List the cluster's members as this agent sees them.
@@ -70,7 +70,7 @@ pub(crate) struct RunArgs {
     #[arg(short = 'j', long = "join", value_name = "ADDR")]
     pub(crate) join: Vec<String>,
     /// File holding the base64 cluster key (else MOB_KEY, else
-    /// <data-dir>/cluster.key, generated on first start).
+    /// DATA_DIR/cluster.key, generated on first start).
     #[arg(long, value_name = "FILE")]
     pub(crate) key_file: Option<PathBuf>,
     /// State directory: epoch, key, control socket.
@@ -108,14 +108,24 @@ mod tests {
     fn run(args: &[&str]) -> Result<RunArgs, clap::Error> {
         let cli = Cli::try_parse_from(["mob-agent", "run"].iter().chain(args))?;
         match cli.command {
-            Command::Run(run) => Ok(run),
+            Command::Run(run) => Ok(*run),
             other => panic!("parsed as {other:?}"),
         }
     }
 
     #[test]
     fn seed_short_flags() {
-        let r = run(&["-p", "9000", "-j", "10.0.0.1:7946", "-j", "b:7946", "-P", "docker,bash"]).unwrap();
+        let r = run(&[
+            "-p",
+            "9000",
+            "-j",
+            "10.0.0.1:7946",
+            "-j",
+            "b:7946",
+            "-P",
+            "docker,bash",
+        ])
+        .unwrap();
         assert_eq!(r.port, Some(9000));
         assert_eq!(r.join, vec!["10.0.0.1:7946", "b:7946"]);
         assert_eq!(r.providers, vec!["docker", "bash"]);
@@ -137,7 +147,10 @@ mod tests {
         .unwrap();
         assert_eq!(r.name.as_deref(), Some("a"));
         assert_eq!(r.bind, Some("127.0.0.1:0".parse().unwrap()));
-        assert_eq!(r.tags, vec![("zone".into(), "b".into()), ("rack".into(), "r1=x".into())]);
+        assert_eq!(
+            r.tags,
+            vec![("zone".into(), "b".into()), ("rack".into(), "r1=x".into())]
+        );
         assert_eq!(r.log_format, Some(LogFormat::Json));
     }
 
@@ -157,7 +170,8 @@ mod tests {
 
     #[test]
     fn agent_socket_is_global() {
-        let cli = Cli::try_parse_from(["mob-agent", "members", "--json", "--agent", "/tmp/x.sock"]).unwrap();
+        let cli = Cli::try_parse_from(["mob-agent", "members", "--json", "--agent", "/tmp/x.sock"])
+            .unwrap();
         assert_eq!(cli.agent, Some(PathBuf::from("/tmp/x.sock")));
         assert!(matches!(cli.command, Command::Members { json: true }));
     }

@@ -154,13 +154,21 @@ impl AgentConfig {
             bind.set_port(port);
         }
 
-        let joins = if args.join.is_empty() { file.join } else { args.join };
+        let joins = if args.join.is_empty() {
+            file.join
+        } else {
+            args.join
+        };
         let seeds = joins
             .iter()
             .map(|j| resolve_seed(j))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let providers = if args.providers.is_empty() { file.providers } else { args.providers };
+        let providers = if args.providers.is_empty() {
+            file.providers
+        } else {
+            args.providers
+        };
         for p in &providers {
             if !PROVIDERS.contains(&p.as_str()) {
                 return Err(err(format!(
@@ -173,7 +181,10 @@ impl AgentConfig {
         tags.extend(args.tags);
 
         if let Err(e) = file.timings.validate() {
-            let file = args.config.as_deref().unwrap_or(Path::new("the config file"));
+            let file = args
+                .config
+                .as_deref()
+                .unwrap_or(Path::new("the config file"));
             return Err(err(format!("--config {}: [timings]: {e}", file.display())));
         }
 
@@ -181,7 +192,9 @@ impl AgentConfig {
             .data_dir
             .or(file.data_dir)
             .or_else(|| env.default_data_dir())
-            .ok_or_else(|| err("no --data-dir given and neither HOME nor XDG_STATE_HOME is set".into()))?;
+            .ok_or_else(|| {
+                err("no --data-dir given and neither HOME nor XDG_STATE_HOME is set".into())
+            })?;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -200,7 +213,10 @@ impl AgentConfig {
             data_dir,
             providers,
             tags,
-            log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
             timings: file.timings,
             ready_file: args.ready_file,
         })
@@ -219,7 +235,11 @@ fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 fn resolve_seed(text: &str) -> Result<SocketAddr, ConfigError> {
-    let with_port = if text.parse::<SocketAddr>().is_ok() || text.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let with_port = if text.parse::<SocketAddr>().is_ok()
+        || text
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         text.to_owned()
     } else {
         format!("{text}:{DEFAULT_PORT}")
@@ -237,11 +257,13 @@ fn resolve_key(
     data_dir: &Path,
 ) -> Result<(ClusterKey, KeySource), ConfigError> {
     if let Some(path) = key_file {
-        let key = ClusterKey::read_file(&path).map_err(|e| ConfigError(format!("--key-file: {e}")))?;
+        let key =
+            ClusterKey::read_file(&path).map_err(|e| ConfigError(format!("--key-file: {e}")))?;
         return Ok((key, KeySource::File(path)));
     }
     if let Some(text) = &env.mob_key {
-        let key = ClusterKey::from_base64(text).map_err(|e| ConfigError(format!("MOB_KEY: {e}")))?;
+        let key =
+            ClusterKey::from_base64(text).map_err(|e| ConfigError(format!("MOB_KEY: {e}")))?;
         return Ok((key, KeySource::Env));
     }
     let path = data_dir.join(KEY_FILE);
@@ -250,7 +272,8 @@ fn resolve_key(
         return Ok((key, KeySource::DataDir(path)));
     }
     let key = ClusterKey::generate();
-    key.write_new_file(&path).map_err(|e| ConfigError(e.to_string()))?;
+    key.write_new_file(&path)
+        .map_err(|e| ConfigError(e.to_string()))?;
     Ok((key, KeySource::Generated(path)))
 }
 
@@ -260,9 +283,10 @@ mod tests {
     use clap::Parser;
 
     fn args(extra: &[&str]) -> RunArgs {
-        let cli = crate::cli::Cli::try_parse_from(["mob-agent", "run"].iter().chain(extra)).unwrap();
+        let cli =
+            crate::cli::Cli::try_parse_from(["mob-agent", "run"].iter().chain(extra)).unwrap();
         match cli.command {
-            crate::cli::Command::Run(r) => r,
+            crate::cli::Command::Run(r) => *r,
             _ => unreachable!(),
         }
     }
@@ -282,7 +306,8 @@ mod tests {
         assert_eq!(c.name, "host-1");
         assert_eq!(c.bind, "0.0.0.0:7946".parse().unwrap());
         assert_eq!(c.key_source, KeySource::Generated(d.join(KEY_FILE)));
-        let again = AgentConfig::resolve(args(&["--data-dir", d.to_str().unwrap()]), &env()).unwrap();
+        let again =
+            AgentConfig::resolve(args(&["--data-dir", d.to_str().unwrap()]), &env()).unwrap();
         assert_eq!(again.key_source, KeySource::DataDir(d.join(KEY_FILE)));
         assert_eq!(again.key, c.key);
     }
@@ -291,7 +316,10 @@ mod tests {
     fn default_data_dir_follows_user() {
         let mut e = env();
         e.home = Some("/home/u".into());
-        assert_eq!(e.default_data_dir(), Some(PathBuf::from("/home/u/.local/state/mob")));
+        assert_eq!(
+            e.default_data_dir(),
+            Some(PathBuf::from("/home/u/.local/state/mob"))
+        );
         e.xdg_state_home = Some("/x".into());
         assert_eq!(e.default_data_dir(), Some(PathBuf::from("/x/mob")));
         e.is_root = true;
@@ -310,12 +338,26 @@ mod tests {
             ),
         )
         .unwrap();
-        let c = AgentConfig::resolve(args(&["--config", file.to_str().unwrap(), "--name", "flag", "-p", "8001"]), &env()).unwrap();
+        let c = AgentConfig::resolve(
+            args(&[
+                "--config",
+                file.to_str().unwrap(),
+                "--name",
+                "flag",
+                "-p",
+                "8001",
+            ]),
+            &env(),
+        )
+        .unwrap();
         assert_eq!(c.name, "flag");
         assert_eq!(c.bind, "127.0.0.1:8001".parse().unwrap());
         assert_eq!(c.seeds, vec!["127.0.0.1:9000".parse().unwrap()]);
         assert_eq!(c.tags.get("zone").map(String::as_str), Some("a"));
-        assert_eq!(c.timings.suspect_to_down_after, std::time::Duration::from_secs(3));
+        assert_eq!(
+            c.timings.suspect_to_down_after,
+            std::time::Duration::from_secs(3)
+        );
     }
 
     #[test]
@@ -326,7 +368,14 @@ mod tests {
             (vec!["--name", "bad name"], env(), "--name"),
             (vec!["-P", "docker,podman"], env(), "podman"),
             (vec!["-j", "no.such.host.invalid:1"], env(), "--join"),
-            (vec![], Env { mob_key: Some("short".into()), ..env() }, "MOB_KEY"),
+            (
+                vec![],
+                Env {
+                    mob_key: Some("short".into()),
+                    ..env()
+                },
+                "MOB_KEY",
+            ),
         ];
         for (extra, e, needle) in cases {
             let mut a = vec!["--data-dir", d];
@@ -341,10 +390,16 @@ mod tests {
             ("[timings]\nprobe_rtt = \"2s\"", "probe_rtt"),
         ] {
             std::fs::write(&cfg, text).unwrap();
-            let err = AgentConfig::resolve(args(&["--data-dir", d, "--config", cfg.to_str().unwrap()]), &env())
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(needle) && err.contains("bad.toml"), "{text}: {err}");
+            let err = AgentConfig::resolve(
+                args(&["--data-dir", d, "--config", cfg.to_str().unwrap()]),
+                &env(),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains(needle) && err.contains("bad.toml"),
+                "{text}: {err}"
+            );
         }
     }
 
@@ -354,18 +409,29 @@ mod tests {
         let key = dir.path().join("k");
         std::fs::write(&key, "not a key").unwrap();
         let err = AgentConfig::resolve(
-            args(&["--data-dir", dir.path().to_str().unwrap(), "--key-file", key.to_str().unwrap()]),
+            args(&[
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+                "--key-file",
+                key.to_str().unwrap(),
+            ]),
             &env(),
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("--key-file") && err.contains(key.to_str().unwrap()), "{err}");
+        assert!(
+            err.contains("--key-file") && err.contains(key.to_str().unwrap()),
+            "{err}"
+        );
         assert_eq!(std::fs::read_to_string(&key).unwrap(), "not a key");
     }
 
     #[test]
     fn seeds_without_port_get_the_default() {
-        assert_eq!(resolve_seed("127.0.0.1").unwrap(), "127.0.0.1:7946".parse().unwrap());
+        assert_eq!(
+            resolve_seed("127.0.0.1").unwrap(),
+            "127.0.0.1:7946".parse().unwrap()
+        );
         assert_eq!(resolve_seed("localhost:99").unwrap().port(), 99);
     }
 }

@@ -72,7 +72,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Run(args) => {
-            let config = AgentConfig::resolve(args, &env).map_err(|e| Failure::Usage(e.into()))?;
+            let config = AgentConfig::resolve(*args, &env).map_err(|e| Failure::Usage(e.into()))?;
             logging::init(config.log_format);
             agent::run(config, shutdown_signal()?).await?;
             Ok(())
@@ -80,7 +80,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Members { json } => {
             let socket = socket_path(cli.agent, &env)?;
             match control::client::request(&socket, RequestBody::Members).await? {
-                Response::Members(members) if json => println!("{}", output::members_json(&members)),
+                Response::Members(members) if json => {
+                    println!("{}", output::members_json(&members))
+                }
                 Response::Members(members) => print!("{}", output::members_table(&members)),
                 other => return Err(unexpected(other)),
             }
@@ -99,13 +101,19 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
 }
 
 fn unexpected(response: Response) -> Failure {
-    Failure::Operation(anyhow::anyhow!("unexpected response from the agent: {response:?}"))
+    Failure::Operation(anyhow::anyhow!(
+        "unexpected response from the agent: {response:?}"
+    ))
 }
 
 fn socket_path(agent: Option<PathBuf>, env: &Env) -> Result<PathBuf, Failure> {
     agent
         .or_else(|| env.default_data_dir().map(|d| d.join(SOCKET_FILE)))
-        .ok_or_else(|| Failure::Usage(anyhow::anyhow!("no --agent given and no default data dir (HOME unset)")))
+        .ok_or_else(|| {
+            Failure::Usage(anyhow::anyhow!(
+                "no --agent given and no default data dir (HOME unset)"
+            ))
+        })
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -61,7 +61,10 @@ pub(crate) fn stats_text(stats: &StatsReport) -> String {
         ["uptime_secs".into(), format!("{:.1}", stats.uptime_secs)],
         ["packets_rejected".into(), m.packets_rejected.to_string()],
         ["datagrams_sent".into(), m.datagrams_sent.to_string()],
-        ["datagrams_received".into(), m.datagrams_received.to_string()],
+        [
+            "datagrams_received".into(),
+            m.datagrams_received.to_string(),
+        ],
         ["bytes_sent".into(), m.bytes_sent.to_string()],
         ["bytes_received".into(), m.bytes_received.to_string()],
         ["dropped_notices".into(), m.dropped_notices.to_string()],
@@ -125,7 +128,10 @@ mod tests {
 
     #[test]
     fn table_columns_align() {
-        let out = members_table(&[view("a-long-name", MemberState::Alive), view("b", MemberState::Down)]);
+        let out = members_table(&[
+            view("a-long-name", MemberState::Alive),
+            view("b", MemberState::Down),
+        ]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3);
         let col = lines[0].find("ADDR").unwrap();

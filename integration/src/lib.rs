@@ -1,1 +1,20 @@
-//! tbd
+//! Test harness: real `mob-agent` processes, each with its own data dir,
+//! ready file and log file; network-namespace hosts for partitions.
+//!
+//! # Layout
+//! - [`agent`]: [`Agent`], one spawned `mob-agent run`, killed on drop, its
+//!   log printed when a test fails.
+//! - [`netns`]: [`Netns`], hosts with their own IPs on a bridge, links that
+//!   can be cut (wraps `scripts/netns.sh`).
+//! - [`poll`]: [`wait_until`], polling with a deadline instead of sleeping.
+//!
+//! The binary is `$MOB_AGENT_BIN`, or `target/debug/mob-agent`, built once
+//! on first use.
+
+pub mod agent;
+pub mod netns;
+pub mod poll;
+
+pub use agent::{Agent, AgentSpec, Member, binary, local_cluster, new_key_file};
+pub use netns::Netns;
+pub use poll::wait_until;

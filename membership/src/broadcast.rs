@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::stats::Stats;
 use crate::NodeId;
+use crate::stats::Stats;
 
 const HEADER: usize = 16;
 const SEEN_WINDOW: usize = 8192;
@@ -134,7 +134,8 @@ mod tests {
         let mut h = Handler::new(tx, stats.clone());
         assert!(h.receive_item(&[1, 2, 3], Some(&peer())).is_err());
         for seq in 0..(SEEN_WINDOW as u64 + 100) {
-            h.receive_item(&encode_item(1, seq, b"x"), Some(&peer())).unwrap();
+            h.receive_item(&encode_item(1, seq, b"x"), Some(&peer()))
+                .unwrap();
         }
         assert_eq!(h.seen.len(), SEEN_WINDOW);
         // The consumer never read: all but one were counted as dropped.

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use foca::{Foca, Notification, OwnedNotification, PostcardCodec, Timer};
-use rand::rngs::StdRng;
 use rand::RngExt;
+use rand::rngs::StdRng;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
@@ -153,7 +153,9 @@ impl Driver {
                 let _ = reply.send(self.broadcast(&payload));
             }
             Cmd::ApplyMembers(members) => {
-                let result = self.foca.apply_many(members.into_iter(), true, &mut self.effects);
+                let result = self
+                    .foca
+                    .apply_many(members.into_iter(), true, &mut self.effects);
                 self.log_foca_error(result, None);
             }
             Cmd::Snapshot(reply) => {
@@ -240,7 +242,10 @@ impl Driver {
     fn log_foca_error(&mut self, result: Result<(), foca::Error>, from: Option<SocketAddr>) {
         let Err(e) = result else { return };
         match (&e, from) {
-            (foca::Error::Decode(_) | foca::Error::MalformedPacket | foca::Error::DataTooBig, Some(from)) => {
+            (
+                foca::Error::Decode(_) | foca::Error::MalformedPacket | foca::Error::DataTooBig,
+                Some(from),
+            ) => {
                 self.reject(from, &e.to_string());
             }
             _ => debug!(error = %e, "foca"),
@@ -286,13 +291,20 @@ impl Driver {
         }
         let peer = candidates[self.rng.random_range(0..candidates.len())];
         let ours = self.snapshot();
-        let (envelope, stats, limit) = (self.envelope.clone(), self.stats.clone(), self.frame_limit);
+        let (envelope, stats, limit) =
+            (self.envelope.clone(), self.stats.clone(), self.frame_limit);
         let cmds = self.cmd_tx.clone();
         tokio::spawn(async move {
             let round = async {
-                let mut stream =
-                    SealedStream::connect(peer, PUSH_PULL, envelope, limit, stats, PUSH_PULL_TIMEOUT)
-                        .await?;
+                let mut stream = SealedStream::connect(
+                    peer,
+                    PUSH_PULL,
+                    envelope,
+                    limit,
+                    stats,
+                    PUSH_PULL_TIMEOUT,
+                )
+                .await?;
                 stream.send(&ours).await?;
                 stream.recv_within::<PushPull>(PUSH_PULL_TIMEOUT).await
             };
@@ -309,10 +321,7 @@ impl Driver {
 
     async fn leave(&mut self) {
         self.leaving = true;
-        let notice = match postcard::to_stdvec(self.me()) {
-            Ok(id) => id,
-            Err(_) => Vec::new(),
-        };
+        let notice = postcard::to_stdvec(self.me()).unwrap_or_default();
         let mut plain = Vec::with_capacity(notice.len() + 1);
         plain.push(TAG_LEAVE);
         plain.extend_from_slice(&notice);
@@ -389,7 +398,9 @@ impl Driver {
     /// publishes the member list if it changed.
     fn publish(&mut self) {
         let events = self.view.update(
-            self.foca.iter_membership_state().map(|m| (m.id(), m.state())),
+            self.foca
+                .iter_membership_state()
+                .map(|m| (m.id(), m.state())),
             &self.left,
         );
         let members = self.view.active() + 1;
@@ -403,9 +414,15 @@ impl Driver {
                         error!(node = %node, addr = %addr, "another live member uses this node's name; names must be unique");
                     }
                 }
-                MemberEvent::Suspect(_) => info!(node = %node, addr = %addr, epoch, members, "member suspect"),
-                MemberEvent::Down(_) => info!(node = %node, addr = %addr, epoch, members, "member down"),
-                MemberEvent::Left(_) => info!(node = %node, addr = %addr, epoch, members, "member left"),
+                MemberEvent::Suspect(_) => {
+                    info!(node = %node, addr = %addr, epoch, members, "member suspect")
+                }
+                MemberEvent::Down(_) => {
+                    info!(node = %node, addr = %addr, epoch, members, "member down")
+                }
+                MemberEvent::Left(_) => {
+                    info!(node = %node, addr = %addr, epoch, members, "member left")
+                }
             }
             if self.events.try_send(event).is_err() {
                 self.stats.dropped_notice();
@@ -415,7 +432,11 @@ impl Driver {
         self.left.retain(|id| states.contains(id));
         let mut list = vec![MemberView {
             id: self.me().clone(),
-            state: if self.leaving { MemberState::Left } else { MemberState::Alive },
+            state: if self.leaving {
+                MemberState::Left
+            } else {
+                MemberState::Alive
+            },
         }];
         list.extend(self.view.list());
         self.members.send_if_modified(|current| {

@@ -67,17 +67,17 @@ impl Envelope {
         let mut header = [0u8; HEADER_LEN];
         header[..MAGIC.len()].copy_from_slice(MAGIC);
         header[MAGIC.len()] = VERSION;
-        let sealed = match self.cipher.encrypt(
-            &nonce,
-            Payload {
-                msg: payload,
-                aad: &header,
-            },
-        ) {
-            Ok(sealed) => sealed,
-            // Only possible for payloads beyond 256 GiB, which we never build.
-            Err(_) => Vec::new(),
-        };
+        // Encryption fails only for payloads beyond 256 GiB, never built here.
+        let sealed = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: payload,
+                    aad: &header,
+                },
+            )
+            .unwrap_or_default();
         let mut out = Vec::with_capacity(OVERHEAD + payload.len());
         out.extend_from_slice(&header);
         out.extend_from_slice(nonce.as_slice());
@@ -125,7 +125,9 @@ mod tests {
     const LIMIT: usize = 2048;
 
     fn envelope() -> Envelope {
-        Envelope::new(&ClusterKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap())
+        Envelope::new(
+            &ClusterKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap(),
+        )
     }
 
     proptest! {
@@ -179,7 +181,10 @@ mod tests {
         let sealed = env.seal(&[7u8; 100]);
         assert_eq!(
             env.open(&sealed, 50),
-            Err(OpenError::Oversized { len: 100 + OVERHEAD, limit: 50 })
+            Err(OpenError::Oversized {
+                len: 100 + OVERHEAD,
+                limit: 50
+            })
         );
     }
 

@@ -17,16 +17,18 @@ pub const EPOCH_FILE: &str = "epoch";
 pub fn next_epoch(data_dir: &Path, now_ms: u64) -> Result<u64, Error> {
     let path = data_dir.join(EPOCH_FILE);
     let previous = match std::fs::read_to_string(&path) {
-        Ok(text) => Some(text.trim().parse::<u64>().map_err(|e| Error::BadEpochFile {
-            path: path.clone(),
-            why: e.to_string(),
-        })?),
+        Ok(text) => Some(
+            text.trim()
+                .parse::<u64>()
+                .map_err(|e| Error::BadEpochFile {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })?,
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(source) => return Err(Error::Io { path, source }),
     };
-    let epoch = previous
-        .map_or(0, |p| p.saturating_add(1))
-        .max(now_ms);
+    let epoch = previous.map_or(0, |p| p.saturating_add(1)).max(now_ms);
     store_epoch(data_dir, epoch)?;
     Ok(epoch)
 }
@@ -68,6 +70,9 @@ mod tests {
         std::fs::write(dir.path().join(EPOCH_FILE), "xyz").unwrap();
         let err = next_epoch(dir.path(), 1).unwrap_err().to_string();
         assert!(err.contains("epoch"), "{err}");
-        assert_eq!(std::fs::read_to_string(dir.path().join(EPOCH_FILE)).unwrap(), "xyz");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(EPOCH_FILE)).unwrap(),
+            "xyz"
+        );
     }
 }

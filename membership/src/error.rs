@@ -52,7 +52,7 @@ pub enum Error {
     BroadcastTooLarge {
         /// Size of the payload.
         size: usize,
-        /// [`crate::Timings::max_broadcast`].
+        /// [`crate::MAX_BROADCAST`].
         limit: usize,
     },
     /// The membership task has stopped (the agent is shutting down).

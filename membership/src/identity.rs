@@ -64,13 +64,18 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         return Err("is empty".into());
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!("is {} bytes long, at most {MAX_NAME_LEN}", name.len()));
+        return Err(format!(
+            "is {} bytes long, at most {MAX_NAME_LEN}",
+            name.len()
+        ));
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!("contains {c:?}; use letters, digits, '.', '_' or '-'"));
+        return Err(format!(
+            "contains {c:?}; use letters, digits, '.', '_' or '-'"
+        ));
     }
     Ok(())
 }

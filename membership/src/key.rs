@@ -7,8 +7,8 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use chacha20poly1305::aead::{Generate, Key};
 use chacha20poly1305::XChaCha20Poly1305;
+use chacha20poly1305::aead::{Generate, Key};
 
 use crate::Error;
 
@@ -130,7 +130,10 @@ mod tests {
         let path = dir.path().join("k");
         std::fs::write(&path, "garbage").unwrap();
         let err = ClusterKey::read_file(&path).unwrap_err();
-        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]

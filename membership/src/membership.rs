@@ -79,10 +79,13 @@ impl Membership {
         crate::identity::validate_name(&config.name)
             .map_err(|why| Error::Config(format!("node name {:?} {why}", config.name)))?;
         let (socket, listener) = bind_pair(config.bind).await?;
-        let bound = socket
-            .local_addr()
-            .map_err(|source| Error::Bind { addr: config.bind, source })?;
-        let advertise = config.advertise.unwrap_or_else(|| advertise_for(bound, &config.seeds));
+        let bound = socket.local_addr().map_err(|source| Error::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let advertise = config
+            .advertise
+            .unwrap_or_else(|| advertise_for(bound, &config.seeds));
         let local = NodeId {
             name: config.name.clone(),
             addr: advertise,
@@ -212,7 +215,10 @@ impl Membership {
     /// Returns once the leave datagrams are sent, or after `timeout`.
     pub async fn leave(&self, timeout: Duration) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Leave(tx)).await.map_err(|_| Error::Stopped)?;
+        self.cmds
+            .send(Cmd::Leave(tx))
+            .await
+            .map_err(|_| Error::Stopped)?;
         tokio::time::timeout(timeout, rx)
             .await
             .map_err(|_| Error::Stream("leave timed out".into()))?
@@ -284,8 +290,12 @@ async fn accept_streams(
             debug!(peer = %peer, "too many streams; connection refused");
             continue;
         };
-        let (cmds, streams, envelope, stats) =
-            (cmds.clone(), streams.clone(), envelope.clone(), stats.clone());
+        let (cmds, streams, envelope, stats) = (
+            cmds.clone(),
+            streams.clone(),
+            envelope.clone(),
+            stats.clone(),
+        );
         tokio::spawn(async move {
             let _permit = permit;
             if let Err(e) = serve_stream(tcp, cmds, streams, envelope, stats, limit).await {
@@ -316,7 +326,9 @@ async fn serve_stream(
     let theirs: PushPull = stream.recv_within(HELLO_TIMEOUT).await?;
     let cmds = cmds.upgrade().ok_or(Error::Stopped)?;
     let (tx, rx) = oneshot::channel();
-    cmds.send(Cmd::Snapshot(tx)).await.map_err(|_| Error::Stopped)?;
+    cmds.send(Cmd::Snapshot(tx))
+        .await
+        .map_err(|_| Error::Stopped)?;
     let ours = rx.await.map_err(|_| Error::Stopped)?;
     stream.send(&ours).await?;
     cmds.try_send(Cmd::ApplyMembers(theirs.into_bounded()))

@@ -23,7 +23,8 @@ impl RejectLog {
             return false;
         }
         if self.last.len() >= MAX_PEERS {
-            self.last.retain(|_, at| now.saturating_duration_since(*at) < PERIOD);
+            self.last
+                .retain(|_, at| now.saturating_duration_since(*at) < PERIOD);
             if self.last.len() >= MAX_PEERS {
                 return false;
             }

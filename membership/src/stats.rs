@@ -45,7 +45,8 @@ impl Stats {
 
     pub(crate) fn received(&self, bytes: usize) {
         self.datagrams_received.fetch_add(1, Ordering::Relaxed);
-        self.bytes_received.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.bytes_received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn dropped_notice(&self) {

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+use crate::Error;
 use crate::envelope::Envelope;
 use crate::stats::Stats;
-use crate::Error;
 
 /// Channel of the membership push-pull; other channels belong to the agent.
 pub const PUSH_PULL: u16 = 0;
@@ -123,7 +123,10 @@ impl SealedStream {
     }
 
     /// Receives one message within `timeout`; a closed stream is an error.
-    pub async fn recv_within<T: DeserializeOwned>(&mut self, timeout: Duration) -> Result<T, Error> {
+    pub async fn recv_within<T: DeserializeOwned>(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<T, Error> {
         match tokio::time::timeout(timeout, self.recv()).await {
             Err(_) => Err(Error::Stream(format!("{} timed out", self.peer))),
             Ok(Ok(None)) => Err(Error::Stream(format!("{} closed the stream", self.peer))),

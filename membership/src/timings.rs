@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::OVERHEAD;
 use crate::Error;
+use crate::envelope::OVERHEAD;
 
 /// Largest SWIM datagram payload; sealed, it still fits a 1472-byte IPv4
 /// UDP payload (`1400 + envelope + tag byte`).
@@ -109,7 +109,9 @@ impl Timings {
             )));
         }
         if self.rejoin_min > self.rejoin_max {
-            return Err(Error::Config("rejoin_min must not exceed rejoin_max".into()));
+            return Err(Error::Config(
+                "rejoin_min must not exceed rejoin_max".into(),
+            ));
         }
         for (field, value) in [
             ("num_indirect_probes", self.num_indirect_probes),
@@ -220,18 +222,34 @@ mod tests {
             gossip_fanout: 0,
             ..Timings::default()
         };
-        assert!(t.validate().unwrap_err().to_string().contains("gossip_fanout"));
+        assert!(
+            t.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("gossip_fanout")
+        );
         let t = Timings {
             push_pull_period: Duration::ZERO,
             ..Timings::default()
         };
-        assert!(t.validate().unwrap_err().to_string().contains("push_pull_period"));
+        assert!(
+            t.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("push_pull_period")
+        );
     }
 
     #[test]
     fn durations_parse() {
-        assert_eq!(humanish::parse("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(humanish::parse("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            humanish::parse("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            humanish::parse("1.5s").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(humanish::parse("2m").unwrap(), Duration::from_secs(120));
         assert!(humanish::parse("10").unwrap_err().contains("no unit"));
         assert!(humanish::parse("10 parsecs").unwrap_err().contains("unit"));

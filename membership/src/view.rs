@@ -9,8 +9,8 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
-use crate::member::{MemberEvent, MemberState, MemberView};
 use crate::NodeId;
+use crate::member::{MemberEvent, MemberState, MemberView};
 
 /// Latest identity and state per member address.
 #[derive(Debug, Default)]
@@ -75,7 +75,10 @@ impl View {
 
     /// Members alive or suspect, ourselves excluded.
     pub(crate) fn active(&self) -> usize {
-        self.members.values().filter(|m| m.state.is_active()).count()
+        self.members
+            .values()
+            .filter(|m| m.state.is_active())
+            .count()
     }
 }
 
@@ -101,16 +104,28 @@ mod tests {
     fn lifecycle_emits_one_event_per_change() {
         let mut v = View::default();
         let b = id("b", 2, 1);
-        assert_eq!(step(&mut v, &[(b.clone(), State::Alive)], &[]), vec![MemberEvent::Up(b.clone())]);
+        assert_eq!(
+            step(&mut v, &[(b.clone(), State::Alive)], &[]),
+            vec![MemberEvent::Up(b.clone())]
+        );
         assert_eq!(step(&mut v, &[(b.clone(), State::Alive)], &[]), vec![]);
-        assert_eq!(step(&mut v, &[(b.clone(), State::Suspect)], &[]), vec![MemberEvent::Suspect(b.clone())]);
+        assert_eq!(
+            step(&mut v, &[(b.clone(), State::Suspect)], &[]),
+            vec![MemberEvent::Suspect(b.clone())]
+        );
         assert_eq!(step(&mut v, &[(b.clone(), State::Alive)], &[]), vec![]);
-        assert_eq!(step(&mut v, &[(b.clone(), State::Down)], &[]), vec![MemberEvent::Down(b.clone())]);
+        assert_eq!(
+            step(&mut v, &[(b.clone(), State::Down)], &[]),
+            vec![MemberEvent::Down(b.clone())]
+        );
         assert_eq!(step(&mut v, &[(b.clone(), State::Down)], &[]), vec![]);
         assert_eq!(v.active(), 0);
         // Restart: next epoch at the same address comes up.
         let b2 = id("b", 2, 2);
-        assert_eq!(step(&mut v, &[(b2.clone(), State::Alive)], &[]), vec![MemberEvent::Up(b2.clone())]);
+        assert_eq!(
+            step(&mut v, &[(b2.clone(), State::Alive)], &[]),
+            vec![MemberEvent::Up(b2.clone())]
+        );
         assert_eq!(v.active(), 1);
     }
 
@@ -119,7 +134,11 @@ mod tests {
         let mut v = View::default();
         let c = id("c", 3, 1);
         step(&mut v, &[(c.clone(), State::Alive)], &[]);
-        let events = step(&mut v, &[(c.clone(), State::Down)], &[c.clone()]);
+        let events = step(
+            &mut v,
+            &[(c.clone(), State::Down)],
+            std::slice::from_ref(&c),
+        );
         assert_eq!(events, vec![MemberEvent::Left(c.clone())]);
         assert_eq!(v.list()[0].state, MemberState::Left);
     }

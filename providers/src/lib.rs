@@ -3,4 +3,4 @@
 //! the `Supervisor` and its restart policies, and per-instance log files.
 //! It knows nothing of the cluster.
 //!
-//! Nothing lives here yet: the [supervisor] issue fills it.
+//! Nothing lives here yet: the "supervisor" issue fills it.

@@ -16,7 +16,9 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ClientError {
     /// No agent listens at the socket.
-    #[error("cannot reach the agent at {path}: {source} (is `mob-agent run` running? pick its socket with --agent or MOB_AGENT)")]
+    #[error(
+        "cannot reach the agent at {path}: {source} (is `mob-agent run` running? pick its socket with --agent or MOB_AGENT)"
+    )]
     Connect {
         /// The socket path.
         path: String,
@@ -34,11 +36,15 @@ pub(crate) enum ClientError {
 /// Sends one request and returns the agent's response (an error response
 /// becomes [`ClientError::Agent`]).
 pub(crate) async fn request(socket: &Path, body: RequestBody) -> Result<Response, ClientError> {
-    let stream = UnixStream::connect(socket).await.map_err(|source| ClientError::Connect {
-        path: socket.display().to_string(),
-        source,
-    })?;
-    let codec = LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec();
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| ClientError::Connect {
+            path: socket.display().to_string(),
+            source,
+        })?;
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec();
     let mut framed = Framed::new(stream, codec);
     let request = Request {
         version: PROTOCOL_VERSION,
@@ -54,7 +60,9 @@ pub(crate) async fn request(socket: &Path, body: RequestBody) -> Result<Response
             Some(Ok(frame)) => postcard::from_bytes::<Response>(&frame)
                 .map_err(|e| ClientError::Exchange(format!("malformed response: {e}"))),
             Some(Err(e)) => Err(ClientError::Exchange(e.to_string())),
-            None => Err(ClientError::Exchange("the agent closed the connection".into())),
+            None => Err(ClientError::Exchange(
+                "the agent closed the connection".into(),
+            )),
         }
     };
     match tokio::time::timeout(TIMEOUT, exchange).await {

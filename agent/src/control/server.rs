@@ -30,7 +30,10 @@ pub(crate) async fn bind(path: &Path) -> std::io::Result<UnixListener> {
         if UnixStream::connect(path).await.is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
-                format!("{} is in use: another agent runs with this data dir", path.display()),
+                format!(
+                    "{} is in use: another agent runs with this data dir",
+                    path.display()
+                ),
             ));
         }
         std::fs::remove_file(path)?;
@@ -61,7 +64,9 @@ pub(crate) async fn serve(listener: UnixListener, state: Arc<ControlState>) {
 }
 
 async fn serve_connection(stream: UnixStream, state: &ControlState) -> std::io::Result<()> {
-    let codec = LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec();
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec();
     let mut framed = Framed::new(stream, codec);
     while let Some(frame) = framed.next().await {
         let response = match postcard::from_bytes::<Request>(&frame?) {

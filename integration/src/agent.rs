@@ -1,0 +1,342 @@
+//! One real `mob-agent run` process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::Deserialize;
+
+use crate::poll::wait_until;
+
+/// The `mob-agent` binary: `$MOB_AGENT_BIN`, or the workspace's debug
+/// build, built once per test process.
+pub fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("MOB_AGENT_BIN") {
+            return PathBuf::from(bin);
+        }
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "mob-agent"])
+            .current_dir(&workspace)
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            other => panic!("cargo build -p mob-agent failed: {other:?}"),
+        }
+        workspace.join("target/debug/mob-agent")
+    })
+    .clone()
+}
+
+/// A row of `members --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Member {
+    /// Node name.
+    pub name: String,
+    /// Gossip address.
+    pub addr: String,
+    /// Epoch.
+    pub epoch: u64,
+    /// alive, suspect, down or left.
+    pub state: String,
+}
+
+/// How to start an agent.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    /// `--name`.
+    pub name: String,
+    /// `--bind`; `127.0.0.1:0` picks a free port.
+    pub bind: SocketAddr,
+    /// `--join` seeds.
+    pub join: Vec<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: PathBuf,
+    /// `--key-file`.
+    pub key_file: PathBuf,
+    /// Run inside this network namespace (`ip netns exec`).
+    pub netns: Option<String>,
+    /// Extra arguments to `run`.
+    pub extra: Vec<String>,
+}
+
+impl AgentSpec {
+    /// An agent on loopback with a free port, data dir `<root>/<name>`.
+    pub fn local(name: &str, root: &Path, key_file: &Path) -> Self {
+        Self {
+            name: name.to_owned(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            join: Vec::new(),
+            data_dir: root.join(name),
+            key_file: key_file.to_owned(),
+            netns: None,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// A running agent; killed (SIGKILL) on drop. When dropped during a panic
+/// its log is printed, so a failing test shows what every agent saw.
+pub struct Agent {
+    /// How it was started.
+    pub spec: AgentSpec,
+    /// Its advertised gossip address, from the ready file.
+    pub addr: SocketAddr,
+    /// Its control socket.
+    pub socket: PathBuf,
+    child: Option<Child>,
+}
+
+#[derive(Deserialize)]
+struct Ready {
+    addr: SocketAddr,
+    socket: PathBuf,
+}
+
+impl Agent {
+    /// Starts the agent and waits (10 s at most) for its ready file.
+    pub fn start(spec: AgentSpec) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&spec.data_dir)?;
+        let ready = spec.data_dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(spec.data_dir.join("agent.log"))?;
+        let mut command = match &spec.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        command
+            .arg("run")
+            .args(["--name", &spec.name])
+            .args(["--bind", &spec.bind.to_string()])
+            .arg("--data-dir")
+            .arg(&spec.data_dir)
+            .arg("--key-file")
+            .arg(&spec.key_file)
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(["--log-format", "json"]);
+        for seed in &spec.join {
+            command.args(["--join", &seed.to_string()]);
+        }
+        command
+            .args(&spec.extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("MOB_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env_remove("MOB_KEY")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = command.spawn().context("spawning mob-agent")?;
+        let mut agent = Self {
+            spec,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            socket: PathBuf::new(),
+            child: Some(child),
+        };
+        let mut parsed = None;
+        let waited = wait_until("the ready file", Duration::from_secs(10), || {
+            if let Some(child) = agent.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("mob-agent exited with {status}");
+            }
+            let Ok(text) = std::fs::read_to_string(&ready) else {
+                return Ok(false);
+            };
+            parsed = Some(serde_json::from_str::<Ready>(&text)?);
+            Ok(true)
+        });
+        if let Err(e) = waited {
+            agent.dump_log();
+            return Err(e);
+        }
+        let ready = parsed.context("ready file")?;
+        agent.addr = ready.addr;
+        agent.socket = ready.socket;
+        Ok(agent)
+    }
+
+    /// Name of the node.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Runs a CLI subcommand against this agent's socket; stdout on success.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(binary())
+            .args(args)
+            .arg("--agent")
+            .arg(&self.socket)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "mob-agent {args:?} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// `members --json`.
+    pub fn members(&self) -> anyhow::Result<Vec<Member>> {
+        Ok(serde_json::from_str(&self.cli(&["members", "--json"])?)?)
+    }
+
+    /// The state this agent reports for `name`, if listed.
+    pub fn state_of(&self, name: &str) -> anyhow::Result<Option<Member>> {
+        Ok(self.members()?.into_iter().find(|m| m.name == name))
+    }
+
+    /// `stats --json`.
+    pub fn stats(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_str(&self.cli(&["stats", "--json"])?)?)
+    }
+
+    /// Whether this agent lists exactly `names`, all alive.
+    pub fn sees_alive(&self, names: &[&str]) -> anyhow::Result<bool> {
+        let members = self.members()?;
+        Ok(members.len() == names.len()
+            && names
+                .iter()
+                .all(|n| members.iter().any(|m| m.name == *n && m.state == "alive")))
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then wait (5 s at most) for a clean exit.
+    pub fn terminate(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = Pid::from_raw(i32::try_from(child.id())?);
+        kill(pid, Signal::SIGTERM)?;
+        let mut status = None;
+        wait_until("the agent to exit", Duration::from_secs(5), || {
+            status = child.try_wait()?;
+            Ok(status.is_some())
+        })?;
+        match status {
+            Some(s) if s.success() => Ok(()),
+            other => bail!("agent exited with {other:?}"),
+        }
+    }
+
+    /// Starts the agent again with the same spec (same data dir); binds the
+    /// same address it had, so peers see the same member.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill9()?;
+        let mut spec = self.spec.clone();
+        spec.bind = self.addr;
+        let fresh = Agent::start(spec)?;
+        *self = fresh;
+        Ok(())
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.spec.data_dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Log lines (JSON objects) whose `message` is `message`.
+    pub fn log_events(&self, message: &str) -> Vec<serde_json::Value> {
+        self.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message"] == message)
+            .collect()
+    }
+
+    /// Prints the log to stderr.
+    pub fn dump_log(&self) {
+        eprintln!(
+            "===== log of {} ({}) =====\n{}",
+            self.spec.name,
+            self.addr,
+            self.log()
+        );
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_log();
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Writes a fresh key (from `mob-agent keygen`) to `path`.
+pub fn new_key_file(path: &Path) -> anyhow::Result<PathBuf> {
+    let out = Command::new(binary()).arg("keygen").output()?;
+    if !out.status.success() {
+        bail!(
+            "mob-agent keygen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::write(path, &out.stdout)?;
+    Ok(path.to_owned())
+}
+
+/// Starts `n` agents `n1..=n` on loopback with one key; all join `n1`.
+/// Returns once every agent lists all `n` as alive (20 s at most).
+pub fn local_cluster(root: &Path, n: usize) -> anyhow::Result<Vec<Agent>> {
+    let key = new_key_file(&root.join("cluster.key"))?;
+    let mut agents: Vec<Agent> = Vec::with_capacity(n);
+    for i in 1..=n {
+        let mut spec = AgentSpec::local(&format!("n{i}"), root, &key);
+        if let Some(seed) = agents.first() {
+            spec.join.push(seed.addr);
+        }
+        agents.push(Agent::start(spec)?);
+    }
+    let names: Vec<String> = agents.iter().map(|a| a.name().to_owned()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    wait_until(
+        "every agent to see every agent alive",
+        Duration::from_secs(20),
+        || {
+            for agent in &agents {
+                if !agent.sees_alive(&names)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )?;
+    Ok(agents)
+}

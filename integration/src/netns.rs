@@ -1,0 +1,80 @@
+//! Hosts in their own network namespaces (`scripts/netns.sh`), removed on
+//! drop. Needs root and iproute2.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::bail;
+
+/// A set of namespace hosts `1..=n` on one bridge.
+pub struct Netns {
+    prefix: String,
+    hosts: usize,
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/netns.sh")
+}
+
+fn run(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("bash").arg(script()).args(args).output()?;
+    if !out.status.success() {
+        bail!(
+            "netns.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+impl Netns {
+    /// Whether this process can make namespaces (root, with `ip`).
+    pub fn available() -> bool {
+        nix::unistd::geteuid().is_root()
+            && Command::new("ip")
+                .arg("-V")
+                .output()
+                .is_ok_and(|o| o.status.success())
+    }
+
+    /// Creates `hosts` hosts. `tag` keeps concurrent tests apart.
+    pub fn up(tag: &str, hosts: usize) -> anyhow::Result<Self> {
+        let prefix = format!("mob{}{}", tag, std::process::id() % 10_000);
+        let _ = run(&["down", &prefix]);
+        let net = Self { prefix, hosts };
+        run(&["up", &net.prefix, &hosts.to_string()])?;
+        Ok(net)
+    }
+
+    /// Namespace name of host `i`.
+    pub fn ns(&self, i: usize) -> String {
+        format!("{}-h{i}", self.prefix)
+    }
+
+    /// Address of host `i`.
+    pub fn ip(&self, i: usize) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 99, 0, u8::try_from(i).unwrap_or(u8::MAX)))
+    }
+
+    /// Number of hosts.
+    pub fn hosts(&self) -> usize {
+        self.hosts
+    }
+
+    /// Unplugs host `i` from the bridge.
+    pub fn cut(&self, i: usize) -> anyhow::Result<()> {
+        run(&["cut", &self.prefix, &i.to_string()])
+    }
+
+    /// Plugs host `i` back.
+    pub fn heal(&self, i: usize) -> anyhow::Result<()> {
+        run(&["heal", &self.prefix, &i.to_string()])
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run(&["down", &self.prefix]);
+    }
+}

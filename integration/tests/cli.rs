@@ -1,0 +1,144 @@
+//! The `mob-agent` command line as an operator meets it: exit codes and
+//! messages for bad input, keygen, talking to an absent agent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+use std::process::Command;
+
+use mob_integration::binary;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = Command::new(binary());
+    c.args(args).env_remove("MOB_KEY");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn keygen_prints_a_usable_key() {
+    let out = run(&["keygen"], &[]);
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap();
+    let key = key.trim();
+    assert_eq!(key.len(), 44, "{key}");
+    assert_ne!(
+        key,
+        String::from_utf8(run(&["keygen"], &[]).stdout)
+            .unwrap()
+            .trim()
+    );
+}
+
+#[test]
+fn malformed_key_file_exits_2_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("bad.key");
+    std::fs::write(&key, "definitely not a key").unwrap();
+    let out = run(
+        &[
+            "run",
+            "--name",
+            "x",
+            "--bind",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--key-file",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.key"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&key).unwrap(),
+        "definitely not a key"
+    );
+}
+
+#[test]
+fn malformed_mob_key_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &[
+            "run",
+            "--name",
+            "x",
+            "--bind",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[("MOB_KEY", "c2hvcnQ=")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MOB_KEY"));
+}
+
+#[test]
+fn bad_flag_values_exit_2() {
+    let out = run(&["run", "--bind", "not-an-addr"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bind"));
+}
+
+#[test]
+fn members_without_an_agent_exits_1_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("none.sock");
+    let out = run(&["members", "--agent", sock.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("none.sock") && err.contains("--agent"),
+        "{err}"
+    );
+}
+
+#[test]
+fn first_start_generates_a_key_and_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    // No --key-file and no MOB_KEY.
+    let mut child = Command::new(binary())
+        .args([
+            "run",
+            "--name",
+            "gen",
+            "--bind",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env_remove("MOB_KEY")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let key_path = data.join("cluster.key");
+    let found =
+        mob_integration::wait_until("the key file", std::time::Duration::from_secs(10), || {
+            Ok(std::fs::read_to_string(&key_path).is_ok_and(|k| k.trim().len() == 44))
+        });
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    found.unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("generated a new cluster key") && log.contains("cluster.key"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(std::fs::read_to_string(&key_path).unwrap().trim()),
+        "the key was logged"
+    );
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Builds mob-agent (release) and runs a local cluster of N agents (default 3)
+# on 127.0.0.1, sharing one key, each with its own data dir under a temp dir.
+# Waits until every agent lists all N alive, prints how to talk to each, and
+# stops them all on Ctrl-C.
+#
+#   scripts/local-cluster.sh [N] [--once]     --once: stop after the check
+#   MOB_BASE_PORT=17946                       first gossip port
+set -euo pipefail
+
+n=3; once=0
+for arg in "$@"; do
+  case "$arg" in
+    --once) once=1 ;;
+    ''|*[!0-9]*) echo "usage: $0 [N] [--once]" >&2; exit 2 ;;
+    *) n=$arg ;;
+  esac
+done
+base=${MOB_BASE_PORT:-17946}
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+cargo build --release -q -p mob-agent --manifest-path "$root/Cargo.toml"
+bin="$root/target/release/mob-agent"
+dir=$(mktemp -d -t mob-cluster.XXXXXX)
+"$bin" keygen > "$dir/cluster.key"
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo; echo "stopping ${#pids[@]} agents"
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  echo "logs and data kept in $dir"
+}
+trap stop INT TERM EXIT
+
+for i in $(seq 1 "$n"); do
+  port=$((base + i - 1))
+  join=()
+  [ "$i" -gt 1 ] && join=(--join "127.0.0.1:$base")
+  "$bin" run --name "node$i" --bind "127.0.0.1:$port" --data-dir "$dir/node$i" \
+    --key-file "$dir/cluster.key" "${join[@]}" > "$dir/node$i.log" 2>&1 &
+  pids+=($!)
+done
+
+echo "waiting for $n agents to see each other..."
+deadline=$((SECONDS + 30))
+for i in $(seq 1 "$n"); do
+  sock="$dir/node$i/mob.sock"
+  until [ -S "$sock" ] && [ "$("$bin" members --json --agent "$sock" 2>/dev/null | grep -o '"state":"alive"' | wc -l)" -eq "$n" ]; do
+    if [ $SECONDS -ge $deadline ]; then
+      echo "agents did not converge within 30 s; see $dir/node*.log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+done
+
+"$bin" members --agent "$dir/node1/mob.sock"
+echo
+echo "cluster of $n agents is up (data and logs in $dir). Talk to one with:"
+for i in $(seq 1 "$n"); do
+  echo "  $bin members --agent $dir/node$i/mob.sock      # log: $dir/node$i.log"
+done
+echo "try: kill -9 ${pids[1]:-${pids[0]}}  and watch the others report it down"
+[ "$once" = 1 ] && exit 0
+echo "Ctrl-C stops them all."
+wait
