@@ -1,0 +1,150 @@
+//! The records of the table: keys, values, and their kinds.
+//!
+//! | key | value | written by |
+//! |---|---|---|
+//! | `svc/<name>` | [`ServiceRecord`] (spec, or removed) | any node (CLI) |
+//! | `claim/<name>/<slot>` | [`Claim`] | the claiming node |
+//! | `status/<node>/<name>/<slot>` | [`Status`] | the owner only |
+//! | `node/<node>` | [`NodeRecord`] | that node only |
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hlc::Timestamp;
+use crate::spec::{ProviderKind, ServiceSpec};
+
+/// Key prefix of services.
+pub const SERVICE_PREFIX: &str = "svc/";
+/// Key prefix of claims.
+pub const CLAIM_PREFIX: &str = "claim/";
+/// Key prefix of instance status.
+pub const STATUS_PREFIX: &str = "status/";
+/// Key prefix of node records.
+pub const NODE_PREFIX: &str = "node/";
+
+/// `svc/<name>`.
+pub fn service_key(name: &str) -> String {
+    format!("{SERVICE_PREFIX}{name}")
+}
+
+/// `claim/<name>/<slot>`.
+pub fn claim_key(name: &str, slot: u32) -> String {
+    format!("{CLAIM_PREFIX}{name}/{slot}")
+}
+
+/// `status/<node>/<name>/<slot>`.
+pub fn status_key(node: &str, name: &str, slot: u32) -> String {
+    format!("{STATUS_PREFIX}{node}/{name}/{slot}")
+}
+
+/// `node/<node>`.
+pub fn node_key(node: &str) -> String {
+    format!("{NODE_PREFIX}{node}")
+}
+
+/// A timestamped value: one LWW register of the table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// When and by whom it was written.
+    pub ts: Timestamp,
+    /// What was written.
+    pub value: Value,
+}
+
+/// The value of a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    /// `svc/`.
+    Service(ServiceRecord),
+    /// `claim/`.
+    Claim(Claim),
+    /// `status/`.
+    Status(Status),
+    /// `node/`.
+    Node(NodeRecord),
+    /// A deleted record of any other kind (kept until garbage-collected so
+    /// the deletion wins over older copies).
+    Tombstone,
+}
+
+/// A service, or the tombstone of a removed one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    /// Grows by one on every deploy, scale or remove of this name.
+    pub version: u64,
+    /// The spec; `None` once removed.
+    pub spec: Option<ServiceSpec>,
+}
+
+/// Who owns a slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// Owner's node name; `None` when released.
+    pub owner: Option<String>,
+    /// Nodes where the slot spent its restart budget.
+    pub failed_on: Vec<String>,
+}
+
+/// State of an instance, as its supervisor reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum InstanceState {
+    /// Not placed or not started yet.
+    Pending,
+    /// Being started.
+    Starting,
+    /// Running.
+    Running,
+    /// Waiting to restart after an exit.
+    Backoff,
+    /// Restart budget spent.
+    Failed,
+    /// Stopped on purpose, or exited and not restarted.
+    Stopped,
+}
+
+impl InstanceState {
+    /// The lowercase name used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Backoff => "backoff",
+            Self::Failed => "failed",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+/// `status/<node>/<name>/<slot>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Current state.
+    pub state: InstanceState,
+    /// Process id (or container's init pid), while running.
+    pub pid: Option<u32>,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Since when (unix ms) it is in this state.
+    pub since_ms: u64,
+    /// Exit code of the last exit, if any.
+    pub last_exit: Option<i32>,
+    /// Signal that ended the last run, if any.
+    pub last_signal: Option<i32>,
+}
+
+/// `node/<node>`: what a node offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Providers available on the node.
+    pub providers: Vec<ProviderKind>,
+    /// Tags for placement constraints.
+    pub tags: BTreeMap<String, String>,
+    /// Whether the node is draining.
+    pub draining: bool,
+    /// mob version of the agent.
+    pub version: String,
+    /// When the agent started (unix ms).
+    pub started_at_ms: u64,
+}

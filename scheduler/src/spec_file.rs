@@ -1,0 +1,597 @@
+//! Service specs as operators write them: TOML or JSON, one service or a
+//! list (`[[services]]` in TOML, an array or `{"services": [...]}` in JSON).
+//! The Erlang seed's `{"name", "provider", "params"}` is accepted as is.
+//!
+//! Every error names the service and the field.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{Constraints, Params, ProviderKind, RestartPolicy, ServiceSpec, SpecError};
+
+/// Defaults of optional fields.
+const DEFAULT_MAX_RESTARTS: u32 = 5;
+const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(60);
+const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(10);
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A spec as written, before validation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: String,
+    provider: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replicas: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    restart: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_restarts: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    restart_window: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stable_after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stop_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    depends_on: Vec<String>,
+    #[serde(default, skip_serializing_if = "RawConstraints::is_empty")]
+    constraints: RawConstraints,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    params: BTreeMap<String, ParamValue>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConstraints {
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+impl RawConstraints {
+    fn is_empty(&self) -> bool {
+        self.tags.is_empty()
+    }
+}
+
+/// A provider parameter: text or a list of text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum ParamValue {
+    Text(String),
+    List(Vec<String>),
+}
+
+/// Parses a spec file: JSON if it starts with `{` or `[{`/`[]`, else TOML.
+pub fn parse_specs(text: &str) -> Result<Vec<ServiceSpec>, SpecError> {
+    let trimmed = text.trim_start();
+    let json = trimmed.starts_with('{')
+        || (trimmed.starts_with('[')
+            && matches!(trimmed[1..].trim_start().chars().next(), Some('{' | ']')));
+    let raws = if json {
+        raw_from_json(text)?
+    } else {
+        raw_from_toml(text)?
+    };
+    if raws.is_empty() {
+        return Err(SpecError::new("-", "services", "the file holds no service"));
+    }
+    let specs = raws
+        .into_iter()
+        .map(RawSpec::into_spec)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = std::collections::HashSet::new();
+    for s in &specs {
+        if !seen.insert(s.name.as_str()) {
+            return Err(SpecError::new(&s.name, "name", "appears twice in the file"));
+        }
+    }
+    Ok(specs)
+}
+
+fn parse_error(at: &str, e: impl std::fmt::Display) -> SpecError {
+    SpecError::new(at, "-", e.to_string().trim().replace('\n', " "))
+}
+
+fn raw_from_json(text: &str) -> Result<Vec<RawSpec>, SpecError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| parse_error("(json)", e))?;
+    let items = match value {
+        serde_json::Value::Array(items) => items,
+        serde_json::Value::Object(mut map)
+            if map.contains_key("services") && !map.contains_key("name") =>
+        {
+            match map.remove("services") {
+                Some(serde_json::Value::Array(items)) => items,
+                _ => return Err(SpecError::new("-", "services", "must be an array")),
+            }
+        }
+        other => vec![other],
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = name_or_index(item.get("name").and_then(|n| n.as_str()), i);
+            serde_json::from_value(item).map_err(|e| parse_error(&at, e))
+        })
+        .collect()
+}
+
+fn raw_from_toml(text: &str) -> Result<Vec<RawSpec>, SpecError> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_error("(toml)", e))?;
+    let items = if table.contains_key("services") && !table.contains_key("name") {
+        if table.len() > 1 {
+            let extra = table
+                .keys()
+                .find(|k| *k != "services")
+                .cloned()
+                .unwrap_or_default();
+            return Err(SpecError::new(
+                "-",
+                &extra,
+                "unknown top-level key next to [[services]]",
+            ));
+        }
+        match table.remove("services") {
+            Some(toml::Value::Array(items)) => items,
+            _ => {
+                return Err(SpecError::new(
+                    "-",
+                    "services",
+                    "must be an array of tables ([[services]])",
+                ));
+            }
+        }
+    } else {
+        vec![toml::Value::Table(table)]
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = name_or_index(item.get("name").and_then(|n| n.as_str()), i);
+            item.try_into().map_err(|e| parse_error(&at, e))
+        })
+        .collect()
+}
+
+fn name_or_index(name: Option<&str>, index: usize) -> String {
+    name.map_or_else(|| format!("#{}", index + 1), str::to_owned)
+}
+
+/// Renders specs as a TOML file that [`parse_specs`] reads back.
+pub fn to_toml(specs: &[ServiceSpec]) -> Result<String, SpecError> {
+    #[derive(Serialize)]
+    struct File<'a> {
+        services: &'a [RawSpec],
+    }
+    let raws: Vec<RawSpec> = specs.iter().map(RawSpec::from_spec).collect();
+    toml::to_string(&File { services: &raws }).map_err(|e| parse_error("(toml)", e))
+}
+
+/// Renders specs as a JSON array that [`parse_specs`] reads back.
+pub fn to_json(specs: &[ServiceSpec]) -> String {
+    let raws: Vec<RawSpec> = specs.iter().map(RawSpec::from_spec).collect();
+    serde_json::to_string_pretty(&raws).unwrap_or_default()
+}
+
+fn duration(
+    service: &str,
+    field: &str,
+    text: Option<&String>,
+    default: Duration,
+) -> Result<Duration, SpecError> {
+    match text {
+        None => Ok(default),
+        Some(t) => humantime::parse_duration(t.trim()).map_err(|e| {
+            SpecError::new(
+                service,
+                field,
+                format!("bad duration {t:?}: {e} (e.g. \"500ms\", \"10s\", \"1m\")"),
+            )
+        }),
+    }
+}
+
+fn count(service: &str, field: &str, value: Option<i64>, default: u32) -> Result<u32, SpecError> {
+    match value {
+        None => Ok(default),
+        Some(v) => u32::try_from(v)
+            .map_err(|_| SpecError::new(service, field, format!("{v} is out of range"))),
+    }
+}
+
+impl RawSpec {
+    fn into_spec(self) -> Result<ServiceSpec, SpecError> {
+        let name = self.name.clone();
+        let err = |field: &str, message: String| SpecError::new(&name, field, message);
+        let provider = ProviderKind::parse(&self.provider).ok_or_else(|| {
+            err(
+                "provider",
+                format!(
+                    "unknown provider {:?} (exec, shell, bash, docker)",
+                    self.provider
+                ),
+            )
+        })?;
+        let restart = match &self.restart {
+            None => RestartPolicy::Always,
+            Some(r) => RestartPolicy::parse(r).ok_or_else(|| {
+                err(
+                    "restart",
+                    format!("unknown policy {r:?} (always, on-failure, never)"),
+                )
+            })?,
+        };
+        let replicas = match self.replicas {
+            None => 1,
+            Some(r) => u32::try_from(r)
+                .ok()
+                .filter(|r| *r <= crate::spec::MAX_REPLICAS)
+                .ok_or_else(|| {
+                    err(
+                        "replicas",
+                        format!("{r} is out of range 0..={}", crate::spec::MAX_REPLICAS),
+                    )
+                })?,
+        };
+        let spec = ServiceSpec {
+            params: params(&name, provider, self.params)?,
+            replicas,
+            restart,
+            max_restarts: count(
+                &name,
+                "max_restarts",
+                self.max_restarts,
+                DEFAULT_MAX_RESTARTS,
+            )?,
+            restart_window: duration(
+                &name,
+                "restart_window",
+                self.restart_window.as_ref(),
+                DEFAULT_RESTART_WINDOW,
+            )?,
+            stable_after: duration(
+                &name,
+                "stable_after",
+                self.stable_after.as_ref(),
+                DEFAULT_STABLE_AFTER,
+            )?,
+            stop_timeout: duration(
+                &name,
+                "stop_timeout",
+                self.stop_timeout.as_ref(),
+                DEFAULT_STOP_TIMEOUT,
+            )?,
+            depends_on: self.depends_on,
+            constraints: Constraints {
+                tags: self.constraints.tags,
+            },
+            env: self.env,
+            name: self.name,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    fn from_spec(spec: &ServiceSpec) -> Self {
+        let text = |s: &str| ParamValue::Text(s.to_owned());
+        let list = |l: &[String]| ParamValue::List(l.to_vec());
+        let mut params = BTreeMap::new();
+        let optional =
+            |params: &mut BTreeMap<String, ParamValue>, key: &str, v: &Option<String>| {
+                if let Some(v) = v {
+                    params.insert(key.to_owned(), text(v));
+                }
+            };
+        match &spec.params {
+            Params::Exec { command, cwd, user } => {
+                params.insert("command".into(), list(command));
+                optional(&mut params, "cwd", cwd);
+                optional(&mut params, "user", user);
+            }
+            Params::Shell { command, cwd, user } => {
+                params.insert("command".into(), text(command));
+                optional(&mut params, "cwd", cwd);
+                optional(&mut params, "user", user);
+            }
+            Params::Docker {
+                image,
+                args,
+                ports,
+                volumes,
+            } => {
+                params.insert("image".into(), text(image));
+                params.insert("args".into(), list(args));
+                params.insert("ports".into(), list(ports));
+                params.insert("volumes".into(), list(volumes));
+            }
+        }
+        let ms = |d: Duration| Some(format!("{}ms", d.as_millis()));
+        Self {
+            name: spec.name.clone(),
+            provider: spec.params.provider().as_str().to_owned(),
+            replicas: Some(i64::from(spec.replicas)),
+            restart: Some(spec.restart.as_str().to_owned()),
+            max_restarts: Some(i64::from(spec.max_restarts)),
+            restart_window: ms(spec.restart_window),
+            stable_after: ms(spec.stable_after),
+            stop_timeout: ms(spec.stop_timeout),
+            depends_on: spec.depends_on.clone(),
+            constraints: RawConstraints {
+                tags: spec.constraints.tags.clone(),
+            },
+            env: spec.env.clone(),
+            params,
+        }
+    }
+}
+
+/// Typed parameters of `provider`, naming the parameter at fault.
+fn params(
+    service: &str,
+    provider: ProviderKind,
+    mut raw: BTreeMap<String, ParamValue>,
+) -> Result<Params, SpecError> {
+    let err =
+        |key: &str, message: String| SpecError::new(service, &format!("params.{key}"), message);
+    let take_text =
+        |raw: &mut BTreeMap<String, ParamValue>, key: &str| -> Result<Option<String>, SpecError> {
+            match raw.remove(key) {
+                None => Ok(None),
+                Some(ParamValue::Text(t)) => Ok(Some(t)),
+                Some(ParamValue::List(_)) => Err(err(key, "must be a string".into())),
+            }
+        };
+    // A list, or a string split shell-style ("" is the empty list).
+    let take_words =
+        |raw: &mut BTreeMap<String, ParamValue>, key: &str| -> Result<Vec<String>, SpecError> {
+            match raw.remove(key) {
+                None => Ok(Vec::new()),
+                Some(ParamValue::List(l)) => Ok(l),
+                Some(ParamValue::Text(t)) => {
+                    shlex::split(&t).ok_or_else(|| err(key, format!("{t:?} has unbalanced quotes")))
+                }
+            }
+        };
+    let take_list =
+        |raw: &mut BTreeMap<String, ParamValue>, key: &str| -> Result<Vec<String>, SpecError> {
+            match raw.remove(key) {
+                None => Ok(Vec::new()),
+                Some(ParamValue::List(l)) => Ok(l),
+                Some(ParamValue::Text(t)) if t.is_empty() => Ok(Vec::new()),
+                Some(ParamValue::Text(t)) => Ok(vec![t]),
+            }
+        };
+    let params = match provider {
+        ProviderKind::Exec => Params::Exec {
+            command: take_words(&mut raw, "command")?,
+            cwd: take_text(&mut raw, "cwd")?,
+            user: take_text(&mut raw, "user")?,
+        },
+        ProviderKind::Shell => Params::Shell {
+            command: match raw.remove("command") {
+                None => String::new(),
+                Some(ParamValue::Text(t)) => t,
+                Some(ParamValue::List(l)) => shlex::try_join(l.iter().map(String::as_str))
+                    .map_err(|e| err("command", e.to_string()))?,
+            },
+            cwd: take_text(&mut raw, "cwd")?,
+            user: take_text(&mut raw, "user")?,
+        },
+        ProviderKind::Docker => Params::Docker {
+            image: take_text(&mut raw, "image")?.unwrap_or_default(),
+            args: take_words(&mut raw, "args")?,
+            ports: take_list(&mut raw, "ports")?,
+            volumes: take_list(&mut raw, "volumes")?,
+        },
+    };
+    if let Some(key) = raw.keys().next() {
+        let known = match provider {
+            ProviderKind::Exec | ProviderKind::Shell => "command, cwd, user",
+            ProviderKind::Docker => "image, args, ports, volumes",
+        };
+        return Err(err(
+            key,
+            format!("unknown parameter for provider {provider} (known: {known})"),
+        ));
+    }
+    Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> ServiceSpec {
+        let mut specs = parse_specs(text).unwrap();
+        assert_eq!(specs.len(), 1);
+        specs.remove(0)
+    }
+
+    fn error(text: &str) -> SpecError {
+        parse_specs(text).unwrap_err()
+    }
+
+    #[test]
+    fn design_toml_example_parses() {
+        let s = one(r#"
+name = "web"
+provider = "docker"           # exec | shell | bash | docker
+replicas = 2
+restart = "always"
+depends_on = ["db"]
+constraints = { tags = { zone = "a" } }
+env = { RUST_LOG = "info" }
+[params]
+image = "mob-test/busybox"
+args = ["httpd", "-f", "-p", "8080"]
+"#);
+        assert_eq!(s.name, "web");
+        assert_eq!(s.replicas, 2);
+        assert_eq!(s.depends_on, vec!["db"]);
+        assert_eq!(s.constraints.tags["zone"], "a");
+        assert_eq!(
+            s.params,
+            Params::Docker {
+                image: "mob-test/busybox".into(),
+                args: vec!["httpd".into(), "-f".into(), "-p".into(), "8080".into()],
+                ports: vec![],
+                volumes: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn seed_json_is_accepted_as_is() {
+        let s = one(
+            r#"{"name": "redis-01", "provider": "docker", "params": {"image": "redis", "args": ""}}"#,
+        );
+        assert_eq!(s.params.provider(), ProviderKind::Docker);
+        assert_eq!(s.replicas, 1);
+        assert_eq!(s.restart, RestartPolicy::Always);
+        let s = one(
+            r#"{"name": "job", "provider": "bash", "restart": "on_error", "params": {"command": "echo hi"}}"#,
+        );
+        assert_eq!(s.params.provider(), ProviderKind::Shell);
+        assert_eq!(s.restart, RestartPolicy::OnFailure);
+        let s = one(
+            r#"{"name": "j2", "provider": "shell", "restart": "none", "params": {"command": "true"}}"#,
+        );
+        assert_eq!(s.restart, RestartPolicy::Never);
+    }
+
+    #[test]
+    fn lists_in_both_formats() {
+        let toml = "[[services]]\nname = \"a\"\nprovider = \"exec\"\nparams = { command = \"sleep 10\" }\n[[services]]\nname = \"b\"\nprovider = \"shell\"\nparams = { command = \"sleep 10\" }\n";
+        let specs = parse_specs(toml).unwrap();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(
+            specs[0].params,
+            Params::Exec {
+                command: vec!["sleep".into(), "10".into()],
+                cwd: None,
+                user: None
+            }
+        );
+        let json = r#"[{"name":"a","provider":"exec","params":{"command":["sleep","1"]}},{"name":"b","provider":"exec","params":{"command":"x"}}]"#;
+        assert_eq!(parse_specs(json).unwrap().len(), 2);
+        let wrapped = r#"{"services":[{"name":"a","provider":"exec","params":{"command":"x"}}]}"#;
+        assert_eq!(parse_specs(wrapped).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn every_invalid_case_names_its_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                r#"{"name": "", "provider": "exec", "params": {"command": "x"}}"#,
+                "name",
+                "empty",
+            ),
+            (
+                r#"{"name": "Bad Name", "provider": "exec", "params": {"command": "x"}}"#,
+                "name",
+                "lowercase",
+            ),
+            (
+                r#"{"name": "a", "provider": "podman", "params": {}}"#,
+                "provider",
+                "podman",
+            ),
+            (
+                r#"{"name": "a", "provider": "exec", "colour": "red", "params": {"command": "x"}}"#,
+                "-",
+                "colour",
+            ),
+            (
+                r#"{"name": "a", "provider": "exec", "replicas": 5000, "params": {"command": "x"}}"#,
+                "replicas",
+                "5000",
+            ),
+            (
+                r#"{"name": "a", "provider": "exec", "replicas": -1, "params": {"command": "x"}}"#,
+                "replicas",
+                "-1",
+            ),
+            (
+                r#"{"name": "a", "provider": "exec", "restart_window": "soon", "params": {"command": "x"}}"#,
+                "restart_window",
+                "soon",
+            ),
+            (
+                r#"{"name": "a", "provider": "exec", "restart": "sometimes", "params": {"command": "x"}}"#,
+                "restart",
+                "sometimes",
+            ),
+            (
+                r#"{"name": "a", "provider": "exec", "params": {}}"#,
+                "params.command",
+                "missing",
+            ),
+            (
+                r#"{"name": "a", "provider": "docker", "params": {"args": "x"}}"#,
+                "params.image",
+                "missing",
+            ),
+            (
+                r#"{"name": "a", "provider": "docker", "params": {"image": "x", "entrypoint": "y"}}"#,
+                "params.entrypoint",
+                "unknown parameter",
+            ),
+            (
+                r#"{"name": "a", "provider": "exec", "params": {"command": "x", "cwd": ["a"]}}"#,
+                "params.cwd",
+                "string",
+            ),
+            (
+                r#"{"name": "a", "provider": "exec", "params": {"command": "'unclosed"}}"#,
+                "params.command",
+                "quotes",
+            ),
+            (
+                r#"{"provider": "exec", "params": {"command": "x"}}"#,
+                "-",
+                "name",
+            ),
+            (
+                r#"[{"name": "a", "provider": "exec", "params": {"command": "x"}}, {"name": "a", "provider": "exec", "params": {"command": "x"}}]"#,
+                "name",
+                "twice",
+            ),
+            (
+                "name = \"a\"\nprovider = \"exec\"\n[params]\ncommand = \"x\"\n[constraints]\nzone = \"a\"\n",
+                "-",
+                "zone",
+            ),
+            (
+                "[[services]]\nname = \"a\"\nprovider = \"exec\"\nparams = { command = \"x\" }\n[extra]\n",
+                "extra",
+                "unknown",
+            ),
+            ("this is = not toml", "-", "toml"),
+            ("[]", "services", "no service"),
+        ];
+        for (text, field, needle) in cases {
+            let e = error(text);
+            assert_eq!(&e.field, field, "{text}: {e}");
+            assert!(e.to_string().contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_service_named_in_errors_is_the_one_at_fault() {
+        let e = error(
+            r#"[{"name": "ok", "provider": "exec", "params": {"command": "x"}}, {"name": "bad", "provider": "exec", "params": {}}]"#,
+        );
+        assert_eq!(e.service, "bad");
+        let e = error(
+            r#"[{"name": "ok", "provider": "exec", "params": {"command": "x"}}, {"provider": "exec"}]"#,
+        );
+        assert_eq!(e.service, "#2");
+    }
+}
