@@ -10,6 +10,9 @@ use tracing::{info, warn};
 
 use crate::config::{AgentConfig, KeySource};
 use crate::control::server::{self, ControlState, SocketFile};
+use crate::replication::replica::Replica;
+use crate::replication::task::{self as table_task, TableConfig, TableHandle};
+use crate::replication::{anti_entropy, store};
 
 /// How long a graceful stop waits for the leave to go out.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,6 +31,9 @@ pub(crate) enum RunError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The table file is damaged (and `--reset-table` was not given).
+    #[error(transparent)]
+    Table(#[from] store::StoreError),
     /// The ready file could not be written.
     #[error("ready file {path}: {source}")]
     ReadyFile {
@@ -47,6 +53,7 @@ pub(crate) async fn run(
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let table = load_table(&config, now_ms)?;
     let epoch = epoch::next_epoch(&config.data_dir, now_ms)?;
     let socket_path = config.socket_path();
     let listener = server::bind(&socket_path)
@@ -57,7 +64,7 @@ pub(crate) async fn run(
         })?;
     let _socket_file = SocketFile(socket_path.clone());
 
-    let (membership, _channels) = Membership::start(MembershipConfig {
+    let (membership, channels) = Membership::start(MembershipConfig {
         name: config.name.clone(),
         bind: config.bind,
         advertise: config.advertise,
@@ -80,6 +87,7 @@ pub(crate) async fn run(
         seeds = ?config.seeds,
         tags = ?config.tags,
         providers = ?config.providers,
+        services = table.services().filter(|(_, _, s)| s.spec.is_some()).count(),
         "agent started"
     );
     if let KeySource::Generated(path) = &config.key_source {
@@ -89,10 +97,23 @@ pub(crate) async fn run(
         );
     }
 
+    let table = table_task::spawn(
+        Replica::new(&local.name, table),
+        membership.clone(),
+        channels.broadcasts,
+        channels.events,
+        TableConfig {
+            data_dir: config.data_dir.clone(),
+            anti_entropy_period: config.table.anti_entropy_period,
+            broadcast_deltas: config.table.broadcast_deltas,
+        },
+    );
+    let streams = tokio::spawn(serve_streams(channels.streams, table.clone()));
     let control = tokio::spawn(server::serve(
         listener,
         Arc::new(ControlState {
             membership: membership.clone(),
+            table: table.clone(),
             started,
         }),
     ));
@@ -114,7 +135,53 @@ pub(crate) async fn run(
         warn!(error = %e, "leave did not complete");
     }
     control.abort();
+    streams.abort();
+    if table.shutdown().await.is_err() {
+        warn!("the table task stopped before its final save");
+    }
     Ok(())
+}
+
+/// Loads the table file; a damaged one stops the start, unless
+/// `--reset-table` sets it aside.
+fn load_table(config: &AgentConfig, now_ms: u64) -> Result<mob_scheduler::Table, RunError> {
+    match store::load(&config.data_dir) {
+        Ok(table) => Ok(table),
+        Err(store::StoreError::Corrupt { path, why }) if config.reset_table => {
+            let aside = store::set_aside(&config.data_dir, now_ms)?;
+            warn!(
+                path = %path.display(),
+                moved_to = %aside.display(),
+                error = %why,
+                "table file damaged; set aside, starting with an empty table (--reset-table)"
+            );
+            Ok(mob_scheduler::Table::new())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Serves the streams peers open on the agent's channels.
+async fn serve_streams(
+    mut streams: tokio::sync::mpsc::Receiver<mob_membership::IncomingStream>,
+    table: TableHandle,
+) {
+    while let Some(incoming) = streams.recv().await {
+        let peer = incoming.stream.peer();
+        match incoming.channel {
+            anti_entropy::CHANNEL => {
+                let table = table.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = anti_entropy::serve(incoming.stream, &table).await {
+                        tracing::debug!(peer = %peer, error = %e, "anti-entropy round failed");
+                    }
+                });
+            }
+            other => {
+                tracing::debug!(peer = %peer, channel = other, "stream on an unknown channel dropped")
+            }
+        }
+    }
 }
 
 fn write_ready_file(path: &std::path::Path, addr: &str, socket: &str) -> std::io::Result<()> {

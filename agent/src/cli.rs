@@ -36,6 +36,37 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Add or update services from a TOML or JSON spec file (`-`: stdin).
+    Deploy {
+        /// Spec file, or `-` for stdin.
+        file: String,
+    },
+    /// Remove a service.
+    Remove {
+        /// Service name.
+        name: String,
+    },
+    /// Set the number of replicas of a service.
+    Scale {
+        /// Service name.
+        name: String,
+        /// Replicas, 0..=1000.
+        replicas: u32,
+    },
+    /// List services, where each slot runs and in what state.
+    Services {
+        /// Print JSON: [{"name","provider","replicas","slots":[...]}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one service in detail.
+    Status {
+        /// Service name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Log line format.
@@ -85,6 +116,10 @@ pub(crate) struct RunArgs {
     /// Log format.
     #[arg(long, value_enum)]
     pub(crate) log_format: Option<LogFormat>,
+    /// Start even if the table file is damaged: set it aside and refill the
+    /// table from peers.
+    #[arg(long)]
+    pub(crate) reset_table: bool,
     /// Write {"addr","socket"} as JSON to this file once listening (for
     /// scripts and tests).
     #[arg(long, value_name = "FILE", hide = true)]
@@ -166,6 +201,29 @@ mod tests {
             assert_eq!(err.exit_code(), 2);
             assert!(err.to_string().contains(flag), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn table_commands() {
+        let cli = Cli::try_parse_from(["mob-agent", "deploy", "-"]).unwrap();
+        assert!(matches!(cli.command, Command::Deploy { file } if file == "-"));
+        let cli = Cli::try_parse_from(["mob-agent", "scale", "web", "3"]).unwrap();
+        assert!(matches!(cli.command, Command::Scale { name, replicas: 3 } if name == "web"));
+        assert_eq!(
+            Cli::try_parse_from(["mob-agent", "scale", "web", "-1"])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+        assert_eq!(
+            Cli::try_parse_from(["mob-agent", "remove"])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+        let cli = Cli::try_parse_from(["mob-agent", "status", "web", "--json"]).unwrap();
+        assert!(matches!(cli.command, Command::Status { json: true, .. }));
+        assert!(run(&["--reset-table"]).unwrap().reset_table);
     }
 
     #[test]

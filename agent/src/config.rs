@@ -44,6 +44,29 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     #[serde(default)]
     timings: Timings,
+    #[serde(default)]
+    table: TableSettings,
+}
+
+/// The `[table]` section of the config file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct TableSettings {
+    /// Period of anti-entropy with one random live member.
+    #[serde(with = "mob_membership::timings::humanish")]
+    pub(crate) anti_entropy_period: std::time::Duration,
+    /// Send each local write at once as a delta on the gossip broadcast.
+    /// Off, writes spread by anti-entropy alone.
+    pub(crate) broadcast_deltas: bool,
+}
+
+impl Default for TableSettings {
+    fn default() -> Self {
+        Self {
+            anti_entropy_period: std::time::Duration::from_secs(2),
+            broadcast_deltas: true,
+        }
+    }
 }
 
 /// What the process environment contributes.
@@ -126,6 +149,8 @@ pub(crate) struct AgentConfig {
     pub(crate) tags: BTreeMap<String, String>,
     pub(crate) log_format: LogFormat,
     pub(crate) timings: Timings,
+    pub(crate) table: TableSettings,
+    pub(crate) reset_table: bool,
     pub(crate) ready_file: Option<PathBuf>,
 }
 
@@ -180,12 +205,21 @@ impl AgentConfig {
         let mut tags = file.tags;
         tags.extend(args.tags);
 
-        if let Err(e) = file.timings.validate() {
-            let file = args
-                .config
+        let config_name = || {
+            args.config
                 .as_deref()
-                .unwrap_or(Path::new("the config file"));
-            return Err(err(format!("--config {}: [timings]: {e}", file.display())));
+                .unwrap_or(Path::new("the config file"))
+                .display()
+                .to_string()
+        };
+        if let Err(e) = file.timings.validate() {
+            return Err(err(format!("--config {}: [timings]: {e}", config_name())));
+        }
+        if file.table.anti_entropy_period.is_zero() {
+            return Err(err(format!(
+                "--config {}: [table]: anti_entropy_period must be greater than zero",
+                config_name()
+            )));
         }
 
         let data_dir = args
@@ -218,6 +252,8 @@ impl AgentConfig {
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
             timings: file.timings,
+            table: file.table,
+            reset_table: args.reset_table,
             ready_file: args.ready_file,
         })
     }
@@ -388,6 +424,11 @@ mod tests {
             ("nmae = \"x\"", "nmae"),
             ("[timings]\nprobe_period = \"fast\"", "fast"),
             ("[timings]\nprobe_rtt = \"2s\"", "probe_rtt"),
+            (
+                "[table]\nanti_entropy_period = \"0s\"",
+                "anti_entropy_period",
+            ),
+            ("[table]\nfanout = 3", "fanout"),
         ] {
             std::fs::write(&cfg, text).unwrap();
             let err = AgentConfig::resolve(

@@ -6,6 +6,7 @@
 //! - `config`: flags + `--config` file + environment, resolved.
 //! - `agent`: `run`: membership and the control API, until SIGTERM/SIGINT.
 //! - `control`: the unix-socket API (protocol, server, client).
+//! - `replication`: the table replica, its file, deltas and anti-entropy.
 //! - `output`: tables and JSON for the CLI.
 //! - `logging`: tracing setup.
 
@@ -15,6 +16,7 @@ mod config;
 mod control;
 mod logging;
 mod output;
+mod replication;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -85,6 +87,70 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 }
                 Response::Members(members) => print!("{}", output::members_table(&members)),
                 other => return Err(unexpected(other)),
+            }
+            Ok(())
+        }
+        Command::Deploy { file } => {
+            let text = if file == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .map_err(|e| anyhow::anyhow!("reading stdin: {e}"))?
+            } else {
+                std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{file}: {e}"))?
+            };
+            let specs = mob_scheduler::spec_file::parse_specs(&text)?;
+            let socket = socket_path(cli.agent, &env)?;
+            match control::client::request(&socket, RequestBody::Deploy(specs)).await? {
+                Response::Deployed(outcomes) => print!("{}", output::deployed(&outcomes)),
+                other => return Err(unexpected(other)),
+            }
+            Ok(())
+        }
+        Command::Remove { name } => {
+            let socket = socket_path(cli.agent, &env)?;
+            match control::client::request(&socket, RequestBody::Remove(name.clone())).await? {
+                Response::Written(version) => println!("removed {name} version {version}"),
+                other => return Err(unexpected(other)),
+            }
+            Ok(())
+        }
+        Command::Scale { name, replicas } => {
+            let socket = socket_path(cli.agent, &env)?;
+            match control::client::request(&socket, RequestBody::Scale(name.clone(), replicas))
+                .await?
+            {
+                Response::Written(version) => {
+                    println!("scaled {name} to {replicas} replicas, version {version}")
+                }
+                other => return Err(unexpected(other)),
+            }
+            Ok(())
+        }
+        Command::Services { json } => {
+            let socket = socket_path(cli.agent, &env)?;
+            match control::client::request(&socket, RequestBody::Services).await? {
+                Response::Services(services) if json => {
+                    println!("{}", output::services_json(&services))
+                }
+                Response::Services(services) => print!("{}", output::services_table(&services)),
+                other => return Err(unexpected(other)),
+            }
+            Ok(())
+        }
+        Command::Status { name, json } => {
+            let socket = socket_path(cli.agent, &env)?;
+            let services = match control::client::request(&socket, RequestBody::Services).await? {
+                Response::Services(services) => services,
+                other => return Err(unexpected(other)),
+            };
+            let Some(service) = services.into_iter().find(|s| s.name == name) else {
+                return Err(Failure::Operation(anyhow::anyhow!(
+                    "no service named {name:?}"
+                )));
+            };
+            if json {
+                println!("{}", output::status_json(&service));
+            } else {
+                print!("{}", output::status_text(&service));
             }
             Ok(())
         }

@@ -1,9 +1,11 @@
 //! Human and JSON renderings of control responses.
 
 use mob_membership::MemberView;
+use mob_scheduler::services_view::{ServiceView, SlotView};
 use serde_json::json;
 
 use crate::control::protocol::StatsReport;
+use crate::replication::replica::{DeployKind, Deployed};
 
 /// `members --json`: `[{"name","addr","epoch","state"}]`.
 pub(crate) fn members_json(members: &[MemberView]) -> String {
@@ -49,8 +51,158 @@ pub(crate) fn stats_json(stats: &StatsReport) -> String {
         "bytes_sent": m.bytes_sent,
         "bytes_received": m.bytes_received,
         "dropped_notices": m.dropped_notices,
+        "table_records": stats.table_records,
+        "deltas_rejected": stats.deltas_rejected,
+        "anti_entropy_rounds": stats.anti_entropy_rounds,
+        "anti_entropy_failures": stats.anti_entropy_failures,
     })
     .to_string()
+}
+
+/// `deploy`: one line per service.
+pub(crate) fn deployed(outcomes: &[Deployed]) -> String {
+    outcomes
+        .iter()
+        .map(|d| {
+            let verb = match d.kind {
+                DeployKind::Created => "deployed",
+                DeployKind::Updated => "updated",
+                DeployKind::Unchanged => "unchanged",
+            };
+            format!("{verb} {} version {}\n", d.name, d.version)
+        })
+        .collect()
+}
+
+fn slot_json(slot: &SlotView) -> serde_json::Value {
+    json!({
+        "slot": slot.slot,
+        "node": slot.node,
+        "state": slot.state.as_str(),
+        "pid": slot.pid,
+        "restarts": slot.restarts,
+    })
+}
+
+/// `services --json`: `[{"name","provider","replicas","slots":[{"slot","node","state","pid","restarts"}]}]`.
+pub(crate) fn services_json(services: &[ServiceView]) -> String {
+    let rows: Vec<_> = services
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "provider": s.provider.as_str(),
+                "replicas": s.replicas,
+                "slots": s.slots.iter().map(slot_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
+}
+
+fn dash<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn slot_rows<'a>(
+    name: &'a str,
+    provider: &'a str,
+    slots: &'a [SlotView],
+) -> impl Iterator<Item = [String; 7]> + 'a {
+    slots.iter().map(move |slot| {
+        [
+            name.to_owned(),
+            provider.to_owned(),
+            slot.slot.to_string(),
+            dash(slot.node.as_ref()),
+            slot.state.as_str().to_owned(),
+            dash(slot.pid),
+            slot.restarts.to_string(),
+        ]
+    })
+}
+
+/// `services`: one row per slot (a service with 0 replicas gets one row).
+pub(crate) fn services_table(services: &[ServiceView]) -> String {
+    let mut rows = Vec::new();
+    for s in services {
+        if s.slots.is_empty() {
+            let dashes = || "-".to_owned();
+            rows.push([
+                s.name.clone(),
+                s.provider.as_str().to_owned(),
+                dashes(),
+                dashes(),
+                "scaled to 0".into(),
+                dashes(),
+                dashes(),
+            ]);
+        }
+        rows.extend(slot_rows(&s.name, s.provider.as_str(), &s.slots));
+    }
+    table(
+        [
+            "NAME", "PROVIDER", "SLOT", "NODE", "STATE", "PID", "RESTARTS",
+        ],
+        &rows,
+    )
+}
+
+/// `status NAME --json`.
+pub(crate) fn status_json(s: &ServiceView) -> String {
+    json!({
+        "name": s.name,
+        "provider": s.provider.as_str(),
+        "replicas": s.replicas,
+        "version": s.version,
+        "origin": s.origin,
+        "restart": s.spec.restart.as_str(),
+        "depends_on": s.spec.depends_on,
+        "constraints": { "tags": s.spec.constraints.tags },
+        "slots": s.slots.iter().map(|slot| {
+            let mut v = slot_json(slot);
+            v["since_ms"] = json!(slot.since_ms);
+            v
+        }).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
+/// `status NAME`.
+pub(crate) fn status_text(s: &ServiceView) -> String {
+    let spec = &s.spec;
+    let mut out = format!(
+        "name:       {}\nprovider:   {}\nversion:    {} (written by {})\nreplicas:   {}\nrestart:    {} (max {} in {:?})\n",
+        s.name,
+        s.provider,
+        s.version,
+        s.origin,
+        s.replicas,
+        spec.restart.as_str(),
+        spec.max_restarts,
+        spec.restart_window,
+    );
+    if !spec.depends_on.is_empty() {
+        out.push_str(&format!("depends_on: {}\n", spec.depends_on.join(", ")));
+    }
+    if !spec.constraints.tags.is_empty() {
+        let tags: Vec<String> = spec
+            .constraints
+            .tags
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        out.push_str(&format!("tags:       {}\n", tags.join(", ")));
+    }
+    out.push('\n');
+    let rows: Vec<[String; 7]> = slot_rows(&s.name, s.provider.as_str(), &s.slots).collect();
+    out.push_str(&table(
+        [
+            "NAME", "PROVIDER", "SLOT", "NODE", "STATE", "PID", "RESTARTS",
+        ],
+        &rows,
+    ));
+    out
 }
 
 /// `stats`: one `key value` line each.
@@ -68,6 +220,16 @@ pub(crate) fn stats_text(stats: &StatsReport) -> String {
         ["bytes_sent".into(), m.bytes_sent.to_string()],
         ["bytes_received".into(), m.bytes_received.to_string()],
         ["dropped_notices".into(), m.dropped_notices.to_string()],
+        ["table_records".into(), stats.table_records.to_string()],
+        ["deltas_rejected".into(), stats.deltas_rejected.to_string()],
+        [
+            "anti_entropy_rounds".into(),
+            stats.anti_entropy_rounds.to_string(),
+        ],
+        [
+            "anti_entropy_failures".into(),
+            stats.anti_entropy_failures.to_string(),
+        ],
     ];
     table(["COUNTER", "VALUE"], &rows)
 }

@@ -151,11 +151,13 @@ impl Agent {
             child: Some(child),
         };
         let mut parsed = None;
+        let mut exited = None;
         let waited = wait_until("the ready file", Duration::from_secs(10), || {
-            if let Some(child) = agent.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                bail!("mob-agent exited with {status}");
+            if let Some(child) = agent.child.as_mut() {
+                exited = child.try_wait()?;
+            }
+            if exited.is_some() {
+                return Ok(true);
             }
             let Ok(text) = std::fs::read_to_string(&ready) else {
                 return Ok(false);
@@ -163,6 +165,10 @@ impl Agent {
             parsed = Some(serde_json::from_str::<Ready>(&text)?);
             Ok(true)
         });
+        let waited = match exited {
+            Some(status) => Err(anyhow::anyhow!("mob-agent exited with {status}")),
+            None => waited,
+        };
         if let Err(e) = waited {
             agent.dump_log();
             return Err(e);
@@ -198,6 +204,45 @@ impl Agent {
             );
         }
         Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Runs a CLI subcommand with `input` on stdin; the whole output,
+    /// whatever the exit status.
+    pub fn cli_with_input(&self, args: &[&str], input: &str) -> anyhow::Result<std::process::Output> {
+        use std::io::Write;
+        let mut child = Command::new(binary())
+            .args(args)
+            .arg("--agent")
+            .arg(&self.socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
+        Ok(child.wait_with_output()?)
+    }
+
+    /// `deploy -` with `spec` on stdin; stdout on success.
+    pub fn deploy(&self, spec: &str) -> anyhow::Result<String> {
+        let out = self.cli_with_input(&["deploy", "-"], spec)?;
+        if !out.status.success() {
+            bail!("deploy failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// `services --json`.
+    pub fn services(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        Ok(serde_json::from_str(&self.cli(&["services", "--json"])?)?)
+    }
+
+    /// Names of the services this agent lists.
+    pub fn service_names(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .services()?
+            .iter()
+            .filter_map(|s| s["name"].as_str().map(str::to_owned))
+            .collect())
     }
 
     /// `members --json`.
@@ -315,6 +360,11 @@ pub fn new_key_file(path: &Path) -> anyhow::Result<PathBuf> {
 /// Starts `n` agents `n1..=n` on loopback with one key; all join `n1`.
 /// Returns once every agent lists all `n` as alive (20 s at most).
 pub fn local_cluster(root: &Path, n: usize) -> anyhow::Result<Vec<Agent>> {
+    local_cluster_with(root, n, &[])
+}
+
+/// [`local_cluster`] with extra `run` arguments for every agent.
+pub fn local_cluster_with(root: &Path, n: usize, extra: &[String]) -> anyhow::Result<Vec<Agent>> {
     let key = new_key_file(&root.join("cluster.key"))?;
     let mut agents: Vec<Agent> = Vec::with_capacity(n);
     for i in 1..=n {
@@ -322,6 +372,7 @@ pub fn local_cluster(root: &Path, n: usize) -> anyhow::Result<Vec<Agent>> {
         if let Some(seed) = agents.first() {
             spec.join.push(seed.addr);
         }
+        spec.extra = extra.to_vec();
         agents.push(Agent::start(spec)?);
     }
     let names: Vec<String> = agents.iter().map(|a| a.name().to_owned()).collect();

@@ -10,6 +10,7 @@
 //! - [`record`]: keys and values: `svc/`, `claim/`, `status/`, `node/`.
 //! - [`table`]: [`Table`], the LWW map, with its merge laws.
 //! - [`digest`]: bucket digests for anti-entropy.
+//! - [`services_view`]: what `services` and `status` show, from the table.
 //! - [`hash`]: the stable hash everything that must agree uses.
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod digest;
 pub mod hash;
 pub mod hlc;
 pub mod record;
+pub mod services_view;
 pub mod spec;
 pub mod spec_file;
 pub mod table;

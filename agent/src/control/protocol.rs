@@ -2,10 +2,14 @@
 //! the agent answers a different version with an error, never a crash.
 
 use mob_membership::{MemberView, StatsSnapshot};
+use mob_scheduler::ServiceSpec;
+use mob_scheduler::services_view::ServiceView;
 use serde::{Deserialize, Serialize};
 
+use crate::replication::replica::Deployed;
+
 /// Bumped on every incompatible change of [`Request`] or [`Response`].
-pub(crate) const PROTOCOL_VERSION: u16 = 1;
+pub(crate) const PROTOCOL_VERSION: u16 = 2;
 /// Largest control frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 16 * 1024 * 1024;
 
@@ -25,6 +29,15 @@ pub(crate) enum RequestBody {
     Members,
     /// Counters.
     Stats,
+    /// Add or update services (already parsed and validated by the CLI;
+    /// the agent validates again).
+    Deploy(Vec<ServiceSpec>),
+    /// Remove a service.
+    Remove(String),
+    /// Set a service's replicas.
+    Scale(String, u32),
+    /// Every live service with its slots.
+    Services,
 }
 
 /// The agent's answer.
@@ -34,6 +47,12 @@ pub(crate) enum Response {
     Members(Vec<MemberView>),
     /// See [`RequestBody::Stats`].
     Stats(StatsReport),
+    /// See [`RequestBody::Deploy`]: per service, the version written.
+    Deployed(Vec<Deployed>),
+    /// See [`RequestBody::Remove`] and [`RequestBody::Scale`]: the version written.
+    Written(u64),
+    /// See [`RequestBody::Services`].
+    Services(Vec<ServiceView>),
     /// The request failed; the message says why.
     Error(String),
 }
@@ -47,4 +66,12 @@ pub(crate) struct StatsReport {
     pub(crate) uptime_secs: f64,
     /// Membership counters.
     pub(crate) membership: StatsSnapshot,
+    /// Records in the table (tombstones included).
+    pub(crate) table_records: u64,
+    /// Broadcast deltas that failed to decode.
+    pub(crate) deltas_rejected: u64,
+    /// Anti-entropy rounds this node initiated that completed.
+    pub(crate) anti_entropy_rounds: u64,
+    /// Anti-entropy rounds this node initiated that failed.
+    pub(crate) anti_entropy_failures: u64,
 }

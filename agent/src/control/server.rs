@@ -13,6 +13,8 @@ use tokio::sync::Semaphore;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::debug;
 
+use crate::replication::task::TableHandle;
+
 use super::protocol::{MAX_FRAME, PROTOCOL_VERSION, Request, RequestBody, Response, StatsReport};
 
 const MAX_CONNECTIONS: usize = 64;
@@ -20,6 +22,7 @@ const MAX_CONNECTIONS: usize = 64;
 /// What requests are answered from.
 pub(crate) struct ControlState {
     pub(crate) membership: Membership,
+    pub(crate) table: TableHandle,
     pub(crate) started: Instant,
 }
 
@@ -74,7 +77,7 @@ async fn serve_connection(stream: UnixStream, state: &ControlState) -> std::io::
                 "control protocol version {} is not supported by this agent (speaks {PROTOCOL_VERSION}); use a matching mob-agent",
                 request.version
             )),
-            Ok(request) => answer(request.body, state),
+            Ok(request) => answer(request.body, state).await,
             Err(e) => Response::Error(format!("malformed request: {e}")),
         };
         let bytes = postcard::to_stdvec(&response).map_err(std::io::Error::other)?;
@@ -83,14 +86,39 @@ async fn serve_connection(stream: UnixStream, state: &ControlState) -> std::io::
     Ok(())
 }
 
-fn answer(body: RequestBody, state: &ControlState) -> Response {
-    match body {
-        RequestBody::Members => Response::Members(state.membership.members()),
-        RequestBody::Stats => Response::Stats(StatsReport {
-            node: state.membership.local().name.clone(),
-            uptime_secs: state.started.elapsed().as_secs_f64(),
-            membership: state.membership.stats(),
-        }),
+async fn answer(body: RequestBody, state: &ControlState) -> Response {
+    let table = &state.table;
+    let result = match body {
+        RequestBody::Members => Ok(Response::Members(state.membership.members())),
+        RequestBody::Stats => Ok(Response::Stats(stats(state))),
+        RequestBody::Deploy(specs) => table
+            .deploy(specs)
+            .await
+            .map(|r| r.map_or_else(|e| Response::Error(e.to_string()), Response::Deployed)),
+        RequestBody::Remove(name) => table
+            .remove(name)
+            .await
+            .map(|r| r.map_or_else(|e| Response::Error(e.to_string()), Response::Written)),
+        RequestBody::Scale(name, replicas) => table
+            .scale(name, replicas)
+            .await
+            .map(|r| r.map_or_else(|e| Response::Error(e.to_string()), Response::Written)),
+        RequestBody::Services => table.services().await.map(Response::Services),
+    };
+    result.unwrap_or_else(|e| Response::Error(e.to_string()))
+}
+
+fn stats(state: &ControlState) -> StatsReport {
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let t = &state.table.stats;
+    StatsReport {
+        node: state.membership.local().name.clone(),
+        uptime_secs: state.started.elapsed().as_secs_f64(),
+        membership: state.membership.stats(),
+        table_records: get(&t.records),
+        deltas_rejected: get(&t.deltas_rejected),
+        anti_entropy_rounds: get(&t.anti_entropy_rounds),
+        anti_entropy_failures: get(&t.anti_entropy_failures),
     }
 }
 

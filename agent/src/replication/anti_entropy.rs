@@ -1,0 +1,119 @@
+//! Anti-entropy over a sealed stream, channel [`CHANNEL`]:
+//!
+//! 1. initiator → peer: `Digest` (one hash per bucket of keys);
+//! 2. peer → initiator: its records of the buckets that differ, in chunks,
+//!    the last with `more = false`, naming the buckets;
+//! 3. initiator merges, then sends its own records of those buckets the
+//!    same way; the peer merges.
+//!
+//! One round makes both tables equal to their merge (property-tested in
+//! the scheduler crate). The table task does the table work; this module
+//! only moves bytes, so a slow peer never stalls the table.
+
+use std::time::Duration;
+
+use mob_membership::SealedStream;
+use mob_scheduler::{Digest, Record};
+use serde::{Deserialize, Serialize};
+
+use super::task::TableHandle;
+
+/// Stream channel of anti-entropy.
+pub(crate) const CHANNEL: u16 = 1;
+/// Target size of one chunk of records.
+const CHUNK_BYTES: usize = 1024 * 1024;
+/// Most chunks accepted in one round (with 1 MiB chunks, 1 GiB).
+const MAX_CHUNKS: usize = 1024;
+/// Time allowed for each message of a round.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Message {
+    Digest(Digest),
+    Records {
+        buckets: Vec<u16>,
+        records: Vec<(String, Record)>,
+        more: bool,
+    },
+}
+
+/// Runs a round as the initiator.
+pub(crate) async fn initiate(
+    mut stream: SealedStream,
+    table: &TableHandle,
+) -> anyhow::Result<usize> {
+    stream.send(&Message::Digest(table.digest().await?)).await?;
+    let (buckets, theirs) = receive_records(&mut stream).await?;
+    let received = theirs.len();
+    table.merge(theirs).await?;
+    let ours = table.records_in(buckets.clone()).await?;
+    send_records(&mut stream, buckets, ours).await?;
+    Ok(received)
+}
+
+/// Serves a round a peer initiated.
+pub(crate) async fn serve(mut stream: SealedStream, table: &TableHandle) -> anyhow::Result<usize> {
+    let digest = match stream.recv_within(STEP_TIMEOUT).await? {
+        Message::Digest(digest) => digest,
+        Message::Records { .. } => anyhow::bail!("expected a digest"),
+    };
+    let (buckets, ours) = table.missing_from(digest).await?;
+    send_records(&mut stream, buckets, ours).await?;
+    let (_, theirs) = receive_records(&mut stream).await?;
+    let received = theirs.len();
+    table.merge(theirs).await?;
+    Ok(received)
+}
+
+async fn send_records(
+    stream: &mut SealedStream,
+    buckets: Vec<u16>,
+    records: Vec<(String, Record)>,
+) -> anyhow::Result<()> {
+    let mut chunk = Vec::new();
+    let mut size = 0;
+    let mut records = records.into_iter().peekable();
+    while let Some(record) = records.next() {
+        size += postcard::experimental::serialized_size(&record).unwrap_or(0);
+        chunk.push(record);
+        if size >= CHUNK_BYTES && records.peek().is_some() {
+            let message = Message::Records {
+                buckets: Vec::new(),
+                records: std::mem::take(&mut chunk),
+                more: true,
+            };
+            stream.send(&message).await?;
+            size = 0;
+        }
+    }
+    stream
+        .send(&Message::Records {
+            buckets,
+            records: chunk,
+            more: false,
+        })
+        .await?;
+    Ok(())
+}
+
+async fn receive_records(
+    stream: &mut SealedStream,
+) -> anyhow::Result<(Vec<u16>, Vec<(String, Record)>)> {
+    let mut all = Vec::new();
+    for _ in 0..MAX_CHUNKS {
+        match stream.recv_within(STEP_TIMEOUT).await? {
+            Message::Records {
+                buckets,
+                records,
+                more,
+            } => {
+                all.extend(records);
+                if !more {
+                    return Ok((buckets, all));
+                }
+            }
+            Message::Digest(_) => anyhow::bail!("expected records"),
+        }
+    }
+    anyhow::bail!("peer sent more than {MAX_CHUNKS} chunks")
+}
