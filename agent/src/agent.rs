@@ -54,6 +54,7 @@ pub(crate) async fn run(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let table = load_table(&config, now_ms)?;
+    let table_load_ms = started.elapsed().as_secs_f64() * 1000.0;
     let epoch = epoch::next_epoch(&config.data_dir, now_ms)?;
     let socket_path = config.socket_path();
     let listener = server::bind(&socket_path)
@@ -88,6 +89,8 @@ pub(crate) async fn run(
         tags = ?config.tags,
         providers = ?config.providers,
         services = table.services().filter(|(_, _, s)| s.spec.is_some()).count(),
+        table_records = table.len(),
+        table_load_ms,
         "agent started"
     );
     if let KeySource::Generated(path) = &config.key_source {

@@ -208,7 +208,11 @@ impl Agent {
 
     /// Runs a CLI subcommand with `input` on stdin; the whole output,
     /// whatever the exit status.
-    pub fn cli_with_input(&self, args: &[&str], input: &str) -> anyhow::Result<std::process::Output> {
+    pub fn cli_with_input(
+        &self,
+        args: &[&str],
+        input: &str,
+    ) -> anyhow::Result<std::process::Output> {
         use std::io::Write;
         let mut child = Command::new(binary())
             .args(args)
@@ -218,7 +222,11 @@ impl Agent {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(input.as_bytes())?;
         Ok(child.wait_with_output()?)
     }
 
@@ -226,7 +234,11 @@ impl Agent {
     pub fn deploy(&self, spec: &str) -> anyhow::Result<String> {
         let out = self.cli_with_input(&["deploy", "-"], spec)?;
         if !out.status.success() {
-            bail!("deploy failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "deploy failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8(out.stdout)?)
     }

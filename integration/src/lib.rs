@@ -15,6 +15,8 @@ pub mod agent;
 pub mod netns;
 pub mod poll;
 
-pub use agent::{Agent, AgentSpec, Member, binary, local_cluster, local_cluster_with, new_key_file};
+pub use agent::{
+    Agent, AgentSpec, Member, binary, local_cluster, local_cluster_with, new_key_file,
+};
 pub use netns::Netns;
 pub use poll::wait_until;

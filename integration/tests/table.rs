@@ -8,7 +8,9 @@ use std::time::Duration;
 use mob_integration::{Agent, AgentSpec, local_cluster, local_cluster_with, wait_until};
 
 fn spec(name: &str, replicas: u32) -> String {
-    format!(r#"{{"name": "{name}", "provider": "shell", "replicas": {replicas}, "params": {{"command": "sleep 1000"}}}}"#)
+    format!(
+        r#"{{"name": "{name}", "provider": "shell", "replicas": {replicas}, "params": {{"command": "sleep 1000"}}}}"#
+    )
 }
 
 fn replicas_of(agent: &Agent, name: &str) -> anyhow::Result<Option<u64>> {
@@ -21,15 +23,24 @@ fn replicas_of(agent: &Agent, name: &str) -> anyhow::Result<Option<u64>> {
 
 /// Waits until every agent shows `name` with `replicas` (None: absent);
 /// returns how long it took.
-fn wait_everywhere(agents: &[Agent], name: &str, replicas: Option<u64>, within: Duration) -> Duration {
-    wait_until(&format!("{name} with {replicas:?} replicas on every agent"), within, || {
-        for a in agents {
-            if replicas_of(a, name)? != replicas {
-                return Ok(false);
+fn wait_everywhere(
+    agents: &[Agent],
+    name: &str,
+    replicas: Option<u64>,
+    within: Duration,
+) -> Duration {
+    wait_until(
+        &format!("{name} with {replicas:?} replicas on every agent"),
+        within,
+        || {
+            for a in agents {
+                if replicas_of(a, name)? != replicas {
+                    return Ok(false);
+                }
             }
-        }
-        Ok(true)
-    })
+            Ok(true)
+        },
+    )
     .unwrap()
 }
 
@@ -66,7 +77,13 @@ fn deploy_update_and_remove_reach_every_agent_within_2_seconds() {
         assert_eq!(a.log_events("service updated").len(), 2, "{}", a.name());
         let removed = a.log_events("service removed");
         assert_eq!(removed.len(), 1, "{}", a.name());
-        assert_eq!((removed[0]["version"].as_u64(), removed[0]["origin"].as_str()), (Some(4), Some("n2")));
+        assert_eq!(
+            (
+                removed[0]["version"].as_u64(),
+                removed[0]["origin"].as_str()
+            ),
+            (Some(4), Some("n2"))
+        );
     }
 }
 
@@ -78,12 +95,30 @@ fn bad_specs_and_unknown_services_change_nothing() {
     wait_everywhere(&agents, "keep", Some(1), Duration::from_secs(5));
 
     let bad = [
-        (r#"{"name": "x", "provider": "podman", "params": {}}"#, "provider"),
-        (r#"{"name": "x", "provider": "exec", "params": {}}"#, "params.command"),
-        (r#"{"name": "Bad!", "provider": "exec", "params": {"command": "x"}}"#, "name"),
-        (r#"{"name": "x", "provider": "exec", "replicas": 1e9, "params": {"command": "x"}}"#, "x"),
-        (r#"[{"name": "a", "provider": "exec", "depends_on": ["b"], "params": {"command": "x"}}, {"name": "b", "provider": "exec", "depends_on": ["a"], "params": {"command": "x"}}]"#, "cycle"),
-        (r#"{"name": "x", "provider": "exec", "params": {"command": "x"}, "restart_window": "forever"}"#, "restart_window"),
+        (
+            r#"{"name": "x", "provider": "podman", "params": {}}"#,
+            "provider",
+        ),
+        (
+            r#"{"name": "x", "provider": "exec", "params": {}}"#,
+            "params.command",
+        ),
+        (
+            r#"{"name": "Bad!", "provider": "exec", "params": {"command": "x"}}"#,
+            "name",
+        ),
+        (
+            r#"{"name": "x", "provider": "exec", "replicas": 1e9, "params": {"command": "x"}}"#,
+            "x",
+        ),
+        (
+            r#"[{"name": "a", "provider": "exec", "depends_on": ["b"], "params": {"command": "x"}}, {"name": "b", "provider": "exec", "depends_on": ["a"], "params": {"command": "x"}}]"#,
+            "cycle",
+        ),
+        (
+            r#"{"name": "x", "provider": "exec", "params": {"command": "x"}, "restart_window": "forever"}"#,
+            "restart_window",
+        ),
         ("not a spec at all", "toml"),
     ];
     for (text, needle) in bad {
@@ -111,24 +146,40 @@ fn bad_specs_and_unknown_services_change_nothing() {
 fn anti_entropy_alone_converges() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("no-deltas.toml");
-    std::fs::write(&config, "[table]\nbroadcast_deltas = false\nanti_entropy_period = \"500ms\"\n").unwrap();
-    let agents = local_cluster_with(dir.path(), 4, &["--config".into(), config.display().to_string()]).unwrap();
+    std::fs::write(
+        &config,
+        "[table]\nbroadcast_deltas = false\nanti_entropy_period = \"500ms\"\n",
+    )
+    .unwrap();
+    let agents = local_cluster_with(
+        dir.path(),
+        4,
+        &["--config".into(), config.display().to_string()],
+    )
+    .unwrap();
     for i in 0..5 {
         agents[i % 4].deploy(&spec(&format!("s{i}"), 1)).unwrap();
     }
-    wait_until("every agent to hold all five services", Duration::from_secs(15), || {
-        for a in &agents {
-            if a.service_names()?.len() != 5 {
-                return Ok(false);
+    wait_until(
+        "every agent to hold all five services",
+        Duration::from_secs(15),
+        || {
+            for a in &agents {
+                if a.service_names()?.len() != 5 {
+                    return Ok(false);
+                }
             }
-        }
-        Ok(true)
-    })
+            Ok(true)
+        },
+    )
     .unwrap();
     // No delta was broadcast: the records came by anti-entropy.
     for a in &agents {
         let stats = a.stats().unwrap();
-        assert!(stats["anti_entropy_rounds"].as_u64().unwrap() > 0, "{stats}");
+        assert!(
+            stats["anti_entropy_rounds"].as_u64().unwrap() > 0,
+            "{stats}"
+        );
     }
 }
 
@@ -139,7 +190,9 @@ fn a_late_agent_gets_the_whole_table() {
     let many: Vec<String> = (0..30).map(|i| spec(&format!("svc-{i:02}"), 1)).collect();
     agents[1].deploy(&format!("[{}]", many.join(","))).unwrap();
     wait_until("the table on the founders", Duration::from_secs(10), || {
-        Ok(agents.iter().all(|a| a.service_names().is_ok_and(|n| n.len() == 30)))
+        Ok(agents
+            .iter()
+            .all(|a| a.service_names().is_ok_and(|n| n.len() == 30)))
     })
     .unwrap();
 
@@ -147,9 +200,11 @@ fn a_late_agent_gets_the_whole_table() {
     let mut late = AgentSpec::local("late", dir.path(), &key);
     late.join.push(agents[0].addr);
     let late = Agent::start(late).unwrap();
-    wait_until("the late agent to hold all 30 services", Duration::from_secs(10), || {
-        Ok(late.service_names()?.len() == 30)
-    })
+    wait_until(
+        "the late agent to hold all 30 services",
+        Duration::from_secs(10),
+        || Ok(late.service_names()?.len() == 30),
+    )
     .unwrap();
 }
 
@@ -162,7 +217,9 @@ fn services_survive_a_full_cluster_restart() {
     agents[1].cli(&["remove", "db"]).unwrap();
     agents[1].deploy(&spec("cache", 1)).unwrap();
     wait_until("the table everywhere", Duration::from_secs(10), || {
-        Ok(agents.iter().all(|a| a.service_names().is_ok_and(|n| n == ["cache", "web"])))
+        Ok(agents
+            .iter()
+            .all(|a| a.service_names().is_ok_and(|n| n == ["cache", "web"])))
     })
     .unwrap();
     for a in &mut agents {
@@ -174,7 +231,12 @@ fn services_survive_a_full_cluster_restart() {
         spec.join.clear();
         spec.bind = a.addr;
         let alone = Agent::start(spec).unwrap();
-        assert_eq!(alone.service_names().unwrap(), vec!["cache", "web"], "{}", alone.name());
+        assert_eq!(
+            alone.service_names().unwrap(),
+            vec!["cache", "web"],
+            "{}",
+            alone.name()
+        );
         assert_eq!(replicas_of(&alone, "web").unwrap(), Some(2));
         drop(alone);
     }
@@ -186,7 +248,10 @@ fn a_damaged_table_file_is_refused_and_left_untouched() {
     let mut agents = local_cluster(dir.path(), 1).unwrap();
     agents[0].deploy(&spec("web", 1)).unwrap();
     let table = agents[0].spec.data_dir.join("table");
-    wait_until("the table file", Duration::from_secs(5), || Ok(table.exists())).unwrap();
+    wait_until("the table file", Duration::from_secs(5), || {
+        Ok(table.exists())
+    })
+    .unwrap();
     agents[0].terminate().unwrap();
 
     let bytes = std::fs::read(&table).unwrap();
@@ -194,11 +259,20 @@ fn a_damaged_table_file_is_refused_and_left_untouched() {
     std::fs::write(&table, damaged).unwrap();
 
     let spec_before = agents[0].spec.clone();
-    let err = Agent::start(spec_before.clone()).err().expect("the agent must refuse to start");
+    let err = Agent::start(spec_before.clone())
+        .err()
+        .expect("the agent must refuse to start");
     assert!(err.to_string().contains("exited"), "{err}");
     let log = std::fs::read_to_string(spec_before.data_dir.join("agent.log")).unwrap();
-    assert!(log.contains(&table.display().to_string()) && log.contains("--reset-table"), "{log}");
-    assert_eq!(std::fs::read(&table).unwrap(), damaged, "the damaged file was modified");
+    assert!(
+        log.contains(&table.display().to_string()) && log.contains("--reset-table"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read(&table).unwrap(),
+        damaged,
+        "the damaged file was modified"
+    );
 
     // --reset-table sets it aside and starts empty.
     let mut reset = spec_before;
@@ -208,7 +282,11 @@ fn a_damaged_table_file_is_refused_and_left_untouched() {
     let aside: Vec<_> = std::fs::read_dir(&agent.spec.data_dir)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("table.corrupt."))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("table.corrupt.")
+        })
         .collect();
     assert_eq!(aside.len(), 1);
     assert_eq!(std::fs::read(aside[0].path()).unwrap(), damaged);

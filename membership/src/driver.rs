@@ -33,6 +33,9 @@ use crate::{Error, NodeId, epoch};
 const TAG_SWIM: u8 = 0;
 /// Plaintext tag of a leave notice (the leaving `NodeId` follows).
 const TAG_LEAVE: u8 = 1;
+/// Most custom broadcasts queued in foca at once; beyond, broadcasts are
+/// refused so the queue stays bounded.
+const MAX_BROADCAST_BACKLOG: usize = 256;
 /// Connect and reply timeout of a push-pull round.
 const PUSH_PULL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -171,6 +174,10 @@ impl Driver {
                 size: payload.len(),
                 limit: MAX_BROADCAST,
             });
+        }
+        let backlog = self.foca.custom_broadcast_backlog();
+        if backlog >= MAX_BROADCAST_BACKLOG {
+            return Err(Error::BroadcastBacklogFull(backlog));
         }
         self.broadcast_seq += 1;
         let item = encode_item(self.broadcast_origin, self.broadcast_seq, payload);

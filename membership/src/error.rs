@@ -55,6 +55,10 @@ pub enum Error {
         /// [`crate::MAX_BROADCAST`].
         limit: usize,
     },
+    /// Too many broadcasts are still queued for gossip. Nothing was
+    /// queued; spread the data another way (anti-entropy).
+    #[error("broadcast backlog full ({0} items queued)")]
+    BroadcastBacklogFull(usize),
     /// The membership task has stopped (the agent is shutting down).
     #[error("membership is shut down")]
     Stopped,

@@ -19,6 +19,12 @@ use super::anti_entropy;
 use super::replica::{ChangeKind, Deployed, OpError, Replica, ServiceChange, Written};
 use super::store;
 
+/// A write of more records than this skips the gossip deltas and pushes
+/// by anti-entropy to a few peers at once instead, so bulk deploys don't
+/// flood the gossip queue.
+const MAX_DELTAS_PER_WRITE: usize = 32;
+/// Peers pushed to at once after a bulk write.
+const BULK_PUSH_PEERS: usize = 3;
 /// Quiet time after a change before the table is saved.
 const SAVE_DEBOUNCE: Duration = Duration::from_millis(200);
 const STREAM_TIMEOUT: Duration = Duration::from_secs(3);
@@ -227,7 +233,7 @@ impl TableTask {
                 _ = sleep_until(self.anti_entropy_at) => {
                     let jitter = rand::rng().random_range(0.8..1.2);
                     self.anti_entropy_at = Instant::now() + self.config.anti_entropy_period.mul_f64(jitter);
-                    if let Some(peer) = self.random_peer() {
+                    for peer in self.random_peers(1) {
                         self.start_anti_entropy(peer);
                     }
                 }
@@ -301,6 +307,12 @@ impl TableTask {
         if !self.config.broadcast_deltas {
             return;
         }
+        if written.records.len() > MAX_DELTAS_PER_WRITE {
+            for peer in self.random_peers(BULK_PUSH_PEERS) {
+                self.start_anti_entropy(peer);
+            }
+            return;
+        }
         for record in written.records {
             let Ok(bytes) = postcard::to_stdvec(&Delta(vec![record])) else {
                 continue;
@@ -355,19 +367,19 @@ impl TableTask {
         }
     }
 
-    fn random_peer(&self) -> Option<std::net::SocketAddr> {
+    /// Up to `n` distinct live peers, at random.
+    fn random_peers(&self, n: usize) -> Vec<std::net::SocketAddr> {
         let me = self.membership.local().addr;
-        let peers: Vec<_> = self
+        let mut peers: Vec<_> = self
             .membership
             .members()
             .into_iter()
             .filter(|m| m.state == MemberState::Alive && m.id.addr != me)
             .map(|m| m.id.addr)
             .collect();
-        if peers.is_empty() {
-            return None;
-        }
-        Some(peers[rand::rng().random_range(0..peers.len())])
+        rand::seq::SliceRandom::shuffle(peers.as_mut_slice(), &mut rand::rng());
+        peers.truncate(n);
+        peers
     }
 
     fn start_anti_entropy(&self, peer: std::net::SocketAddr) {

@@ -6,6 +6,10 @@
 //!   log `member left`; fresh cluster per trial, victims rotate.
 //! - `idle [SECS]`: RSS, CPU and gossip bytes/s of agents in an idle
 //!   5-node cluster.
+//! - `spread [TRIALS]`: deploy on one of 5 agents until every other agent
+//!   logs `service deployed`.
+//! - `big [COUNT]`: a table of COUNT services: file size, load time at
+//!   start, and time until a newly started agent holds all of it.
 //!
 //! Times come from the agents' own JSON log timestamps, compared with the
 //! wall clock at the kill, so polling does not blur them.
@@ -13,7 +17,7 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
-use mob_integration::{Agent, local_cluster, wait_until};
+use mob_integration::{Agent, AgentSpec, local_cluster, wait_until};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,7 +28,11 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("detection") => detection(number(1, 10)?),
         Some("idle") => idle(number(1, 60)?),
-        _ => bail!("usage: mob-bench detection [TRIALS] | idle [SECS]"),
+        Some("spread") => spread(number(1, 20)?),
+        Some("big") => big(number(1, 10_000)?),
+        _ => bail!(
+            "usage: mob-bench detection [TRIALS] | idle [SECS] | spread [TRIALS] | big [COUNT]"
+        ),
     }
 }
 
@@ -36,12 +44,23 @@ fn event_delays(
     node: &str,
     since: SystemTime,
 ) -> Vec<Option<f64>> {
+    field_delays(agents, message, "node", node, since)
+}
+
+/// Like [`event_delays`], matching any field.
+fn field_delays(
+    agents: &[Agent],
+    message: &str,
+    field: &str,
+    value: &str,
+    since: SystemTime,
+) -> Vec<Option<f64>> {
     agents
         .iter()
         .map(|a| {
             a.log_events(message)
                 .iter()
-                .filter(|e| e["node"] == node)
+                .filter(|e| e[field] == value)
                 .filter_map(|e| humantime::parse_rfc3339(e["timestamp"].as_str()?).ok())
                 .filter_map(|t| t.duration_since(since).ok())
                 .map(|d| d.as_secs_f64())
@@ -177,5 +196,132 @@ fn idle(secs: u64) -> anyhow::Result<()> {
             (total1 - total0) as f64 / secs as f64,
         );
     }
+    Ok(())
+}
+
+fn spread(trials: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let agents = local_cluster(dir.path(), 5)?;
+    let mut all = Vec::new();
+    for trial in 0..trials {
+        let name = format!("svc-{trial}");
+        let origin = usize::try_from(trial % 5)?;
+        let others: Vec<&Agent> = agents
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != origin)
+            .map(|(_, a)| a)
+            .collect();
+        let spec =
+            format!(r#"{{"name":"{name}","provider":"shell","params":{{"command":"sleep 1"}}}}"#);
+        let started = SystemTime::now();
+        agents[origin].deploy(&spec)?;
+        let mut delays = Vec::new();
+        wait_until(
+            "every agent to log the deploy",
+            Duration::from_secs(10),
+            || {
+                delays = others
+                    .iter()
+                    .filter_map(|a| {
+                        field_delays(
+                            std::slice::from_ref(*a),
+                            "service deployed",
+                            "service",
+                            &name,
+                            started,
+                        )[0]
+                    })
+                    .collect();
+                Ok(delays.len() == others.len())
+            },
+        )?;
+        let slowest = delays.iter().copied().fold(0.0, f64::max);
+        eprintln!(
+            "trial {trial}: {name} on all agents after {:.1} ms",
+            slowest * 1000.0
+        );
+        all.push(slowest);
+    }
+    println!("| measure (s) | trials | min | median | max |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "{}",
+        summary("deploy (CLI) → visible on all 5 agents", &mut all)
+    );
+    Ok(())
+}
+
+fn records(agent: &Agent) -> anyhow::Result<u64> {
+    agent.stats()?["table_records"]
+        .as_u64()
+        .context("table_records")
+}
+
+fn big(count: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut agents = local_cluster(dir.path(), 1)?;
+    let specs: Vec<String> = (0..count)
+        .map(|i| format!(r#"{{"name":"svc-{i:05}","provider":"exec","replicas":1,"params":{{"command":["sleep","100"]}}}}"#))
+        .collect();
+    let deploy_started = std::time::Instant::now();
+    agents[0].deploy(&format!("[{}]", specs.join(",")))?;
+    eprintln!(
+        "deployed {count} services in {:?}",
+        deploy_started.elapsed()
+    );
+    wait_until(
+        "the seed to hold every service",
+        Duration::from_secs(60),
+        || Ok(records(&agents[0])? == count),
+    )?;
+    let file = agents[0].spec.data_dir.join("table");
+    let mut size = 0;
+    wait_until(
+        "the table file to be saved",
+        Duration::from_secs(30),
+        || {
+            let now = std::fs::metadata(&file).map_or(0, |m| m.len());
+            let done = now > 0 && now == size;
+            size = now;
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(done)
+        },
+    )?;
+
+    let key = dir.path().join("cluster.key");
+    let mut spec = AgentSpec::local("newcomer", dir.path(), &key);
+    spec.join.push(agents[0].addr);
+    let started = std::time::Instant::now();
+    let newcomer = Agent::start(spec)?;
+    wait_until(
+        "the newcomer to hold every service",
+        Duration::from_secs(120),
+        || Ok(records(&newcomer)? == count),
+    )?;
+    let converge = started.elapsed();
+    drop(newcomer);
+
+    agents[0].terminate()?;
+    let mut alone = agents.remove(0).spec.clone();
+    alone.join.clear();
+    let restarted = Agent::start(alone)?;
+    let line = restarted
+        .log_events("agent started")
+        .pop()
+        .context("start line")?;
+    let load_ms = line["table_load_ms"].as_f64().context("table_load_ms")?;
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| services | {count} |");
+    println!(
+        "| table file size | {:.2} MiB ({size} bytes) |",
+        size as f64 / 1048576.0
+    );
+    println!("| table load at start | {load_ms:.1} ms |");
+    println!(
+        "| new agent start → holds the whole table | {:.2} s |",
+        converge.as_secs_f64()
+    );
     Ok(())
 }
