@@ -1,6 +1,27 @@
-//! Runs a node's service instances as real processes or containers: it will
-//! own the `Provider` trait with the `exec`, `shell` and `docker` providers,
-//! the `Supervisor` and its restart policies, and per-instance log files.
-//! It knows nothing of the cluster.
+//! Runs a node's service instances as real processes or containers,
+//! restarts them by policy, captures their logs, and leaves nothing
+//! orphaned. It knows nothing of the cluster.
 //!
-//! Nothing lives here yet: the "supervisor" issue fills it.
+//! # Layout
+//! - [`provider`]: the [`Provider`] trait and [`InstanceSpec`].
+//! - [`exec`], [`shell`], [`docker`]: the three providers. `exec` holds the
+//!   crate's one `unsafe` block (setsid + parent-death signal in `pre_exec`).
+//! - [`restart`]: restart policy and backoff, pure over time values.
+//! - [`lifecycle`]: an instance's state machine, pure.
+//! - [`supervisor`]: [`Supervisor`], which runs instances through their
+//!   lifecycle and reports transitions.
+//! - [`logs`]: per-instance log files, rotation, tail and follow.
+
+pub mod docker;
+mod error;
+pub mod exec;
+pub mod lifecycle;
+pub mod logs;
+pub mod provider;
+pub mod restart;
+pub mod shell;
+pub mod supervisor;
+
+pub use error::ProviderError;
+pub use provider::{InstanceSpec, Provider};
+pub use supervisor::{Providers, Report, Supervisor};

@@ -1,0 +1,200 @@
+//! The `exec` provider: a program run directly, as its own session and
+//! process group, killed if the agent dies.
+//!
+//! # The one `unsafe` block
+//!
+//! Between fork and exec the child calls `setsid` (own session and process
+//! group, so stop reaches every process it spawned) and
+//! `prctl(PR_SET_PDEATHSIG, SIGKILL)` (so an agent crash leaves no orphan),
+//! then checks that its parent is still the agent (the agent may have died
+//! before the prctl). `pre_exec` is `unsafe` because the closure runs in
+//! the forked child of a multi-threaded process; it only makes
+//! async-signal-safe system calls and allocates nothing.
+//!
+//! PDEATHSIG fires when the *thread* that forked dies, so instances are
+//! only ever spawned from the runtime's long-lived worker threads, never
+//! from `spawn_blocking`.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use mob_scheduler::spec::{Params, ProviderKind};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::Command;
+
+use crate::error::ProviderError;
+use crate::logs::{LogSink, Stream};
+use crate::provider::{InstanceSpec, Provider, Spawned, exit_of};
+use crate::restart::Exit;
+
+/// Runs `argv` as a supervised child: own session, parent-death signal,
+/// stdout and stderr into `logs`. Shared by `exec`, `shell` and `docker`.
+pub(crate) fn spawn_supervised(
+    instance: &InstanceSpec,
+    argv: &[String],
+    cwd: Option<&str>,
+    user: Option<&str>,
+    logs: &LogSink,
+) -> Result<Spawned, ProviderError> {
+    let service = instance.service().to_owned();
+    let (program, args) = argv.split_first().ok_or_else(|| ProviderError::BadParams {
+        service: service.clone(),
+        message: "params.command is empty".into(),
+    })?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .envs(&instance.spec.env)
+        .env("MOB_SERVICE", &service)
+        .env("MOB_SLOT", instance.slot.to_string())
+        .env("MOB_NODE", &instance.node)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
+    if let Some(user) = user {
+        let found = nix::unistd::User::from_name(user).map_err(|e| ProviderError::BadParams {
+            service: service.clone(),
+            message: format!("params.user {user:?}: {e}"),
+        })?;
+        let found = found.ok_or_else(|| ProviderError::BadParams {
+            service: service.clone(),
+            message: format!("params.user {user:?}: no such user"),
+        })?;
+        command.uid(found.uid.as_raw()).gid(found.gid.as_raw());
+    }
+    let agent = nix::unistd::getpid();
+    #[expect(
+        unsafe_code,
+        reason = "setsid and PR_SET_PDEATHSIG between fork and exec; see the module docs"
+    )]
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls async-signal-safe functions (setsid, prctl, getppid); it
+    // allocates nothing and takes no locks.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::setsid()?;
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            if nix::unistd::getppid() != agent {
+                // The agent died before the prctl: don't outlive it.
+                return Err(std::io::Error::other("agent exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|source| ProviderError::Spawn {
+        service: service.clone(),
+        program: program.clone(),
+        source,
+    })?;
+    let pid = child.id().unwrap_or(0);
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(logs.clone().pump(Stream::Stdout, out));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(logs.clone().pump(Stream::Stderr, err));
+    }
+    Ok(Spawned {
+        child,
+        pid,
+        group: pid,
+    })
+}
+
+/// SIGTERM to the group, SIGKILL after `timeout`; then SIGKILL to whatever
+/// is left of the group (grandchildren that ignored TERM).
+pub(crate) async fn stop_group(spawned: &mut Spawned, timeout: Duration) -> Exit {
+    let group = group_of(spawned);
+    if let Some(group) = group {
+        let _ = killpg(group, Signal::SIGTERM);
+    }
+    let exit = match tokio::time::timeout(timeout, spawned.child.wait()).await {
+        Ok(Ok(status)) => exit_of(status),
+        _ => {
+            if let Some(group) = group {
+                let _ = killpg(group, Signal::SIGKILL);
+            }
+            match spawned.child.wait().await {
+                Ok(status) => exit_of(status),
+                Err(_) => Exit::Signal(Signal::SIGKILL as i32),
+            }
+        }
+    };
+    kill_group(spawned);
+    exit
+}
+
+/// SIGKILL to the instance's process group (stragglers after its leader
+/// ended). A group that is gone already is fine.
+pub(crate) fn kill_group(spawned: &Spawned) {
+    if let Some(group) = group_of(spawned) {
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+}
+
+fn group_of(spawned: &Spawned) -> Option<Pid> {
+    i32::try_from(spawned.group)
+        .ok()
+        .filter(|p| *p > 0)
+        .map(Pid::from_raw)
+}
+
+/// `exec`: `command` as argv.
+#[derive(Debug, Default)]
+pub struct ExecProvider;
+
+impl Provider for ExecProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Exec
+    }
+
+    fn available(&self) -> bool {
+        true
+    }
+
+    fn check(&self, instance: &InstanceSpec) -> Result<(), ProviderError> {
+        match &instance.spec.params {
+            Params::Exec { command, .. } if !command.is_empty() && !command[0].is_empty() => Ok(()),
+            Params::Exec { .. } => Err(ProviderError::BadParams {
+                service: instance.service().to_owned(),
+                message: "params.command is missing or empty".into(),
+            }),
+            other => Err(ProviderError::BadParams {
+                service: instance.service().to_owned(),
+                message: format!("exec cannot run {} parameters", other.provider()),
+            }),
+        }
+    }
+
+    async fn start(
+        &self,
+        instance: &InstanceSpec,
+        logs: &LogSink,
+    ) -> Result<Spawned, ProviderError> {
+        self.check(instance)?;
+        let Params::Exec { command, cwd, user } = &instance.spec.params else {
+            return Err(ProviderError::BadParams {
+                service: instance.service().to_owned(),
+                message: "not exec parameters".into(),
+            });
+        };
+        spawn_supervised(instance, command, cwd.as_deref(), user.as_deref(), logs)
+    }
+
+    async fn stop(
+        &self,
+        _instance: &InstanceSpec,
+        spawned: &mut Spawned,
+        timeout: Duration,
+    ) -> Exit {
+        stop_group(spawned, timeout).await
+    }
+
+    async fn reap(&self, _instance: &InstanceSpec, spawned: &Spawned) {
+        kill_group(spawned);
+    }
+}

@@ -1,0 +1,69 @@
+//! The `shell` provider (the seed's `bash`): `sh -c <command>`, supervised
+//! exactly like `exec`.
+
+use std::time::Duration;
+
+use mob_scheduler::spec::{Params, ProviderKind};
+
+use crate::error::ProviderError;
+use crate::exec::{kill_group, spawn_supervised, stop_group};
+use crate::logs::LogSink;
+use crate::provider::{InstanceSpec, Provider, Spawned};
+use crate::restart::Exit;
+
+/// `shell`.
+#[derive(Debug, Default)]
+pub struct ShellProvider;
+
+impl Provider for ShellProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Shell
+    }
+
+    fn available(&self) -> bool {
+        std::path::Path::new("/bin/sh").exists()
+    }
+
+    fn check(&self, instance: &InstanceSpec) -> Result<(), ProviderError> {
+        match &instance.spec.params {
+            Params::Shell { command, .. } if !command.trim().is_empty() => Ok(()),
+            Params::Shell { .. } => Err(ProviderError::BadParams {
+                service: instance.service().to_owned(),
+                message: "params.command is missing or empty".into(),
+            }),
+            other => Err(ProviderError::BadParams {
+                service: instance.service().to_owned(),
+                message: format!("shell cannot run {} parameters", other.provider()),
+            }),
+        }
+    }
+
+    async fn start(
+        &self,
+        instance: &InstanceSpec,
+        logs: &LogSink,
+    ) -> Result<Spawned, ProviderError> {
+        self.check(instance)?;
+        let Params::Shell { command, cwd, user } = &instance.spec.params else {
+            return Err(ProviderError::BadParams {
+                service: instance.service().to_owned(),
+                message: "not shell parameters".into(),
+            });
+        };
+        let argv = ["/bin/sh".to_owned(), "-c".to_owned(), command.clone()];
+        spawn_supervised(instance, &argv, cwd.as_deref(), user.as_deref(), logs)
+    }
+
+    async fn stop(
+        &self,
+        _instance: &InstanceSpec,
+        spawned: &mut Spawned,
+        timeout: Duration,
+    ) -> Exit {
+        stop_group(spawned, timeout).await
+    }
+
+    async fn reap(&self, _instance: &InstanceSpec, spawned: &Spawned) {
+        kill_group(spawned);
+    }
+}
