@@ -1,6 +1,7 @@
 //! mob's pure core, with no I/O and no tokio: the service spec, the hybrid
-//! logical clock, the CRDT service table and its digests. Placement and
-//! `reconcile` come with the scheduler issue.
+//! logical clock, the CRDT service table and its digests, placement, and
+//! `reconcile`, the function every agent runs to decide which slots it
+//! claims, starts, stops and releases.
 //!
 //! # Layout
 //! - [`spec`]: [`ServiceSpec`], providers, restart policy, validation,
@@ -10,6 +11,8 @@
 //! - [`record`]: keys and values: `svc/`, `claim/`, `status/`, `node/`.
 //! - [`table`]: [`Table`], the LWW map, with its merge laws.
 //! - [`digest`]: bucket digests for anti-entropy.
+//! - [`placement`]: rendezvous hashing with bounded loads, [`Members`].
+//! - [`reconcile`]: `reconcile(table, members, me, now) -> Vec<Action>`.
 //! - [`services_view`]: what `services` and `status` show, from the table.
 //! - [`hash`]: the stable hash everything that must agree uses.
 #![forbid(unsafe_code)]
@@ -17,6 +20,8 @@
 pub mod digest;
 pub mod hash;
 pub mod hlc;
+pub mod placement;
+pub mod reconcile;
 pub mod record;
 pub mod services_view;
 pub mod spec;
@@ -25,6 +30,8 @@ pub mod table;
 
 pub use digest::Digest;
 pub use hlc::{Clock, Timestamp};
+pub use placement::Members;
+pub use reconcile::{Action, reconcile};
 pub use record::{Record, ServiceRecord, Value};
 pub use spec::{ServiceSpec, SpecError};
 pub use table::Table;

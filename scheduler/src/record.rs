@@ -82,8 +82,10 @@ pub struct ServiceRecord {
 pub struct Claim {
     /// Owner's node name; `None` when released.
     pub owner: Option<String>,
-    /// Nodes where the slot spent its restart budget.
+    /// Nodes where the slot spent its restart budget (for `version`).
     pub failed_on: Vec<String>,
+    /// Service version `failed_on` applies to; a redeploy starts afresh.
+    pub version: u64,
 }
 
 /// State of an instance, as its supervisor reports it.
@@ -101,9 +103,16 @@ pub enum InstanceState {
     Failed,
     /// Stopped on purpose, or exited and not restarted.
     Stopped,
+    /// Its node is down; shown until the slot runs elsewhere (views only).
+    Lost,
 }
 
 impl InstanceState {
+    /// Starting, running or waiting to restart: a process exists or will.
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Starting | Self::Running | Self::Backoff)
+    }
+
     /// The lowercase name used in output.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -113,6 +122,7 @@ impl InstanceState {
             Self::Backoff => "backoff",
             Self::Failed => "failed",
             Self::Stopped => "stopped",
+            Self::Lost => "lost",
         }
     }
 }
@@ -132,6 +142,8 @@ pub struct Status {
     pub last_exit: Option<i32>,
     /// Signal that ended the last run, if any.
     pub last_signal: Option<i32>,
+    /// Version of the service spec the instance runs.
+    pub version: u64,
 }
 
 /// `node/<node>`: what a node offers.
@@ -143,6 +155,8 @@ pub struct NodeRecord {
     pub tags: BTreeMap<String, String>,
     /// Whether the node is draining.
     pub draining: bool,
+    /// When draining began (unix ms); 0 when not draining.
+    pub drain_started_ms: u64,
     /// mob version of the agent.
     pub version: String,
     /// When the agent started (unix ms).

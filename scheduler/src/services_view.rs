@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::placement::{Assignment, Members, assign};
 use crate::record::{InstanceState, Value, claim_key, status_key};
 use crate::spec::{ProviderKind, ServiceSpec};
 use crate::table::Table;
@@ -22,6 +23,8 @@ pub struct SlotView {
     pub restarts: u32,
     /// Since when (unix ms) in this state, if known.
     pub since_ms: Option<u64>,
+    /// Why a slot is not running, when that needs saying.
+    pub reason: Option<String>,
 }
 
 /// One live service.
@@ -43,8 +46,18 @@ pub struct ServiceView {
     pub slots: Vec<SlotView>,
 }
 
-/// Views of every live (not removed) service, by name.
-pub fn services(table: &Table) -> Vec<ServiceView> {
+/// Specs of every live (not removed) service, with their versions, by name.
+pub fn live_specs(table: &Table) -> Vec<(ServiceSpec, u64)> {
+    table
+        .services()
+        .filter_map(|(_, _, s)| s.spec.clone().map(|spec| (spec, s.version)))
+        .collect()
+}
+
+/// Views of every live (not removed) service, by name, as seen with
+/// `members` live.
+pub fn services(table: &Table, members: &Members) -> Vec<ServiceView> {
+    let assignment = assign(table, members);
     table
         .services()
         .filter_map(|(name, record, service)| {
@@ -56,7 +69,7 @@ pub fn services(table: &Table) -> Vec<ServiceView> {
                 version: service.version,
                 origin: record.ts.node.clone(),
                 slots: (0..spec.replicas)
-                    .map(|slot| slot_view(table, name, slot))
+                    .map(|slot| slot_view(table, members, &assignment, spec, slot))
                     .collect(),
                 spec: spec.clone(),
             })
@@ -64,12 +77,53 @@ pub fn services(table: &Table) -> Vec<ServiceView> {
         .collect()
 }
 
-/// The view of one live service.
-pub fn service(table: &Table, name: &str) -> Option<ServiceView> {
-    services(table).into_iter().find(|s| s.name == name)
+/// Whether some slot of `service` is running on its live owner.
+pub fn is_running_somewhere(table: &Table, members: &Members, service: &str) -> bool {
+    let Some(Value::Service(s)) = table
+        .get(&crate::record::service_key(service))
+        .map(|r| &r.value)
+    else {
+        return false;
+    };
+    let replicas = s.spec.as_ref().map_or(0, |spec| spec.replicas);
+    (0..replicas).any(|slot| {
+        owner_status(table, service, slot).is_some_and(|(owner, st)| {
+            members.is_live(&owner) && st.state == InstanceState::Running
+        })
+    })
 }
 
-fn slot_view(table: &Table, name: &str, slot: u32) -> SlotView {
+/// The first dependency of `spec` not running anywhere, if any.
+pub fn missing_dependency<'a>(
+    table: &Table,
+    members: &Members,
+    spec: &'a ServiceSpec,
+) -> Option<&'a str> {
+    spec.depends_on
+        .iter()
+        .find(|d| !is_running_somewhere(table, members, d))
+        .map(String::as_str)
+}
+
+fn owner_status(table: &Table, name: &str, slot: u32) -> Option<(String, crate::record::Status)> {
+    let owner = match table.get(&claim_key(name, slot)).map(|r| &r.value) {
+        Some(Value::Claim(claim)) => claim.owner.clone()?,
+        _ => return None,
+    };
+    match table.get(&status_key(&owner, name, slot)).map(|r| &r.value) {
+        Some(Value::Status(status)) => Some((owner, status.clone())),
+        _ => None,
+    }
+}
+
+fn slot_view(
+    table: &Table,
+    members: &Members,
+    assignment: &Assignment,
+    spec: &ServiceSpec,
+    slot: u32,
+) -> SlotView {
+    let name = spec.name.as_str();
     let owner = match table.get(&claim_key(name, slot)).map(|r| &r.value) {
         Some(Value::Claim(claim)) => claim.owner.clone(),
         _ => None,
@@ -80,12 +134,32 @@ fn slot_view(table: &Table, name: &str, slot: u32) -> SlotView {
             _ => None,
         }
     });
+    let lost = owner.as_ref().is_some_and(|o| !members.is_live(o));
+    let state = if lost {
+        InstanceState::Lost
+    } else {
+        status.as_ref().map_or(InstanceState::Pending, |s| s.state)
+    };
+    let key = (name.to_owned(), slot);
+    let reason = match state {
+        InstanceState::Lost => {
+            Some("owner is down; waiting for another node to take the slot".to_owned())
+        }
+        InstanceState::Pending | InstanceState::Failed => {
+            assignment.unplaced.get(&key).cloned().or_else(|| {
+                missing_dependency(table, members, spec)
+                    .map(|d| format!("waiting for dependency {d} to run"))
+            })
+        }
+        _ => None,
+    };
     SlotView {
         slot,
-        state: status.as_ref().map_or(InstanceState::Pending, |s| s.state),
-        pid: status.as_ref().and_then(|s| s.pid),
+        state,
+        pid: status.as_ref().filter(|_| !lost).and_then(|s| s.pid),
         restarts: status.as_ref().map_or(0, |s| s.restarts),
         since_ms: status.as_ref().map(|s| s.since_ms),
         node: owner,
+        reason,
     }
 }

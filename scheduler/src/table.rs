@@ -28,6 +28,9 @@ use crate::record::{Record, SERVICE_PREFIX, ServiceRecord, Value};
 /// Orders two records of one key: the greater one wins the merge.
 pub fn compare(a: &Record, b: &Record) -> Ordering {
     a.ts.cmp(&b.ts).then_with(|| {
+        if a.value == b.value {
+            return Ordering::Equal;
+        }
         let a = postcard::to_stdvec(&a.value).unwrap_or_default();
         let b = postcard::to_stdvec(&b.value).unwrap_or_default();
         a.cmp(&b)
@@ -115,13 +118,11 @@ impl Table {
     }
 
     /// Records whose key starts with `prefix`.
-    pub fn with_prefix<'a>(
-        &'a self,
-        prefix: &'a str,
-    ) -> impl Iterator<Item = (&'a String, &'a Record)> + 'a {
+    pub fn with_prefix(&self, prefix: &str) -> impl Iterator<Item = (&String, &Record)> + '_ {
+        let prefix = prefix.to_owned();
         self.records
-            .range(prefix.to_owned()..)
-            .take_while(move |(k, _)| k.starts_with(prefix))
+            .range(prefix.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&prefix))
     }
 
     /// Number of records (tombstones included).

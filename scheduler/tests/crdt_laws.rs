@@ -110,7 +110,8 @@ fn record() -> impl Strategy<Value = (String, Record)> {
         prop::option::of(prop_oneof![Just("n1".to_string()), Just("n2".to_string())]).prop_map(
             |owner| Value::Claim(Claim {
                 owner,
-                failed_on: vec![]
+                failed_on: vec![],
+                version: 0,
             })
         ),
     ];

@@ -1,0 +1,358 @@
+//! Placement and reconcile properties: purity, stickiness, balance, and
+//! the single-node decisions.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mob_scheduler::placement::{Members, assign};
+use mob_scheduler::reconcile::{Action, reconcile};
+use mob_scheduler::record::{
+    Claim, InstanceState, NodeRecord, ServiceRecord, Status, Value, claim_key, node_key,
+    service_key, status_key,
+};
+use mob_scheduler::spec::ProviderKind;
+use mob_scheduler::spec_file::parse_specs;
+use mob_scheduler::{Record, Table, Timestamp};
+use proptest::prelude::*;
+
+struct World {
+    table: Table,
+    clock: u64,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            table: Table::new(),
+            clock: 1,
+        }
+    }
+
+    fn put(&mut self, key: String, value: Value) {
+        self.clock += 1;
+        self.table.apply(
+            key,
+            Record {
+                ts: Timestamp {
+                    wall_ms: self.clock,
+                    counter: 0,
+                    node: "t".into(),
+                },
+                value,
+            },
+        );
+    }
+
+    fn node(&mut self, name: &str, tags: &[(&str, &str)], draining: bool) {
+        let record = NodeRecord {
+            providers: vec![ProviderKind::Exec, ProviderKind::Shell],
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            draining,
+            drain_started_ms: if draining { 1_000 } else { 0 },
+            version: "test".into(),
+            started_at_ms: 0,
+        };
+        self.put(node_key(name), Value::Node(record));
+    }
+
+    fn service(&mut self, json: &str, version: u64) {
+        let spec = parse_specs(json).unwrap().remove(0);
+        self.put(
+            service_key(&spec.name.clone()),
+            Value::Service(ServiceRecord {
+                version,
+                spec: Some(spec),
+            }),
+        );
+    }
+
+    fn claim(&mut self, service: &str, slot: u32, owner: Option<&str>) {
+        self.put(
+            claim_key(service, slot),
+            Value::Claim(Claim {
+                owner: owner.map(str::to_owned),
+                failed_on: vec![],
+                version: 1,
+            }),
+        );
+    }
+
+    fn status(&mut self, node: &str, service: &str, slot: u32, state: InstanceState) {
+        let status = Status {
+            state,
+            pid: Some(1),
+            restarts: 0,
+            since_ms: 0,
+            last_exit: None,
+            last_signal: None,
+            version: 1,
+        };
+        self.put(status_key(node, service, slot), Value::Status(status));
+    }
+
+    /// Lets every live node claim what the assignment gives it.
+    fn settle(&mut self, members: &Members) {
+        for ((service, slot), node) in assign(&self.table, members).owners {
+            let current = mob_scheduler::placement::claim(&self.table, &service, slot)
+                .and_then(|c| c.owner.clone());
+            if current.as_deref() != Some(node.as_str()) {
+                self.claim(&service, slot, Some(&node));
+            }
+        }
+    }
+
+    fn owners(&self) -> BTreeMap<(String, u32), String> {
+        self.table
+            .with_prefix("claim/")
+            .filter_map(|(k, r)| match &r.value {
+                Value::Claim(c) => {
+                    let (svc, slot) = k["claim/".len()..].rsplit_once('/')?;
+                    Some(((svc.to_owned(), slot.parse().ok()?), c.owner.clone()?))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn members(names: &[String]) -> Members {
+    Members::new(names.iter().cloned())
+}
+
+fn cluster(nodes: usize, services: &[String], replicas: u32) -> (World, Vec<String>) {
+    let mut w = World::new();
+    let names: Vec<String> = (0..nodes).map(|i| format!("node-{i}")).collect();
+    for n in &names {
+        w.node(n, &[], false);
+    }
+    for s in services {
+        w.service(&format!(r#"{{"name":"{s}","provider":"exec","replicas":{replicas},"params":{{"command":"x"}}}}"#), 1);
+    }
+    (w, names)
+}
+
+fn service_names() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::btree_set("[a-z][a-z0-9-]{2,10}", 1..40).prop_map(|s| s.into_iter().collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn placement_is_a_pure_function_of_specs_and_members(services in service_names(), nodes in 1usize..12, replicas in 1u32..4) {
+        let (w, names) = cluster(nodes, &services, replicas);
+        let a = assign(&w.table, &members(&names));
+        let mut reversed = names.clone();
+        reversed.reverse();
+        prop_assert_eq!(&a, &assign(&w.table, &members(&reversed)));
+        // The same specs and members in another table (other timestamps,
+        // other insertion order): the same placement.
+        let (w2, _) = cluster(nodes, &services.iter().rev().cloned().collect::<Vec<_>>(), replicas);
+        prop_assert_eq!(&a, &assign(&w2.table, &members(&names)));
+        // Every slot placed, and on distinct nodes while there are enough.
+        prop_assert_eq!(a.owners.len(), services.len() * replicas as usize);
+        for s in &services {
+            let used: BTreeSet<&String> = (0..replicas).map(|r| &a.owners[&(s.clone(), r)]).collect();
+            prop_assert_eq!(used.len(), (replicas as usize).min(nodes));
+        }
+    }
+
+    #[test]
+    fn removing_a_node_moves_only_its_slots(services in service_names(), nodes in 2usize..12, gone in 0usize..12) {
+        let (mut w, names) = cluster(nodes, &services, 1);
+        w.settle(&members(&names));
+        let before = w.owners();
+        let gone = &names[gone % nodes];
+        let rest: Vec<String> = names.iter().filter(|n| *n != gone).cloned().collect();
+        w.settle(&members(&rest));
+        let after = w.owners();
+        for (slot, owner) in &before {
+            if owner != gone {
+                prop_assert_eq!(Some(owner), after.get(slot), "slot {:?} moved", slot);
+            } else {
+                prop_assert_ne!(Some(owner), after.get(slot));
+            }
+        }
+    }
+
+    #[test]
+    fn adding_a_node_moves_no_slot(services in service_names(), nodes in 1usize..12) {
+        let (mut w, names) = cluster(nodes, &services, 2);
+        w.settle(&members(&names));
+        let before = w.owners();
+        w.node("newcomer", &[], false);
+        let mut more = names.clone();
+        more.push("newcomer".into());
+        w.settle(&members(&more));
+        prop_assert_eq!(before, w.owners());
+    }
+}
+
+#[test]
+fn balance_at_10_nodes_and_1000_services() {
+    let services: Vec<String> = (0..1000).map(|i| format!("svc-{i:04}")).collect();
+    let (w, names) = cluster(10, &services, 1);
+    let a = assign(&w.table, &members(&names));
+    let mut load: BTreeMap<&String, usize> = BTreeMap::new();
+    for node in a.owners.values() {
+        *load.entry(node).or_default() += 1;
+    }
+    let max = *load.values().max().unwrap();
+    let mean = 1000.0 / 10.0;
+    eprintln!(
+        "placement balance at 10 nodes x 1000 services: max {max}, mean {mean}, max/mean {:.3}",
+        max as f64 / mean
+    );
+    assert!(max as f64 <= 1.25 * mean, "busiest node holds {max}");
+}
+
+fn names_of(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Claim { service, slot, .. } => format!("claim {service}/{slot}"),
+            Action::Release {
+                service,
+                slot,
+                reason,
+                ..
+            } => format!("release {service}/{slot} {reason:?}"),
+            Action::Start { spec, slot, .. } => format!("start {}/{slot}", spec.name),
+            Action::Stop {
+                service,
+                slot,
+                reason,
+            } => format!("stop {service}/{slot} {reason:?}"),
+            Action::ForgetStatus { key } => format!("forget {key}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_lone_node_claims_starts_and_releases() {
+    let mut w = World::new();
+    w.node("a", &[], false);
+    w.service(
+        r#"{"name":"web","provider":"exec","params":{"command":"x"}}"#,
+        1,
+    );
+    let m = Members::new(["a".to_owned()]);
+    assert_eq!(names_of(&reconcile(&w.table, &m, "a", 0)), ["claim web/0"]);
+    w.claim("web", 0, Some("a"));
+    assert_eq!(names_of(&reconcile(&w.table, &m, "a", 0)), ["start web/0"]);
+    // Failed here: released with a mark, and nobody else can take it.
+    w.status("a", "web", 0, InstanceState::Failed);
+    let actions = reconcile(&w.table, &m, "a", 0);
+    assert_eq!(
+        names_of(&actions),
+        ["release web/0 Failed", "stop web/0 Failed"]
+    );
+    let Action::Release { failed_on, .. } = &actions[0] else {
+        unreachable!()
+    };
+    assert_eq!(failed_on, &vec!["a".to_owned()]);
+    // Removed: released and stopped; then the stale status is forgotten.
+    w.status("a", "web", 0, InstanceState::Running);
+    w.put(
+        service_key("web"),
+        Value::Service(ServiceRecord {
+            version: 2,
+            spec: None,
+        }),
+    );
+    assert_eq!(
+        names_of(&reconcile(&w.table, &m, "a", 0)),
+        ["release web/0 Removed", "stop web/0 Removed"]
+    );
+    w.claim("web", 0, None);
+    w.status("a", "web", 0, InstanceState::Stopped);
+    assert_eq!(
+        names_of(&reconcile(&w.table, &m, "a", 0)),
+        ["forget status/a/web/0"]
+    );
+}
+
+#[test]
+fn the_loser_of_a_claim_race_stops() {
+    let mut w = World::new();
+    w.node("a", &[], false);
+    w.node("b", &[], false);
+    w.service(
+        r#"{"name":"web","provider":"exec","params":{"command":"x"}}"#,
+        1,
+    );
+    let m = Members::new(["a".to_owned(), "b".to_owned()]);
+    let winner = assign(&w.table, &m).owners[&("web".to_owned(), 0)].clone();
+    let loser = if winner == "a" { "b" } else { "a" };
+    // Both ran it during a partition; the claim register says `winner`.
+    w.claim("web", 0, Some(&winner));
+    w.status(loser, "web", 0, InstanceState::Running);
+    w.status(&winner, "web", 0, InstanceState::Running);
+    assert_eq!(
+        names_of(&reconcile(&w.table, &m, loser, 0)),
+        ["stop web/0 OwnedElsewhere"]
+    );
+    assert_eq!(
+        names_of(&reconcile(&w.table, &m, &winner, 0)),
+        ["start web/0"]
+    );
+}
+
+#[test]
+fn constraints_and_dependencies() {
+    let mut w = World::new();
+    w.node("a", &[("zone", "a")], false);
+    w.node("b", &[("zone", "b")], false);
+    w.service(r#"{"name":"db","provider":"exec","constraints":{"tags":{"zone":"b"}},"params":{"command":"x"}}"#, 1);
+    w.service(r#"{"name":"app","provider":"exec","depends_on":["db"],"constraints":{"tags":{"zone":"a"}},"params":{"command":"x"}}"#, 1);
+    w.service(r#"{"name":"far","provider":"exec","constraints":{"tags":{"zone":"c"}},"params":{"command":"x"}}"#, 1);
+    let m = Members::new(["a".to_owned(), "b".to_owned()]);
+    let a = assign(&w.table, &m);
+    assert_eq!(a.owners[&("db".to_owned(), 0)], "b");
+    assert_eq!(a.owners[&("app".to_owned(), 0)], "a");
+    assert!(a.unplaced[&("far".to_owned(), 0)].contains("tag zone=c"));
+    w.claim("db", 0, Some("b"));
+    w.claim("app", 0, Some("a"));
+    // app waits for db to run somewhere.
+    assert_eq!(
+        names_of(&reconcile(&w.table, &m, "a", 0)),
+        Vec::<String>::new()
+    );
+    w.status("b", "db", 0, InstanceState::Running);
+    assert_eq!(names_of(&reconcile(&w.table, &m, "a", 0)), ["start app/0"]);
+}
+
+#[test]
+fn a_draining_node_hands_over_then_stops() {
+    let mut w = World::new();
+    w.node("a", &[], false);
+    w.node("b", &[], false);
+    w.service(
+        r#"{"name":"web","provider":"exec","params":{"command":"x"}}"#,
+        1,
+    );
+    let m = Members::new(["a".to_owned(), "b".to_owned()]);
+    let first = assign(&w.table, &m).owners[&("web".to_owned(), 0)].clone();
+    let other = if first == "a" { "b" } else { "a" };
+    w.claim("web", 0, Some(&first));
+    w.status(&first, "web", 0, InstanceState::Running);
+    w.node(&first, &[], true);
+    // The other node takes the slot; the draining one keeps running.
+    assert_eq!(
+        names_of(&reconcile(&w.table, &m, other, 2_000)),
+        ["claim web/0"]
+    );
+    assert!(names_of(&reconcile(&w.table, &m, &first, 2_000)).is_empty());
+    w.claim("web", 0, Some(other));
+    assert!(
+        names_of(&reconcile(&w.table, &m, &first, 2_000)).is_empty(),
+        "replacement not running yet"
+    );
+    w.status(other, "web", 0, InstanceState::Running);
+    assert_eq!(
+        names_of(&reconcile(&w.table, &m, &first, 2_000)),
+        ["stop web/0 Drained"]
+    );
+}

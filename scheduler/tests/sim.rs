@@ -1,0 +1,503 @@
+//! Deterministic simulation: N virtual nodes run the real `reconcile` and
+//! the real table merge over a lossy network with partitions, crashes and
+//! restarts, in virtual time (one tick = one gossip round, ~100 ms).
+//!
+//! After the last heal, every node is up and connected; the simulation runs
+//! until the invariants hold or a round limit passes:
+//! - no service is lost: every node's table holds every live service;
+//! - every slot of every live service is owned by exactly one live,
+//!   eligible node, and runs there;
+//! - no node runs an instance it doesn't own.
+//!
+//! CI runs 24 seeds at 20 nodes x 200 services (~30 s on 2 cores; 200 seeds
+//! take ~5 min, so they run by hand: `MOB_SIM_SEEDS=200`). `MOB_SIM_NODES`,
+//! `MOB_SIM_SERVICES` and `MOB_SIM_SEEDS` size a larger run, e.g.
+//! `MOB_SIM_NODES=1000 MOB_SIM_SERVICES=50 MOB_SIM_SEEDS=1 cargo test --release -p mob-scheduler --test sim -- --nocapture`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use mob_scheduler::placement::{Members, eligible};
+use mob_scheduler::reconcile::{Action, reconcile};
+use mob_scheduler::record::{
+    Claim, InstanceState, NodeRecord, ServiceRecord, Status, Value, claim_key, node_key,
+    service_key, status_key,
+};
+use mob_scheduler::services_view::live_specs;
+use mob_scheduler::spec::ProviderKind;
+use mob_scheduler::spec_file::parse_specs;
+use mob_scheduler::{Clock, Record, Table};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+const TICK_MS: u64 = 100;
+/// Anti-entropy every this many ticks per node.
+const AE_EVERY: u64 = 20;
+/// Reconcile at least every this many ticks, changes or not.
+const RECONCILE_EVERY: u64 = 10;
+
+struct Node {
+    name: String,
+    up: bool,
+    group: usize,
+    table: Table,
+    clock: Clock,
+    /// Instances running here: slot -> version.
+    running: BTreeMap<(String, u32), u64>,
+    dirty: bool,
+}
+
+struct Sim {
+    rng: StdRng,
+    nodes: Vec<Node>,
+    now: u64,
+    tick: u64,
+    loss: f64,
+    /// (deliver at tick, to, records)
+    inflight: VecDeque<(u64, usize, Vec<(String, Record)>)>,
+    dropped: u64,
+    delivered: u64,
+}
+
+impl Sim {
+    fn new(seed: u64, n: usize, loss: f64) -> Self {
+        let mut sim = Self {
+            rng: StdRng::seed_from_u64(seed),
+            nodes: (0..n)
+                .map(|i| Node {
+                    name: format!("n{i:04}"),
+                    up: true,
+                    group: 0,
+                    table: Table::new(),
+                    clock: Clock::new(format!("n{i:04}")),
+                    running: BTreeMap::new(),
+                    dirty: true,
+                })
+                .collect(),
+            now: 1_000_000,
+            tick: 0,
+            loss,
+            inflight: VecDeque::new(),
+            dropped: 0,
+            delivered: 0,
+        };
+        for i in 0..n {
+            let record = NodeRecord {
+                providers: vec![ProviderKind::Exec, ProviderKind::Shell],
+                tags: BTreeMap::new(),
+                draining: false,
+                drain_started_ms: 0,
+                version: "sim".into(),
+                started_at_ms: 0,
+            };
+            sim.write(i, node_key(&format!("n{i:04}")), Value::Node(record));
+        }
+        sim
+    }
+
+    fn reachable(&self, a: usize, b: usize) -> bool {
+        a != b && self.nodes[a].up && self.nodes[b].up && self.nodes[a].group == self.nodes[b].group
+    }
+
+    fn members(&self, i: usize) -> Members {
+        Members::new(
+            (0..self.nodes.len())
+                .filter(|j| *j == i || self.reachable(i, *j))
+                .map(|j| self.nodes[j].name.clone()),
+        )
+    }
+
+    /// A local write, sent at once as a delta to every reachable node.
+    fn write(&mut self, i: usize, key: String, value: Value) {
+        let ts = self.nodes[i].clock.tick(self.now);
+        let record = Record { ts, value };
+        self.nodes[i].table.apply(key.clone(), record.clone());
+        self.nodes[i].dirty = true;
+        for j in 0..self.nodes.len() {
+            if !self.reachable(i, j) {
+                continue;
+            }
+            if self.rng.random_bool(self.loss) {
+                self.dropped += 1;
+            } else {
+                self.inflight
+                    .push_back((self.tick + 1, j, vec![(key.clone(), record.clone())]));
+            }
+        }
+    }
+
+    fn merge_into(&mut self, j: usize, records: Vec<(String, Record)>) {
+        let node = &mut self.nodes[j];
+        for (k, r) in records {
+            node.clock.observe(&r.ts);
+            if node.table.apply(k, r) {
+                node.dirty = true;
+            }
+        }
+    }
+
+    fn deploy(&mut self, from: usize, json: &str) {
+        let spec = parse_specs(json).unwrap().remove(0);
+        let version = match self.nodes[from]
+            .table
+            .get(&service_key(&spec.name))
+            .map(|r| &r.value)
+        {
+            Some(Value::Service(s)) => s.version + 1,
+            _ => 1,
+        };
+        self.write(
+            from,
+            service_key(&spec.name),
+            Value::Service(ServiceRecord {
+                version,
+                spec: Some(spec),
+            }),
+        );
+    }
+
+    fn status(&mut self, i: usize, service: &str, slot: u32, state: InstanceState, version: u64) {
+        let status = Status {
+            state,
+            pid: Some(1),
+            restarts: 0,
+            since_ms: self.now,
+            last_exit: None,
+            last_signal: None,
+            version,
+        };
+        let key = status_key(&self.nodes[i].name.clone(), service, slot);
+        self.write(i, key, Value::Status(status));
+    }
+
+    fn step(&mut self) {
+        self.tick += 1;
+        self.now += TICK_MS;
+        while self
+            .inflight
+            .front()
+            .is_some_and(|(at, _, _)| *at <= self.tick)
+        {
+            let Some((_, to, records)) = self.inflight.pop_front() else {
+                break;
+            };
+            if self.nodes[to].up {
+                self.delivered += 1;
+                self.merge_into(to, records);
+            }
+        }
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].up {
+                continue;
+            }
+            // Anti-entropy with one random reachable peer, both ways.
+            if (self.tick + i as u64) % AE_EVERY == 0 {
+                let peers: Vec<usize> = (0..self.nodes.len())
+                    .filter(|j| self.reachable(i, *j))
+                    .collect();
+                if !peers.is_empty() {
+                    let j = peers[self.rng.random_range(0..peers.len())];
+                    let theirs: Vec<_> = self.nodes[j]
+                        .table
+                        .iter()
+                        .map(|(k, r)| (k.clone(), r.clone()))
+                        .collect();
+                    let ours: Vec<_> = self.nodes[i]
+                        .table
+                        .iter()
+                        .map(|(k, r)| (k.clone(), r.clone()))
+                        .collect();
+                    self.merge_into(i, theirs);
+                    self.merge_into(j, ours);
+                }
+            }
+        }
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].up
+                || !(self.nodes[i].dirty || (self.tick + i as u64) % RECONCILE_EVERY == 0)
+            {
+                continue;
+            }
+            self.nodes[i].dirty = false;
+            let members = self.members(i);
+            let me = self.nodes[i].name.clone();
+            for action in reconcile(&self.nodes[i].table, &members, &me, self.now) {
+                self.execute(i, &me, action);
+            }
+        }
+    }
+
+    fn execute(&mut self, i: usize, me: &str, action: Action) {
+        match action {
+            Action::Claim {
+                service,
+                slot,
+                version,
+                failed_on,
+                ..
+            } => {
+                let claim = Claim {
+                    owner: Some(me.to_owned()),
+                    failed_on,
+                    version,
+                };
+                self.write(i, claim_key(&service, slot), Value::Claim(claim));
+            }
+            Action::Release {
+                service,
+                slot,
+                version,
+                failed_on,
+                ..
+            } => {
+                let claim = Claim {
+                    owner: None,
+                    failed_on,
+                    version,
+                };
+                self.write(i, claim_key(&service, slot), Value::Claim(claim));
+            }
+            Action::Start {
+                slot,
+                version,
+                spec,
+            } => {
+                let key = (spec.name.clone(), slot);
+                if self.nodes[i].running.get(&key) != Some(&version) {
+                    self.nodes[i].running.insert(key, version);
+                    self.status(i, &spec.name, slot, InstanceState::Running, version);
+                }
+            }
+            Action::Stop { service, slot, .. } => {
+                let was = self.nodes[i].running.remove(&(service.clone(), slot));
+                let recorded = matches!(self.nodes[i].table.get(&status_key(me, &service, slot)).map(|r| &r.value),
+                    Some(Value::Status(s)) if s.state.is_active());
+                if was.is_some() || recorded {
+                    self.status(i, &service, slot, InstanceState::Stopped, was.unwrap_or(0));
+                }
+            }
+            Action::ForgetStatus { key } => self.write(i, key, Value::Tombstone),
+        }
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.nodes[i].up = false;
+        self.nodes[i].running.clear();
+        for n in &mut self.nodes {
+            n.dirty = true;
+        }
+    }
+
+    fn restart(&mut self, i: usize) {
+        // The table survives (it is on disk); instances don't.
+        self.nodes[i].up = true;
+        self.nodes[i].running.clear();
+        for n in &mut self.nodes {
+            n.dirty = true;
+        }
+    }
+
+    fn partition(&mut self, groups: usize) {
+        for i in 0..self.nodes.len() {
+            self.nodes[i].group = self.rng.random_range(0..groups);
+            self.nodes[i].dirty = true;
+        }
+    }
+
+    fn heal(&mut self) {
+        for n in &mut self.nodes {
+            n.group = 0;
+            n.dirty = true;
+        }
+    }
+
+    /// The first invariant that fails, if any.
+    fn violation(&self, expected_services: &BTreeSet<String>) -> Option<String> {
+        let reference = &self.nodes.iter().find(|n| n.up)?.table;
+        for n in self.nodes.iter().filter(|n| n.up) {
+            let names: BTreeSet<String> = live_specs(&n.table)
+                .into_iter()
+                .map(|(s, _)| s.name)
+                .collect();
+            if &names != expected_services {
+                return Some(format!("{} holds services {names:?}", n.name));
+            }
+        }
+        let mut owners: BTreeMap<(String, u32), usize> = BTreeMap::new();
+        for (spec, _) in live_specs(reference) {
+            for slot in 0..spec.replicas {
+                let claim = self.nodes.iter().filter(|n| n.up).map(|n| {
+                    match n.table.get(&claim_key(&spec.name, slot)).map(|r| &r.value) {
+                        Some(Value::Claim(c)) => c.owner.clone(),
+                        _ => None,
+                    }
+                });
+                let seen: BTreeSet<Option<String>> = claim.collect();
+                if seen.len() != 1 {
+                    return Some(format!(
+                        "{}/{slot}: nodes disagree on the owner: {seen:?}",
+                        spec.name
+                    ));
+                }
+                let Some(Some(owner)) = seen.into_iter().next() else {
+                    return Some(format!("{}/{slot} has no owner", spec.name));
+                };
+                let Some(idx) = self.nodes.iter().position(|n| n.name == owner && n.up) else {
+                    return Some(format!(
+                        "{}/{slot} owned by {owner}, which is down",
+                        spec.name
+                    ));
+                };
+                let members = self.members(idx);
+                if !eligible(reference, &members, &spec, &owner) {
+                    return Some(format!("{}/{slot} owned by ineligible {owner}", spec.name));
+                }
+                owners.insert((spec.name.clone(), slot), idx);
+            }
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            for key in n.running.keys() {
+                if owners.get(key) != Some(&i) {
+                    return Some(format!("{} runs {key:?} which it doesn't own", n.name));
+                }
+            }
+        }
+        for (key, idx) in &owners {
+            if !self.nodes[*idx].running.contains_key(key) {
+                return Some(format!(
+                    "{key:?} is not running on its owner {}",
+                    self.nodes[*idx].name
+                ));
+            }
+        }
+        None
+    }
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs one seeded scenario; returns the rounds to converge after the final heal.
+fn run(seed: u64, nodes: usize, services: usize) -> u64 {
+    let mut sim = Sim::new(seed, nodes, 0.2);
+    let mut expected = BTreeSet::new();
+    for s in 0..services {
+        let replicas = 1 + (s % 3);
+        let from = sim.rng.random_range(0..nodes);
+        let name = format!("svc-{s:04}");
+        sim.deploy(from, &format!(r#"{{"name":"{name}","provider":"exec","replicas":{replicas},"params":{{"command":"x"}}}}"#));
+        expected.insert(name);
+    }
+    for _ in 0..30 {
+        sim.step();
+    }
+    // Chaos: partitions with deploys and removes on both sides, crashes and
+    // restarts.
+    for round in 0..3 {
+        sim.partition(2 + round % 2);
+        for k in 0..5 {
+            let from = sim.rng.random_range(0..nodes);
+            if sim.nodes[from].up {
+                let name = format!("late-{round}-{k}");
+                sim.deploy(from, &format!(r#"{{"name":"{name}","provider":"exec","replicas":2,"params":{{"command":"x"}}}}"#));
+                expected.insert(name);
+            }
+        }
+        let victim = sim.rng.random_range(0..nodes);
+        sim.crash(victim);
+        for _ in 0..20 {
+            sim.step();
+        }
+        let remove = format!("svc-{:04}", sim.rng.random_range(0..services));
+        let from = sim.rng.random_range(0..nodes);
+        if sim.nodes[from].up && expected.contains(&remove) {
+            let version = match sim.nodes[from]
+                .table
+                .get(&service_key(&remove))
+                .map(|r| &r.value)
+            {
+                Some(Value::Service(s)) => s.version + 1,
+                _ => 1,
+            };
+            if sim.nodes[from].table.get(&service_key(&remove)).is_some() {
+                sim.write(
+                    from,
+                    service_key(&remove),
+                    Value::Service(ServiceRecord {
+                        version,
+                        spec: None,
+                    }),
+                );
+                expected.remove(&remove);
+            }
+        }
+        sim.restart(victim);
+        for _ in 0..10 {
+            sim.step();
+        }
+        sim.heal();
+        for _ in 0..10 {
+            sim.step();
+        }
+    }
+    sim.heal();
+    let start = sim.tick;
+    let limit = 600;
+    loop {
+        sim.step();
+        match sim.violation(&expected) {
+            None => break,
+            Some(v) if sim.tick - start > limit => {
+                panic!("seed {seed}: not converged {limit} rounds after the heal: {v}")
+            }
+            Some(_) => {}
+        }
+    }
+    // Converged states stay converged.
+    for _ in 0..30 {
+        sim.step();
+        if let Some(v) = sim.violation(&expected) {
+            panic!("seed {seed}: diverged again: {v}");
+        }
+    }
+    assert!(
+        sim.dropped > 0 && sim.delivered > 0,
+        "the loss knob had no effect"
+    );
+    sim.tick - start
+}
+
+#[test]
+fn converges_after_partitions_crashes_and_loss() {
+    let nodes = env_or("MOB_SIM_NODES", 20);
+    let services = env_or("MOB_SIM_SERVICES", 200);
+    let seeds = env_or("MOB_SIM_SEEDS", 24) as u64;
+    // Seeds are independent: spread them over the cores.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let mut rounds: Vec<u64> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t..seeds)
+                        .step_by(threads as usize)
+                        .map(|seed| run(seed, nodes, services))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    rounds.sort_unstable();
+    eprintln!(
+        "sim: {nodes} nodes x {services} services, {seeds} seeds: rounds to converge after heal min {} median {} max {}",
+        rounds[0],
+        rounds[rounds.len() / 2],
+        rounds[rounds.len() - 1]
+    );
+}
