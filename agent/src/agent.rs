@@ -10,9 +10,14 @@ use tracing::{info, warn};
 
 use crate::config::{AgentConfig, KeySource};
 use crate::control::server::{self, ControlState, SocketFile};
+use crate::log_service;
 use crate::replication::replica::Replica;
-use crate::replication::task::{self as table_task, TableConfig, TableHandle};
+use crate::replication::task::{self as table_task, TableConfig, TableHandle, TableInputs};
 use crate::replication::{anti_entropy, store};
+use crate::supervision::{self, SupervisorCmd};
+
+/// Longest a graceful stop waits for this node's slots to run elsewhere.
+const SHUTDOWN_HANDOVER: Duration = Duration::from_secs(10);
 
 /// How long a graceful stop waits for the leave to go out.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -100,23 +105,60 @@ pub(crate) async fn run(
         );
     }
 
+    // The supervisor and the providers this node can offer.
+    let providers = Arc::new(mob_providers::Providers::detect(&config.providers).await);
+    let leftovers = providers.docker().remove_node_containers(&local.name).await;
+    if !leftovers.is_empty() {
+        info!(node = %local.name, containers = ?leftovers, "removed containers left by an earlier run");
+    }
+    let offered = providers.offered().to_vec();
+    let log_config = mob_providers::logs::LogConfig::new(config.data_dir.join("logs"));
+    let (reports_tx, reports) = tokio::sync::mpsc::channel(4096);
+    let supervisor = mob_providers::Supervisor::new(
+        local.name.clone(),
+        providers,
+        log_config.clone(),
+        reports_tx,
+    );
+    let (supervisor_tx, supervisor_rx) = tokio::sync::mpsc::channel(4096);
+    let (statuses_tx, statuses) = tokio::sync::mpsc::channel(4096);
+    tokio::spawn(supervision::run(
+        supervisor,
+        supervisor_rx,
+        supervisor_tx.clone(),
+        reports,
+        statuses_tx,
+    ));
+
     let table = table_task::spawn(
         Replica::new(&local.name, table),
         membership.clone(),
-        channels.broadcasts,
-        channels.events,
+        TableInputs {
+            broadcasts: channels.broadcasts,
+            events: channels.events,
+            statuses,
+            supervisor: supervisor_tx.clone(),
+        },
         TableConfig {
             data_dir: config.data_dir.clone(),
             anti_entropy_period: config.table.anti_entropy_period,
             broadcast_deltas: config.table.broadcast_deltas,
+            providers: offered.clone(),
+            tags: config.tags.clone(),
         },
     );
-    let streams = tokio::spawn(serve_streams(channels.streams, table.clone()));
+    info!(node = %local.name, providers = ?offered, "providers offered");
+    let streams = tokio::spawn(serve_streams(
+        channels.streams,
+        table.clone(),
+        log_config.clone(),
+    ));
     let control = tokio::spawn(server::serve(
         listener,
         Arc::new(ControlState {
             membership: membership.clone(),
             table: table.clone(),
+            logs: log_config,
             started,
         }),
     ));
@@ -133,7 +175,16 @@ pub(crate) async fn run(
     }
 
     shutdown.await;
-    info!(node = %local.name, "shutting down; leaving the cluster");
+    info!(node = %local.name, "shutting down: handing slots over, then leaving the cluster");
+    hand_over(&membership, &table, &supervisor_tx).await;
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    if supervisor_tx
+        .send(SupervisorCmd::StopAll(done))
+        .await
+        .is_ok()
+    {
+        let _ = stopped.await;
+    }
     if let Err(e) = membership.leave(LEAVE_TIMEOUT).await {
         warn!(error = %e, "leave did not complete");
     }
@@ -143,6 +194,35 @@ pub(crate) async fn run(
         warn!("the table task stopped before its final save");
     }
     Ok(())
+}
+
+/// Drains this node and waits (bounded) until its instances have stopped
+/// because their replacements run elsewhere.
+async fn hand_over(
+    membership: &Membership,
+    table: &TableHandle,
+    supervisor: &tokio::sync::mpsc::Sender<SupervisorCmd>,
+) {
+    let me = membership.local().name.clone();
+    let others = membership
+        .members()
+        .iter()
+        .any(|m| m.id.name != me && m.state.is_active());
+    if !others || table.drain(true).await.is_err() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_HANDOVER;
+    while tokio::time::Instant::now() < deadline {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if supervisor.send(SupervisorCmd::Count(tx)).await.is_err() {
+            return;
+        }
+        if rx.await.map_or(true, |n| n == 0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    warn!(node = %me, "hand-over timed out; stopping the remaining instances");
 }
 
 /// Loads the table file; a damaged one stops the start, unless
@@ -168,6 +248,7 @@ fn load_table(config: &AgentConfig, now_ms: u64) -> Result<mob_scheduler::Table,
 async fn serve_streams(
     mut streams: tokio::sync::mpsc::Receiver<mob_membership::IncomingStream>,
     table: TableHandle,
+    logs: mob_providers::logs::LogConfig,
 ) {
     while let Some(incoming) = streams.recv().await {
         let peer = incoming.stream.peer();
@@ -175,8 +256,19 @@ async fn serve_streams(
             anti_entropy::CHANNEL => {
                 let table = table.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = anti_entropy::serve(incoming.stream, &table).await {
-                        tracing::debug!(peer = %peer, error = %e, "anti-entropy round failed");
+                    match anti_entropy::serve(incoming.stream, &table).await {
+                        Ok(_) => table.converged().await,
+                        Err(e) => {
+                            tracing::debug!(peer = %peer, error = %e, "anti-entropy round failed")
+                        }
+                    }
+                });
+            }
+            log_service::CHANNEL => {
+                let logs = logs.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = log_service::serve(incoming.stream, logs).await {
+                        tracing::debug!(peer = %peer, error = %e, "log stream ended");
                     }
                 });
             }

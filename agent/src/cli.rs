@@ -59,6 +59,26 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print an instance's log lines, from whichever node runs it.
+    Logs {
+        /// Service name.
+        name: String,
+        /// Slot.
+        #[arg(long, default_value_t = 0)]
+        slot: u32,
+        /// Keep printing new lines.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many of the last lines.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// Move this node's slots elsewhere and stop taking new ones.
+    Drain {
+        /// Take slots again.
+        #[arg(long)]
+        undo: bool,
+    },
     /// Show one service in detail.
     Status {
         /// Service name.

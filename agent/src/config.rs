@@ -145,7 +145,7 @@ pub(crate) struct AgentConfig {
     pub(crate) key: ClusterKey,
     pub(crate) key_source: KeySource,
     pub(crate) data_dir: PathBuf,
-    pub(crate) providers: Vec<String>,
+    pub(crate) providers: Vec<mob_scheduler::spec::ProviderKind>,
     pub(crate) tags: BTreeMap<String, String>,
     pub(crate) log_format: LogFormat,
     pub(crate) timings: Timings,
@@ -194,14 +194,17 @@ impl AgentConfig {
         } else {
             args.providers
         };
-        for p in &providers {
-            if !PROVIDERS.contains(&p.as_str()) {
-                return Err(err(format!(
-                    "--providers: unknown provider {p:?} (known: {})",
-                    PROVIDERS.join(", ")
-                )));
-            }
-        }
+        let providers = providers
+            .iter()
+            .map(|p| {
+                mob_scheduler::spec::ProviderKind::parse(p).ok_or_else(|| {
+                    err(format!(
+                        "--providers: unknown provider {p:?} (known: {})",
+                        PROVIDERS.join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut tags = file.tags;
         tags.extend(args.tags);
 

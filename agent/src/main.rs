@@ -6,7 +6,10 @@
 //! - `config`: flags + `--config` file + environment, resolved.
 //! - `agent`: `run`: membership and the control API, until SIGTERM/SIGINT.
 //! - `control`: the unix-socket API (protocol, server, client).
-//! - `replication`: the table replica, its file, deltas and anti-entropy.
+//! - `replication`: the table replica, its file, deltas, anti-entropy, and
+//!   the reconcile loop.
+//! - `supervision`: the supervisor task: starts and stops instances.
+//! - `log_service`: instance logs from whichever node runs them.
 //! - `output`: tables and JSON for the CLI.
 //! - `logging`: tracing setup.
 
@@ -14,9 +17,11 @@ mod agent;
 mod cli;
 mod config;
 mod control;
+mod log_service;
 mod logging;
 mod output;
 mod replication;
+mod supervision;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -152,6 +157,33 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             } else {
                 print!("{}", output::status_text(&service));
             }
+            Ok(())
+        }
+        Command::Drain { undo } => {
+            let socket = socket_path(cli.agent, &env)?;
+            match control::client::request(&socket, RequestBody::Drain(!undo)).await? {
+                Response::Ok if undo => println!("drain undone: this node takes slots again"),
+                Response::Ok => {
+                    println!("draining: slots move to other nodes, then local instances stop")
+                }
+                other => return Err(unexpected(other)),
+            }
+            Ok(())
+        }
+        Command::Logs {
+            name,
+            slot,
+            follow,
+            lines,
+        } => {
+            let socket = socket_path(cli.agent, &env)?;
+            let request = log_service::LogRequest {
+                service: name,
+                slot,
+                lines,
+                follow,
+            };
+            control::client::logs(&socket, request, |line| println!("{line}")).await?;
             Ok(())
         }
         Command::Stats { json } => {

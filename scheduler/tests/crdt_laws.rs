@@ -1,5 +1,7 @@
 //! Property tests of the table: the CRDT laws, digest sync, spec files.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
 use std::time::Duration;
 
 use mob_scheduler::record::{Claim, ServiceRecord, Value};

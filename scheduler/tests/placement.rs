@@ -1,6 +1,8 @@
 //! Placement and reconcile properties: purity, stickiness, balance, and
 //! the single-node decisions.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use mob_scheduler::placement::{Members, assign};

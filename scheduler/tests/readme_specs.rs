@@ -1,6 +1,8 @@
 //! Every spec example in README.md (fences marked ```toml spec or
 //! ```json spec) parses.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
 use mob_scheduler::spec_file::parse_specs;
 
 #[test]

@@ -14,6 +14,8 @@
 //! `MOB_SIM_SERVICES` and `MOB_SIM_SEEDS` size a larger run, e.g.
 //! `MOB_SIM_NODES=1000 MOB_SIM_SERVICES=50 MOB_SIM_SEEDS=1 cargo test --release -p mob-scheduler --test sim -- --nocapture`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use mob_scheduler::placement::{Members, eligible};
@@ -46,6 +48,9 @@ struct Node {
     dirty: bool,
 }
 
+/// A delta in flight: (deliver at tick, to node, records).
+type Message = (u64, usize, Vec<(String, Record)>);
+
 struct Sim {
     rng: StdRng,
     nodes: Vec<Node>,
@@ -53,7 +58,7 @@ struct Sim {
     tick: u64,
     loss: f64,
     /// (deliver at tick, to, records)
-    inflight: VecDeque<(u64, usize, Vec<(String, Record)>)>,
+    inflight: VecDeque<Message>,
     dropped: u64,
     delivered: u64,
 }
@@ -190,7 +195,7 @@ impl Sim {
                 continue;
             }
             // Anti-entropy with one random reachable peer, both ways.
-            if (self.tick + i as u64) % AE_EVERY == 0 {
+            if (self.tick + i as u64).is_multiple_of(AE_EVERY) {
                 let peers: Vec<usize> = (0..self.nodes.len())
                     .filter(|j| self.reachable(i, *j))
                     .collect();
@@ -213,7 +218,7 @@ impl Sim {
         }
         for i in 0..self.nodes.len() {
             if !self.nodes[i].up
-                || !(self.nodes[i].dirty || (self.tick + i as u64) % RECONCILE_EVERY == 0)
+                || !(self.nodes[i].dirty || (self.tick + i as u64).is_multiple_of(RECONCILE_EVERY))
             {
                 continue;
             }

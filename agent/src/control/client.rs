@@ -33,6 +33,50 @@ pub(crate) enum ClientError {
     Agent(String),
 }
 
+/// Streams log lines: calls `line` for each until the agent says the end.
+pub(crate) async fn logs(
+    socket: &Path,
+    request: crate::log_service::LogRequest,
+    mut line: impl FnMut(&str),
+) -> Result<(), ClientError> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| ClientError::Connect {
+            path: socket.display().to_string(),
+            source,
+        })?;
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec();
+    let mut framed = Framed::new(stream, codec);
+    let request = Request {
+        version: PROTOCOL_VERSION,
+        body: RequestBody::Logs(request),
+    };
+    let bytes = postcard::to_stdvec(&request).map_err(|e| ClientError::Exchange(e.to_string()))?;
+    framed
+        .send(Bytes::from(bytes))
+        .await
+        .map_err(|e| ClientError::Exchange(e.to_string()))?;
+    while let Some(frame) = framed.next().await {
+        let frame = frame.map_err(|e| ClientError::Exchange(e.to_string()))?;
+        match postcard::from_bytes::<Response>(&frame) {
+            Ok(Response::LogLines(lines)) => lines.iter().for_each(|l| line(l)),
+            Ok(Response::LogEnd) => return Ok(()),
+            Ok(Response::Error(message)) => return Err(ClientError::Agent(message)),
+            Ok(other) => {
+                return Err(ClientError::Exchange(format!(
+                    "unexpected response {other:?}"
+                )));
+            }
+            Err(e) => return Err(ClientError::Exchange(format!("malformed response: {e}"))),
+        }
+    }
+    Err(ClientError::Exchange(
+        "the agent closed the connection".into(),
+    ))
+}
+
 /// Sends one request and returns the agent's response (an error response
 /// becomes [`ClientError::Agent`]).
 pub(crate) async fn request(socket: &Path, body: RequestBody) -> Result<Response, ClientError> {

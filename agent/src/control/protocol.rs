@@ -6,10 +6,11 @@ use mob_scheduler::ServiceSpec;
 use mob_scheduler::services_view::ServiceView;
 use serde::{Deserialize, Serialize};
 
+use crate::log_service::LogRequest;
 use crate::replication::replica::Deployed;
 
 /// Bumped on every incompatible change of [`Request`] or [`Response`].
-pub(crate) const PROTOCOL_VERSION: u16 = 2;
+pub(crate) const PROTOCOL_VERSION: u16 = 3;
 /// Largest control frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 16 * 1024 * 1024;
 
@@ -38,6 +39,11 @@ pub(crate) enum RequestBody {
     Scale(String, u32),
     /// Every live service with its slots.
     Services,
+    /// Mark this node draining (`true`) or eligible again (`false`).
+    Drain(bool),
+    /// Log lines of an instance: answered by `LogLines` frames, then
+    /// `LogEnd` (never, when following, until the client hangs up).
+    Logs(LogRequest),
 }
 
 /// The agent's answer.
@@ -53,6 +59,12 @@ pub(crate) enum Response {
     Written(u64),
     /// See [`RequestBody::Services`].
     Services(Vec<ServiceView>),
+    /// Done.
+    Ok,
+    /// Some log lines.
+    LogLines(Vec<String>),
+    /// No more log lines.
+    LogEnd,
     /// The request failed; the message says why.
     Error(String),
 }

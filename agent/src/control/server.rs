@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::debug;
 
+use crate::log_service::{self, LogRequest};
 use crate::replication::task::TableHandle;
 
 use super::protocol::{MAX_FRAME, PROTOCOL_VERSION, Request, RequestBody, Response, StatsReport};
@@ -23,6 +24,7 @@ const MAX_CONNECTIONS: usize = 64;
 pub(crate) struct ControlState {
     pub(crate) membership: Membership,
     pub(crate) table: TableHandle,
+    pub(crate) logs: mob_providers::logs::LogConfig,
     pub(crate) started: Instant,
 }
 
@@ -72,7 +74,16 @@ async fn serve_connection(stream: UnixStream, state: &ControlState) -> std::io::
         .new_codec();
     let mut framed = Framed::new(stream, codec);
     while let Some(frame) = framed.next().await {
-        let response = match postcard::from_bytes::<Request>(&frame?) {
+        let request = postcard::from_bytes::<Request>(&frame?);
+        if let Ok(Request {
+            version: PROTOCOL_VERSION,
+            body: RequestBody::Logs(logs),
+        }) = request
+        {
+            stream_logs(&mut framed, state, logs).await?;
+            continue;
+        }
+        let response = match request {
             Ok(request) if request.version != PROTOCOL_VERSION => Response::Error(format!(
                 "control protocol version {} is not supported by this agent (speaks {PROTOCOL_VERSION}); use a matching mob-agent",
                 request.version
@@ -104,8 +115,69 @@ async fn answer(body: RequestBody, state: &ControlState) -> Response {
             .await
             .map(|r| r.map_or_else(|e| Response::Error(e.to_string()), Response::Written)),
         RequestBody::Services => table.services().await.map(Response::Services),
+        RequestBody::Drain(on) => table.drain(on).await.map(|()| Response::Ok),
+        RequestBody::Logs(_) => Ok(Response::Error("logs are streamed".into())),
     };
     result.unwrap_or_else(|e| Response::Error(e.to_string()))
+}
+
+type ControlFramed = Framed<UnixStream, LengthDelimitedCodec>;
+
+async fn send(framed: &mut ControlFramed, response: &Response) -> std::io::Result<()> {
+    let bytes = postcard::to_stdvec(response).map_err(std::io::Error::other)?;
+    framed.send(Bytes::from(bytes)).await
+}
+
+/// Streams an instance's log lines from wherever it runs.
+async fn stream_logs(
+    framed: &mut ControlFramed,
+    state: &ControlState,
+    request: LogRequest,
+) -> std::io::Result<()> {
+    let me = state.membership.local().name.clone();
+    let owner = match state
+        .table
+        .owner(request.service.clone(), request.slot)
+        .await
+    {
+        Ok(owner) => owner,
+        Err(e) => return send(framed, &Response::Error(e.to_string())).await,
+    };
+    let remote = owner.filter(|o| *o != me).map(|o| {
+        let addr = state
+            .membership
+            .members()
+            .into_iter()
+            .find(|m| m.id.name == o && m.state.is_active())
+            .map(|m| m.id.addr);
+        (o, addr)
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let reader = match remote {
+        Some((owner, None)) => {
+            let message = format!(
+                "{}/{} runs on {owner}, which is not reachable",
+                request.service, request.slot
+            );
+            return send(framed, &Response::Error(message)).await;
+        }
+        Some((_, Some(addr))) => {
+            let membership = state.membership.clone();
+            tokio::spawn(async move { log_service::fetch(&membership, addr, request, tx).await })
+        }
+        None => tokio::spawn(log_service::local(state.logs.clone(), request, tx)),
+    };
+    while let Some(lines) = rx.recv().await {
+        if send(framed, &Response::LogLines(lines)).await.is_err() {
+            // The client hung up (Ctrl-C on `logs -f`).
+            reader.abort();
+            return Ok(());
+        }
+    }
+    match reader.await {
+        Ok(Err(e)) => send(framed, &Response::Error(e.to_string())).await,
+        _ => send(framed, &Response::LogEnd).await,
+    }
 }
 
 fn stats(state: &ControlState) -> StatsReport {

@@ -109,6 +109,13 @@ impl Replica {
         out.records.push((key, record));
     }
 
+    /// Writes one record of this node's own (claim, status, node record).
+    pub(crate) fn write_record(&mut self, key: String, value: Value, now_ms: u64) -> Written {
+        let mut written = Written::default();
+        self.write(key, value, now_ms, &mut written);
+        written
+    }
+
     /// Adds or updates services. All or nothing: one invalid spec, a
     /// dependency cycle with what is deployed, or an oversized spec, and
     /// nothing is written.
@@ -131,10 +138,10 @@ impl Replica {
         }
         let incoming: std::collections::HashSet<&str> =
             specs.iter().map(|s| s.name.as_str()).collect();
-        let existing: Vec<ServiceSpec> = mob_scheduler::services_view::services(&self.table)
+        let existing: Vec<ServiceSpec> = mob_scheduler::services_view::live_specs(&self.table)
             .into_iter()
-            .filter(|v| !incoming.contains(v.name.as_str()))
-            .map(|v| v.spec)
+            .map(|(spec, _)| spec)
+            .filter(|s| !incoming.contains(s.name.as_str()))
             .collect();
         check_dependency_cycles(existing.iter().chain(specs.iter()))?;
 

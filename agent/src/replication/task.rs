@@ -7,7 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mob_membership::{MemberEvent, MemberState, Membership};
+use mob_scheduler::placement::Members;
+use mob_scheduler::reconcile::{Action, Reason, reconcile};
+use mob_scheduler::record::{Claim, NodeRecord, Value, claim_key, node_key, status_key};
 use mob_scheduler::services_view::{self, ServiceView};
+use mob_scheduler::spec::ProviderKind;
 use mob_scheduler::{Digest, Record, ServiceSpec};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -18,6 +22,7 @@ use tracing::{debug, error, info};
 use super::anti_entropy;
 use super::replica::{ChangeKind, Deployed, OpError, Replica, ServiceChange, Written};
 use super::store;
+use crate::supervision::{StatusUpdate, SupervisorCmd};
 
 /// A write of more records than this skips the gossip deltas and pushes
 /// by anti-entropy to a few peers at once instead, so bulk deploys don't
@@ -25,6 +30,13 @@ use super::store;
 const MAX_DELTAS_PER_WRITE: usize = 32;
 /// Peers pushed to at once after a bulk write.
 const BULK_PUSH_PEERS: usize = 3;
+/// Shortest time between two reconciles (changes in between batch up).
+const RECONCILE_MIN_GAP: Duration = Duration::from_millis(20);
+/// Reconcile at least this often, changes or not.
+const RECONCILE_PERIOD: Duration = Duration::from_secs(1);
+/// A node with no peer after this long claims without waiting for an
+/// anti-entropy round.
+const ALONE_GRACE: Duration = Duration::from_secs(3);
 /// Quiet time after a change before the table is saved.
 const SAVE_DEBOUNCE: Duration = Duration::from_millis(200);
 const STREAM_TIMEOUT: Duration = Duration::from_secs(3);
@@ -39,6 +51,10 @@ pub(crate) struct TableConfig {
     /// Send local writes as deltas on the membership broadcast. Turning
     /// this off leaves anti-entropy alone to spread them (for diagnosis).
     pub(crate) broadcast_deltas: bool,
+    /// Providers this node offers.
+    pub(crate) providers: Vec<ProviderKind>,
+    /// This node's tags.
+    pub(crate) tags: std::collections::BTreeMap<String, String>,
 }
 
 /// A delta on the membership broadcast: records just written.
@@ -69,6 +85,10 @@ enum Cmd {
     MissingFrom(Digest, oneshot::Sender<(Vec<u16>, Records)>),
     RecordsIn(Vec<u16>, oneshot::Sender<Records>),
     Merge(Records, oneshot::Sender<()>),
+    /// An anti-entropy round with a peer completed.
+    Converged,
+    Drain(bool, oneshot::Sender<()>),
+    Owner(String, u32, oneshot::Sender<Option<String>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -133,6 +153,26 @@ impl TableHandle {
         self.ask(|tx| Cmd::Merge(records, tx)).await
     }
 
+    /// Notes that an anti-entropy round completed: the table has caught up
+    /// with a peer, so this node may claim slots.
+    pub(crate) async fn converged(&self) {
+        let _ = self.cmds.send(Cmd::Converged).await;
+    }
+
+    /// Marks this node draining (or not).
+    pub(crate) async fn drain(&self, on: bool) -> Result<(), Stopped> {
+        self.ask(|tx| Cmd::Drain(on, tx)).await
+    }
+
+    /// The owner of a slot.
+    pub(crate) async fn owner(
+        &self,
+        service: String,
+        slot: u32,
+    ) -> Result<Option<String>, Stopped> {
+        self.ask(|tx| Cmd::Owner(service, slot, tx)).await
+    }
+
     /// Saves the table and stops the task.
     pub(crate) async fn shutdown(&self) -> Result<(), Stopped> {
         self.ask(Cmd::Shutdown).await
@@ -153,14 +193,33 @@ struct TableTask {
     saver: watch::Sender<Option<Arc<Vec<u8>>>>,
     save_at: Option<Instant>,
     anti_entropy_at: Instant,
+    /// Local writes made outside an operator's operation, not yet sent.
+    pending_deltas: Records,
+    me: String,
+    supervisor: mpsc::Sender<SupervisorCmd>,
+    started: Instant,
+    /// Whether the table caught up with a peer (claims wait for it).
+    converged: bool,
+    reconcile_at: Option<Instant>,
+    last_reconcile: Instant,
+    /// Slots a stop was sent for, until their status says stopped.
+    stopping: std::collections::HashSet<(String, u32)>,
+    started_at_ms: u64,
+}
+
+/// The agent's side of the table task's channels.
+pub(crate) struct TableInputs {
+    pub(crate) broadcasts: mpsc::Receiver<Vec<u8>>,
+    pub(crate) events: mpsc::Receiver<MemberEvent>,
+    pub(crate) statuses: mpsc::Receiver<StatusUpdate>,
+    pub(crate) supervisor: mpsc::Sender<SupervisorCmd>,
 }
 
 /// Starts the table task over `replica`.
 pub(crate) fn spawn(
     replica: Replica,
     membership: Membership,
-    broadcasts: mpsc::Receiver<Vec<u8>>,
-    events: mpsc::Receiver<MemberEvent>,
+    inputs: TableInputs,
     config: TableConfig,
 ) -> TableHandle {
     let (cmds, rx) = mpsc::channel(256);
@@ -174,7 +233,8 @@ pub(crate) fn spawn(
         .store(replica.table().len() as u64, Ordering::Relaxed);
     let (saver, saves) = watch::channel(None);
     tokio::spawn(write_saves(config.data_dir.clone(), saves));
-    let task = TableTask {
+    let me = membership.local().name.clone();
+    let mut task = TableTask {
         replica,
         membership,
         anti_entropy_at: Instant::now() + Duration::from_millis(200),
@@ -182,8 +242,18 @@ pub(crate) fn spawn(
         handle: handle.clone(),
         saver,
         save_at: None,
+        pending_deltas: Vec::new(),
+        me,
+        supervisor: inputs.supervisor,
+        started: Instant::now(),
+        converged: false,
+        reconcile_at: Some(Instant::now()),
+        last_reconcile: Instant::now(),
+        stopping: Default::default(),
+        started_at_ms: now_ms(),
     };
-    tokio::spawn(task.run(rx, broadcasts, events));
+    task.write_node_record(false);
+    tokio::spawn(task.run(rx, inputs.broadcasts, inputs.events, inputs.statuses));
     handle
 }
 
@@ -209,9 +279,13 @@ impl TableTask {
         mut cmds: mpsc::Receiver<Cmd>,
         mut broadcasts: mpsc::Receiver<Vec<u8>>,
         mut events: mpsc::Receiver<MemberEvent>,
+        mut statuses: mpsc::Receiver<StatusUpdate>,
     ) {
+        let mut members = self.membership.watch();
+        let mut period = tokio::time::interval(RECONCILE_PERIOD);
         loop {
             let save_at = self.save_at;
+            let reconcile_at = self.reconcile_at;
             tokio::select! {
                 biased;
                 cmd = cmds.recv() => match cmd {
@@ -223,12 +297,20 @@ impl TableTask {
                     Some(cmd) => self.handle(cmd).await,
                     None => return,
                 },
+                Some(update) = statuses.recv() => self.write_status(update).await,
                 Some(bytes) = broadcasts.recv() => self.receive_delta(&bytes),
                 Some(event) = events.recv() => {
                     // A member that just came up gets our table at once.
                     if let MemberEvent::Up(id) = event {
                         self.start_anti_entropy(id.addr);
                     }
+                }
+                Ok(()) = members.changed() => self.reconcile_soon(),
+                _ = period.tick() => self.reconcile_soon(),
+                _ = sleep_until(reconcile_at.unwrap_or_else(Instant::now)), if reconcile_at.is_some() => {
+                    self.reconcile_at = None;
+                    self.last_reconcile = Instant::now();
+                    self.reconcile().await;
                 }
                 _ = sleep_until(self.anti_entropy_at) => {
                     let jitter = rand::rng().random_range(0.8..1.2);
@@ -268,7 +350,10 @@ impl TableTask {
                 let _ = reply.send(self.finish(result).await);
             }
             Cmd::Services(reply) => {
-                let _ = reply.send(services_view::services(self.replica.table()));
+                let _ = reply.send(services_view::services(
+                    self.replica.table(),
+                    &self.members(),
+                ));
             }
             Cmd::Digest(reply) => {
                 let _ = reply.send(self.replica.table().digest());
@@ -285,6 +370,35 @@ impl TableTask {
             Cmd::Merge(records, reply) => {
                 self.merge(records);
                 let _ = reply.send(());
+            }
+            Cmd::Converged => {
+                if !self.converged {
+                    debug!(node = %self.me, "table caught up with a peer; claiming enabled");
+                    self.converged = true;
+                    self.reconcile_soon();
+                }
+            }
+            Cmd::Drain(on, reply) => {
+                self.write_node_record(on);
+                self.broadcast_last().await;
+                if on {
+                    info!(node = %self.me, "draining: slots move to other nodes");
+                } else {
+                    info!(node = %self.me, "drain undone: eligible again");
+                }
+                let _ = reply.send(());
+            }
+            Cmd::Owner(service, slot, reply) => {
+                let owner = match self
+                    .replica
+                    .table()
+                    .get(&claim_key(&service, slot))
+                    .map(|r| &r.value)
+                {
+                    Some(Value::Claim(c)) => c.owner.clone(),
+                    _ => None,
+                };
+                let _ = reply.send(owner);
             }
             Cmd::Shutdown(_) => {}
         }
@@ -339,6 +453,163 @@ impl TableTask {
         }
     }
 
+    fn members(&self) -> Members {
+        Members::new(
+            self.membership
+                .members()
+                .into_iter()
+                .filter(|m| m.state.is_active())
+                .map(|m| m.id.name),
+        )
+    }
+
+    fn reconcile_soon(&mut self) {
+        if self.reconcile_at.is_none() {
+            self.reconcile_at = Some((self.last_reconcile + RECONCILE_MIN_GAP).max(Instant::now()));
+        }
+    }
+
+    /// Writes one local record (no log, no broadcast).
+    fn write_local(&mut self, key: String, value: Value) -> (String, Record) {
+        let mut written = self.replica.write_record(key, value, now_ms());
+        self.changed();
+        written.records.remove(0)
+    }
+
+    fn write_node_record(&mut self, draining: bool) {
+        let record = NodeRecord {
+            providers: self.config.providers.clone(),
+            tags: self.config.tags.clone(),
+            draining,
+            drain_started_ms: if draining { now_ms() } else { 0 },
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at_ms: self.started_at_ms,
+        };
+        let me = self.me.clone();
+        let written = self.write_local(node_key(&me), Value::Node(record));
+        self.pending_deltas.push(written);
+    }
+
+    /// Sends the deltas written outside an operator's operation.
+    async fn broadcast_last(&mut self) {
+        let records = std::mem::take(&mut self.pending_deltas);
+        self.written(Written {
+            records,
+            changes: Vec::new(),
+        })
+        .await;
+    }
+
+    async fn write_status(&mut self, update: StatusUpdate) {
+        if !update.status.state.is_active() {
+            self.stopping.remove(&(update.service.clone(), update.slot));
+        }
+        let key = status_key(&self.me, &update.service, update.slot);
+        let written = self.write_local(key, Value::Status(update.status));
+        self.pending_deltas.push(written);
+        self.broadcast_last().await;
+        self.reconcile_soon();
+    }
+
+    async fn reconcile(&mut self) {
+        let members = self.members();
+        // Alone for a while: nobody to catch up with.
+        if !self.converged && self.started.elapsed() >= ALONE_GRACE && members.names().count() <= 1
+        {
+            self.converged = true;
+        }
+        let actions = reconcile(self.replica.table(), &members, &self.me, now_ms());
+        for action in actions {
+            self.execute(action);
+        }
+        self.broadcast_last().await;
+    }
+
+    fn execute(&mut self, action: Action) {
+        let me = self.me.clone();
+        match action {
+            Action::Claim {
+                service,
+                slot,
+                version,
+                previous,
+                failed_on,
+            } => {
+                if !self.converged {
+                    return;
+                }
+                let claim = Claim {
+                    owner: Some(me.clone()),
+                    failed_on,
+                    version,
+                };
+                let written = self.write_local(claim_key(&service, slot), Value::Claim(claim));
+                self.pending_deltas.push(written);
+                match previous {
+                    Some(from) => {
+                        info!(service = %service, slot, node = %me, from = %from, reason = "previous owner down, left or ineligible", "slot moved")
+                    }
+                    None => {
+                        info!(service = %service, slot, node = %me, reason = "unowned", "slot claimed")
+                    }
+                }
+            }
+            Action::Release {
+                service,
+                slot,
+                version,
+                failed_on,
+                reason,
+            } => {
+                let claim = Claim {
+                    owner: None,
+                    failed_on,
+                    version,
+                };
+                let written = self.write_local(claim_key(&service, slot), Value::Claim(claim));
+                self.pending_deltas.push(written);
+                info!(service = %service, slot, node = %me, reason = reason.as_str(), "slot released");
+            }
+            Action::Start {
+                slot,
+                version,
+                spec,
+            } => {
+                let _ = self.supervisor.try_send(SupervisorCmd::Start {
+                    spec: Box::new(spec),
+                    slot,
+                    version,
+                });
+            }
+            Action::Stop {
+                service,
+                slot,
+                reason,
+            } => {
+                if !self.stopping.insert((service.clone(), slot)) {
+                    return;
+                }
+                if reason == Reason::OwnedElsewhere {
+                    info!(service = %service, slot, node = %me, reason = reason.as_str(), "slot lost");
+                }
+                if self
+                    .supervisor
+                    .try_send(SupervisorCmd::Stop {
+                        service: service.clone(),
+                        slot,
+                    })
+                    .is_err()
+                {
+                    self.stopping.remove(&(service, slot));
+                }
+            }
+            Action::ForgetStatus { key } => {
+                let written = self.write_local(key, Value::Tombstone);
+                self.pending_deltas.push(written);
+            }
+        }
+    }
+
     fn merge(&mut self, records: Records) {
         let (changed, changes) = self.replica.merge(records);
         for change in &changes {
@@ -350,6 +621,7 @@ impl TableTask {
     }
 
     fn changed(&mut self) {
+        self.reconcile_soon();
         self.handle
             .stats
             .records

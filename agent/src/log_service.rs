@@ -1,0 +1,124 @@
+//! `mob-agent logs` across the cluster: an instance's log lines come from
+//! the node that runs it, over a sealed stream on channel [`CHANNEL`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mob_membership::{Membership, SealedStream};
+use mob_providers::logs::{self, LogConfig};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// Stream channel of log fetching.
+pub(crate) const CHANNEL: u16 = 2;
+/// Most lines one request may ask for.
+pub(crate) const MAX_LINES: usize = 100_000;
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which lines.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LogRequest {
+    pub(crate) service: String,
+    pub(crate) slot: u32,
+    /// The last this many lines.
+    pub(crate) lines: usize,
+    /// Then keep sending new lines.
+    pub(crate) follow: bool,
+}
+
+/// Lines, in order; `end` closes the stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LogChunk {
+    lines: Vec<String>,
+    end: bool,
+}
+
+/// Reads this node's log of the instance into `out`, following if asked,
+/// until `out` closes.
+pub(crate) async fn local(
+    config: LogConfig,
+    request: LogRequest,
+    out: mpsc::Sender<Vec<String>>,
+) -> anyhow::Result<()> {
+    let path = config.path(&request.service, request.slot);
+    if !path.exists() {
+        anyhow::bail!(
+            "no log of {}/{} on this node",
+            request.service,
+            request.slot
+        );
+    }
+    let from = logs::current_len(&config, &request.service, request.slot);
+    let lines = logs::tail(
+        &config,
+        &request.service,
+        request.slot,
+        request.lines.min(MAX_LINES),
+    )?;
+    out.send(lines).await?;
+    if request.follow {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let follower = tokio::spawn(logs::follow(path, from, tx));
+        while let Some(line) = rx.recv().await {
+            if out.send(vec![line]).await.is_err() {
+                break;
+            }
+        }
+        follower.abort();
+    }
+    Ok(())
+}
+
+/// Serves a peer's log request.
+pub(crate) async fn serve(mut stream: SealedStream, config: LogConfig) -> anyhow::Result<()> {
+    let request: LogRequest = stream.recv_within(TIMEOUT).await?;
+    let (tx, mut rx) = mpsc::channel(64);
+    let reader = tokio::spawn(local(config, request, tx));
+    while let Some(lines) = rx.recv().await {
+        stream.send(&LogChunk { lines, end: false }).await?;
+    }
+    if let Ok(Err(e)) = reader.await {
+        stream
+            .send(&LogChunk {
+                lines: vec![format!("mob: {e}")],
+                end: true,
+            })
+            .await?;
+        return Ok(());
+    }
+    stream
+        .send(&LogChunk {
+            lines: Vec::new(),
+            end: true,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Fetches lines from the node at `addr` into `out`.
+pub(crate) async fn fetch(
+    membership: &Membership,
+    addr: SocketAddr,
+    request: LogRequest,
+    out: mpsc::Sender<Vec<String>>,
+) -> anyhow::Result<()> {
+    let mut stream = membership.open_stream(addr, CHANNEL, TIMEOUT).await?;
+    let follow = request.follow;
+    stream.send(&request).await?;
+    loop {
+        let chunk: LogChunk = if follow {
+            match stream.recv().await? {
+                Some(chunk) => chunk,
+                None => return Ok(()),
+            }
+        } else {
+            stream.recv_within(TIMEOUT).await?
+        };
+        if !chunk.lines.is_empty() && out.send(chunk.lines).await.is_err() {
+            return Ok(());
+        }
+        if chunk.end {
+            return Ok(());
+        }
+    }
+}
