@@ -113,7 +113,7 @@ fn kill_is_down_and_sigterm_is_left() {
     // The stopped agent said goodbye before exiting.
     assert_eq!(
         leaver
-            .log_events("shutting down; leaving the cluster")
+            .log_events("shutting down: handing slots over, then leaving the cluster")
             .len(),
         1
     );
