@@ -162,6 +162,7 @@ pub(crate) fn status_json(s: &ServiceView) -> String {
         "slots": s.slots.iter().map(|slot| {
             let mut v = slot_json(slot);
             v["since_ms"] = json!(slot.since_ms);
+            v["reason"] = json!(slot.reason);
             v
         }).collect::<Vec<_>>(),
     })
@@ -202,6 +203,11 @@ pub(crate) fn status_text(s: &ServiceView) -> String {
         ],
         &rows,
     ));
+    for slot in &s.slots {
+        if let Some(reason) = &slot.reason {
+            out.push_str(&format!("slot {}: {reason}\n", slot.slot));
+        }
+    }
     out
 }
 

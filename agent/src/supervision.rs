@@ -85,7 +85,7 @@ pub(crate) async fn run(
                     let spec = *spec;
                     let key = (spec.name.clone(), slot);
                     match supervisor.spec_of(&spec.name, slot) {
-                        Some(running) if *running == spec => continue,
+                        Some(running) if same_instance(running, &spec) => continue,
                         Some(_) => {
                             // A new version: stop the old instance, then start again.
                             if let Some(stopping) = supervisor.stop(&spec.name, slot) {
@@ -132,6 +132,15 @@ pub(crate) async fn run(
                 }
             }
         }
+    }
+}
+
+/// Whether an instance running `a` can keep running for `b`: the specs
+/// differ at most in `replicas` (scaling doesn't restart the survivors).
+fn same_instance(a: &ServiceSpec, b: &ServiceSpec) -> bool {
+    a == &ServiceSpec {
+        replicas: a.replicas,
+        ..b.clone()
     }
 }
 

@@ -17,6 +17,7 @@ pub mod poll;
 
 pub use agent::{
     Agent, AgentSpec, Member, binary, local_cluster, local_cluster_with, new_key_file,
+    processes_with_arg,
 };
 pub use netns::Netns;
 pub use poll::wait_until;
