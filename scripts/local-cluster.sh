@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds mob-agent (release) and runs a local cluster of N agents (default 3)
 # on 127.0.0.1, sharing one key, each with its own data dir under a temp dir.
-# Waits until every agent lists all N alive, prints how to talk to each, and
-# stops them all on Ctrl-C.
+# Waits until every agent lists all N alive, deploys a 2-replica service and
+# waits until it runs, prints how to talk to each agent, and stops them all
+# on Ctrl-C.
 #
 #   scripts/local-cluster.sh [N] [--once]     --once: stop after the check
 #   MOB_BASE_PORT=17946                       first gossip port
@@ -58,11 +59,29 @@ done
 
 "$bin" members --agent "$dir/node1/mob.sock"
 echo
+echo "deploying a service with 2 replicas from node1:"
+cat > "$dir/hello.toml" <<'SPEC'
+name = "hello"
+provider = "shell"
+replicas = 2
+params = { command = "while true; do echo hello from $MOB_NODE slot $MOB_SLOT; sleep 5; done" }
+SPEC
+"$bin" deploy "$dir/hello.toml" --agent "$dir/node1/mob.sock"
+until [ "$("$bin" services --json --agent "$dir/node$n/mob.sock" | grep -o '"state":"running"' | wc -l)" -eq 2 ]; do
+  if [ $SECONDS -ge $deadline ]; then
+    echo "the service did not start within 30 s; see $dir/node*.log" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+"$bin" services --agent "$dir/node$n/mob.sock"
+echo
 echo "cluster of $n agents is up (data and logs in $dir). Talk to one with:"
 for i in $(seq 1 "$n"); do
   echo "  $bin members --agent $dir/node$i/mob.sock      # log: $dir/node$i.log"
 done
-echo "try: kill -9 ${pids[1]:-${pids[0]}}  and watch the others report it down"
+echo "  $bin logs hello --agent $dir/node1/mob.sock      # from any node"
+echo "try: kill -9 ${pids[1]:-${pids[0]}}  and watch its slot move (services) and the others log it down"
 [ "$once" = 1 ] && exit 0
 echo "Ctrl-C stops them all."
 wait

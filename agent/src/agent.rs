@@ -145,6 +145,7 @@ pub(crate) async fn run(
             broadcast_deltas: config.table.broadcast_deltas,
             providers: offered.clone(),
             tags: config.tags.clone(),
+            has_seeds: !config.seeds.is_empty(),
         },
     );
     info!(node = %local.name, providers = ?offered, "providers offered");

@@ -49,11 +49,11 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(e)) => {
-            eprintln!("mob-agent: {e:#}");
+            eprintln!("mob-agent: {e}");
             ExitCode::from(2)
         }
         Err(Failure::Operation(e)) => {
-            eprintln!("mob-agent: {e:#}");
+            eprintln!("mob-agent: {e}");
             ExitCode::FAILURE
         }
     }

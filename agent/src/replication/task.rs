@@ -31,11 +31,11 @@ const MAX_DELTAS_PER_WRITE: usize = 32;
 /// Peers pushed to at once after a bulk write.
 const BULK_PUSH_PEERS: usize = 3;
 /// Shortest time between two reconciles (changes in between batch up).
-const RECONCILE_MIN_GAP: Duration = Duration::from_millis(20);
+const RECONCILE_MIN_GAP: Duration = Duration::from_millis(5);
 /// Reconcile at least this often, changes or not.
 const RECONCILE_PERIOD: Duration = Duration::from_secs(1);
-/// A node with no peer after this long claims without waiting for an
-/// anti-entropy round.
+/// A node with seeds but no peer after this long claims without waiting
+/// for an anti-entropy round (a node without seeds claims at once).
 const ALONE_GRACE: Duration = Duration::from_secs(3);
 /// Quiet time after a change before the table is saved.
 const SAVE_DEBOUNCE: Duration = Duration::from_millis(200);
@@ -55,6 +55,9 @@ pub(crate) struct TableConfig {
     pub(crate) providers: Vec<ProviderKind>,
     /// This node's tags.
     pub(crate) tags: std::collections::BTreeMap<String, String>,
+    /// Whether the node was given seeds: then it waits to catch up with a
+    /// peer before claiming.
+    pub(crate) has_seeds: bool,
 }
 
 /// A delta on the membership broadcast: records just written.
@@ -514,7 +517,12 @@ impl TableTask {
     async fn reconcile(&mut self) {
         let members = self.members();
         // Alone for a while: nobody to catch up with.
-        if !self.converged && self.started.elapsed() >= ALONE_GRACE && members.names().count() <= 1
+        let grace = if self.config.has_seeds {
+            ALONE_GRACE
+        } else {
+            Duration::ZERO
+        };
+        if !self.converged && self.started.elapsed() >= grace && members.names().count() <= 1
         {
             self.converged = true;
         }

@@ -10,6 +10,13 @@
 //!   logs `service deployed`.
 //! - `big [COUNT]`: a table of COUNT services: file size, load time at
 //!   start, and time until a newly started agent holds all of it.
+//! - `restart [CRASHES]`: the supervisor alone: exit of a crashing process
+//!   to the pid of its replacement.
+//! - `deploy-run [TRIALS] [exec|docker]`: `deploy` through the CLI until the
+//!   agent logs `instance started`.
+//! - `rss [INSTANCES]`: agent RSS with that many supervised `sleep`s.
+//! - `failover [TRIALS]` / `graceful [TRIALS]`: 5 agents; kill -9 (or
+//!   SIGTERM) the owner's agent until a survivor logs `instance started`.
 //!
 //! Times come from the agents' own JSON log timestamps, compared with the
 //! wall clock at the kill, so polling does not blur them.
@@ -30,9 +37,12 @@ fn main() -> anyhow::Result<()> {
         Some("idle") => idle(number(1, 60)?),
         Some("spread") => spread(number(1, 20)?),
         Some("big") => big(number(1, 10_000)?),
-        _ => bail!(
-            "usage: mob-bench detection [TRIALS] | idle [SECS] | spread [TRIALS] | big [COUNT]"
-        ),
+        Some("restart") => restart(number(1, 100)?),
+        Some("deploy-run") => deploy_run(number(1, 20)?, args.get(2).map_or("exec", String::as_str)),
+        Some("rss") => rss(number(1, 100)?),
+        Some("failover") => failover(number(1, 20)?, false),
+        Some("graceful") => failover(number(1, 10)?, true),
+        _ => bail!("usage: mob-bench detection|idle|spread|big|restart|deploy-run|rss|failover|graceful [N]"),
     }
 }
 
@@ -323,5 +333,160 @@ fn big(count: u64) -> anyhow::Result<()> {
         "| new agent start → holds the whole table | {:.2} s |",
         converge.as_secs_f64()
     );
+    Ok(())
+}
+
+fn percentile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[((values.len() - 1) as f64 * q).round() as usize]
+}
+
+fn restart(crashes: u64) -> anyhow::Result<()> {
+    use mob_providers::logs::LogConfig;
+    use mob_providers::{Providers, Supervisor};
+    use mob_scheduler::record::InstanceState;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let dir = tempfile::tempdir()?;
+    let mut latencies = rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+        let providers = std::sync::Arc::new(Providers::detect(&[mob_scheduler::spec::ProviderKind::Exec]).await);
+        let mut supervisor = Supervisor::new("bench".into(), providers, LogConfig::new(dir.path().to_owned()), tx);
+        // Runs 20 ms and crashes; stable_after 10 ms keeps every restart immediate.
+        let spec = mob_scheduler::spec_file::parse_specs(&format!(
+            r#"{{"name":"crasher","provider":"exec","max_restarts":{},"stable_after":"10ms","params":{{"command":["sleep","0.02"]}}}}"#,
+            crashes + 10
+        ))?
+        .remove(0);
+        supervisor.start(spec, 0)?;
+        let mut exited_at = None;
+        let mut latencies = Vec::new();
+        while latencies.len() < crashes as usize {
+            let Some(report) = rx.recv().await else { break };
+            match report.state {
+                InstanceState::Starting if report.exit.is_some() => exited_at = Some(report.at),
+                InstanceState::Running => {
+                    if let Some(at) = exited_at.take() {
+                        latencies.push(report.at.duration_since(at).unwrap_or_default().as_secs_f64() * 1000.0);
+                    }
+                }
+                _ => {}
+            }
+        }
+        supervisor.stop_all().await;
+        anyhow::Ok(latencies)
+    })?;
+    println!("| measure (ms) | crashes | min | median | p99 | max |");
+    println!("|---|---|---|---|---|---|");
+    let (min, med, p99, max) = (percentile(&mut latencies, 0.0), percentile(&mut latencies, 0.5), percentile(&mut latencies, 0.99), percentile(&mut latencies, 1.0));
+    println!("| crash (exit reaped) → new pid running | {} | {min:.2} | {med:.2} | {p99:.2} | {max:.2} |", latencies.len());
+    Ok(())
+}
+
+/// Seconds from `since` to `agent`'s first `instance started` of `service`.
+fn started_after(agent: &Agent, service: &str, since: SystemTime) -> Option<f64> {
+    field_delays(std::slice::from_ref(agent), "instance started", "service", service, since)[0]
+}
+
+fn deploy_run(trials: u64, provider: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let agents = local_cluster(dir.path(), 1)?;
+    let mut all = Vec::new();
+    for trial in 0..trials {
+        let name = format!("run-{trial}");
+        let spec = match provider {
+            "docker" => format!(r#"{{"name":"{name}","provider":"docker","stop_timeout":"1s","params":{{"image":"mob-test/busybox","args":["sleep","1000"]}}}}"#),
+            _ => format!(r#"{{"name":"{name}","provider":"exec","params":{{"command":["sleep","1000"]}}}}"#),
+        };
+        let started = SystemTime::now();
+        agents[0].deploy(&spec)?;
+        let mut delay = None;
+        wait_until("the instance to start", Duration::from_secs(30), || {
+            delay = started_after(&agents[0], &name, started);
+            Ok(delay.is_some())
+        })?;
+        all.push(delay.context("delay")?);
+        agents[0].cli(&["remove", &name])?;
+    }
+    println!("| measure (s) | trials | min | median | max |");
+    println!("|---|---|---|---|---|");
+    println!("{}", summary(&format!("deploy (CLI) → {provider} instance running"), &mut all));
+    Ok(())
+}
+
+fn rss(instances: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let agents = local_cluster(dir.path(), 1)?;
+    let specs: Vec<String> = (0..instances)
+        .map(|i| format!(r#"{{"name":"sleep-{i:03}","provider":"exec","params":{{"command":["sleep","100000"]}}}}"#))
+        .collect();
+    let (_, rss_idle) = proc_stat(agents[0].pid().context("pid")?)?;
+    agents[0].deploy(&format!("[{}]", specs.join(",")))?;
+    wait_until("every instance to run", Duration::from_secs(60), || {
+        let running = agents[0]
+            .services()?
+            .iter()
+            .filter(|s| s["slots"][0]["state"] == "running")
+            .count();
+        Ok(running as u64 == instances)
+    })?;
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, rss) = proc_stat(agents[0].pid().context("pid")?)?;
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| agent RSS, no instances | {:.1} MiB |", rss_idle as f64 / 1024.0);
+    println!("| agent RSS, {instances} supervised sleep instances | {:.1} MiB |", rss as f64 / 1024.0);
+    Ok(())
+}
+
+fn failover(trials: u64, graceful: bool) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut agents = local_cluster(dir.path(), 5)?;
+    let mut all = Vec::new();
+    for trial in 0..trials {
+        let name = format!("fo-{trial}");
+        let asker = usize::try_from(trial % 5)?;
+        agents[asker].deploy(&format!(r#"{{"name":"{name}","provider":"exec","stop_timeout":"1s","params":{{"command":["sleep","100000"]}}}}"#))?;
+        let mut owner = None;
+        wait_until("the service to run", Duration::from_secs(15), || {
+            let svc = agents[asker].services()?.into_iter().find(|s| s["name"] == name.as_str());
+            owner = svc.and_then(|s| {
+                (s["slots"][0]["state"] == "running").then(|| s["slots"][0]["node"].as_str().map(str::to_owned)).flatten()
+            });
+            Ok(owner.is_some())
+        })?;
+        let owner = owner.context("owner")?;
+        let index = agents.iter().position(|a| a.name() == owner).context("owner agent")?;
+        std::thread::sleep(Duration::from_millis(1000 + 200 * (trial % 5)));
+        let at = SystemTime::now();
+        if graceful {
+            agents[index].terminate()?;
+        } else {
+            agents[index].kill9()?;
+        }
+        let mut delay = None;
+        wait_until("the service to start elsewhere", Duration::from_secs(30), || {
+            delay = agents
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != index)
+                .filter_map(|(_, a)| started_after(a, &name, at))
+                .reduce(f64::min);
+            Ok(delay.is_some())
+        })?;
+        let delay = delay.context("delay")?;
+        eprintln!("trial {trial}: {name} owner {owner} stopped; running elsewhere after {delay:.3} s");
+        all.push(delay);
+        agents[index].restart()?;
+        let names: Vec<String> = agents.iter().map(|a| a.name().to_owned()).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        wait_until("the cluster to be whole again", Duration::from_secs(30), || {
+            Ok(agents.iter().all(|a| a.sees_alive(&names).unwrap_or(false)))
+        })?;
+    }
+    let what = if graceful { "SIGTERM of owner → running elsewhere" } else { "kill -9 of owner → running elsewhere" };
+    let (min, med, p99, max) = (percentile(&mut all, 0.0), percentile(&mut all, 0.5), percentile(&mut all, 0.99), percentile(&mut all, 1.0));
+    println!("| measure (s) | trials | min | median | p99 | max |");
+    println!("|---|---|---|---|---|---|");
+    println!("| {what} | {} | {min:.3} | {med:.3} | {p99:.3} | {max:.3} |", all.len());
     Ok(())
 }
