@@ -38,6 +38,39 @@ impl Netns {
                 .is_ok_and(|o| o.status.success())
     }
 
+    /// Whether a test may use namespaces: `false` (skip, with a note) when
+    /// unavailable, a panic when `MOB_REQUIRE_NETNS` says they must be.
+    pub fn usable() -> bool {
+        if Self::available() {
+            return true;
+        }
+        assert!(
+            std::env::var_os("MOB_REQUIRE_NETNS").is_none(),
+            "MOB_REQUIRE_NETNS is set but network namespaces are unavailable (need root and iproute2)"
+        );
+        eprintln!("skipped: network namespaces need root and iproute2");
+        false
+    }
+
+    /// Starts an agent `h<i>` on every host, port 7946, all joining `h1`.
+    pub fn start_agents(
+        &self,
+        root: &std::path::Path,
+        key: &std::path::Path,
+    ) -> anyhow::Result<Vec<crate::Agent>> {
+        (1..=self.hosts)
+            .map(|i| {
+                let mut spec = crate::AgentSpec::local(&format!("h{i}"), root, key);
+                spec.bind = std::net::SocketAddr::new(self.ip(i), 7946);
+                spec.netns = Some(self.ns(i));
+                if i > 1 {
+                    spec.join.push(std::net::SocketAddr::new(self.ip(1), 7946));
+                }
+                crate::Agent::start(spec)
+            })
+            .collect()
+    }
+
     /// Creates `hosts` hosts. `tag` keeps concurrent tests apart.
     pub fn up(tag: &str, hosts: usize) -> anyhow::Result<Self> {
         let prefix = format!("mob{}{}", tag, std::process::id() % 10_000);

@@ -288,27 +288,13 @@ fn agent_started_before_its_seed_joins_when_the_seed_comes_up() {
 
 #[test]
 fn partition_heals_within_15_seconds() {
-    if !Netns::available() {
-        assert!(
-            std::env::var_os("MOB_REQUIRE_NETNS").is_none(),
-            "MOB_REQUIRE_NETNS is set but network namespaces are unavailable (need root and iproute2)"
-        );
-        eprintln!("skipped: network namespaces need root and iproute2");
+    if !Netns::usable() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let net = Netns::up("p", 5).unwrap();
     let key = new_key_file(&dir.path().join("cluster.key")).unwrap();
-    let mut agents = Vec::new();
-    for i in 1..=net.hosts() {
-        let mut spec = AgentSpec::local(&format!("h{i}"), dir.path(), &key);
-        spec.bind = SocketAddr::new(net.ip(i), 7946);
-        spec.netns = Some(net.ns(i));
-        if i > 1 {
-            spec.join.push(SocketAddr::new(net.ip(1), 7946));
-        }
-        agents.push(Agent::start(spec).unwrap());
-    }
+    let agents = net.start_agents(dir.path(), &key).unwrap();
     let all = names(&agents);
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let everyone_alive = || -> anyhow::Result<bool> {

@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mob_integration::{
@@ -266,27 +265,13 @@ fn wait_until_value(agent: &Agent, name: &str) -> Value {
 
 #[test]
 fn a_partition_heals_to_exactly_one_instance_per_slot() {
-    if !Netns::available() {
-        assert!(
-            std::env::var_os("MOB_REQUIRE_NETNS").is_none(),
-            "MOB_REQUIRE_NETNS is set but network namespaces are unavailable"
-        );
-        eprintln!("skipped: network namespaces need root and iproute2");
+    if !Netns::usable() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let net = Netns::up("s", 3).unwrap();
     let key = new_key_file(&dir.path().join("cluster.key")).unwrap();
-    let mut agents = Vec::new();
-    for i in 1..=3 {
-        let mut spec = AgentSpec::local(&format!("h{i}"), dir.path(), &key);
-        spec.bind = SocketAddr::new(net.ip(i), 7946);
-        spec.netns = Some(net.ns(i));
-        if i > 1 {
-            spec.join.push(SocketAddr::new(net.ip(1), 7946));
-        }
-        agents.push(Agent::start(spec).unwrap());
-    }
+    let agents = net.start_agents(dir.path(), &key).unwrap();
     let everyone = || -> anyhow::Result<bool> {
         for a in &agents {
             if !a.sees_alive(&["h1", "h2", "h3"])? {

@@ -27,7 +27,7 @@ use tracing::{info, warn};
 use crate::error::ProviderError;
 use crate::exec::{kill_group, spawn_supervised};
 use crate::logs::LogSink;
-use crate::provider::{InstanceSpec, Provider, Spawned, exit_of};
+use crate::provider::{InstanceSpec, Provider, Spawned, bad_params, exit_of};
 use crate::restart::Exit;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -130,10 +130,7 @@ impl DockerProvider {
             volumes,
         } = &instance.spec.params
         else {
-            return Err(ProviderError::BadParams {
-                service: instance.service().to_owned(),
-                message: "not docker parameters".into(),
-            });
+            return Err(bad_params(instance, "not docker parameters"));
         };
         let mut argv: Vec<String> = ["docker", "run", "--name"].map(str::to_owned).to_vec();
         argv.push(container_name(instance.service(), instance.slot));
@@ -175,14 +172,11 @@ impl Provider for DockerProvider {
     fn check(&self, instance: &InstanceSpec) -> Result<(), ProviderError> {
         match &instance.spec.params {
             Params::Docker { image, .. } if !image.trim().is_empty() => Ok(()),
-            Params::Docker { .. } => Err(ProviderError::BadParams {
-                service: instance.service().to_owned(),
-                message: "params.image is missing or empty".into(),
-            }),
-            other => Err(ProviderError::BadParams {
-                service: instance.service().to_owned(),
-                message: format!("docker cannot run {} parameters", other.provider()),
-            }),
+            Params::Docker { .. } => Err(bad_params(instance, "params.image is missing or empty")),
+            other => Err(bad_params(
+                instance,
+                format!("docker cannot run {} parameters", other.provider()),
+            )),
         }
     }
 

@@ -25,7 +25,7 @@ use tokio::process::Command;
 
 use crate::error::ProviderError;
 use crate::logs::{LogSink, Stream};
-use crate::provider::{InstanceSpec, Provider, Spawned, exit_of};
+use crate::provider::{InstanceSpec, Provider, Spawned, bad_params, exit_of};
 use crate::restart::Exit;
 
 /// Runs `argv` as a supervised child: own session, parent-death signal,
@@ -38,10 +38,9 @@ pub(crate) fn spawn_supervised(
     logs: &LogSink,
 ) -> Result<Spawned, ProviderError> {
     let service = instance.service().to_owned();
-    let (program, args) = argv.split_first().ok_or_else(|| ProviderError::BadParams {
-        service: service.clone(),
-        message: "params.command is empty".into(),
-    })?;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| bad_params(instance, "params.command is empty"))?;
     let mut command = Command::new(program);
     command
         .args(args)
@@ -57,14 +56,10 @@ pub(crate) fn spawn_supervised(
         command.current_dir(cwd);
     }
     if let Some(user) = user {
-        let found = nix::unistd::User::from_name(user).map_err(|e| ProviderError::BadParams {
-            service: service.clone(),
-            message: format!("params.user {user:?}: {e}"),
-        })?;
-        let found = found.ok_or_else(|| ProviderError::BadParams {
-            service: service.clone(),
-            message: format!("params.user {user:?}: no such user"),
-        })?;
+        let found = nix::unistd::User::from_name(user)
+            .map_err(|e| bad_params(instance, format!("params.user {user:?}: {e}")))?;
+        let found = found
+            .ok_or_else(|| bad_params(instance, format!("params.user {user:?}: no such user")))?;
         command.uid(found.uid.as_raw()).gid(found.gid.as_raw());
     }
     let agent = nix::unistd::getpid();
@@ -159,14 +154,11 @@ impl Provider for ExecProvider {
     fn check(&self, instance: &InstanceSpec) -> Result<(), ProviderError> {
         match &instance.spec.params {
             Params::Exec { command, .. } if !command.is_empty() && !command[0].is_empty() => Ok(()),
-            Params::Exec { .. } => Err(ProviderError::BadParams {
-                service: instance.service().to_owned(),
-                message: "params.command is missing or empty".into(),
-            }),
-            other => Err(ProviderError::BadParams {
-                service: instance.service().to_owned(),
-                message: format!("exec cannot run {} parameters", other.provider()),
-            }),
+            Params::Exec { .. } => Err(bad_params(instance, "params.command is missing or empty")),
+            other => Err(bad_params(
+                instance,
+                format!("exec cannot run {} parameters", other.provider()),
+            )),
         }
     }
 
@@ -177,10 +169,7 @@ impl Provider for ExecProvider {
     ) -> Result<Spawned, ProviderError> {
         self.check(instance)?;
         let Params::Exec { command, cwd, user } = &instance.spec.params else {
-            return Err(ProviderError::BadParams {
-                service: instance.service().to_owned(),
-                message: "not exec parameters".into(),
-            });
+            return Err(bad_params(instance, "not exec parameters"));
         };
         spawn_supervised(instance, command, cwd.as_deref(), user.as_deref(), logs)
     }

@@ -73,6 +73,14 @@ pub trait Provider: Send + Sync {
     fn reap(&self, instance: &InstanceSpec, spawned: &Spawned) -> impl Future<Output = ()> + Send;
 }
 
+/// A [`ProviderError::BadParams`] for `instance`.
+pub(crate) fn bad_params(instance: &InstanceSpec, message: impl Into<String>) -> ProviderError {
+    ProviderError::BadParams {
+        service: instance.service().to_owned(),
+        message: message.into(),
+    }
+}
+
 /// The exit of a finished process.
 pub fn exit_of(status: std::process::ExitStatus) -> Exit {
     use std::os::unix::process::ExitStatusExt;

@@ -8,7 +8,7 @@ use mob_scheduler::spec::{Params, ProviderKind};
 use crate::error::ProviderError;
 use crate::exec::{kill_group, spawn_supervised, stop_group};
 use crate::logs::LogSink;
-use crate::provider::{InstanceSpec, Provider, Spawned};
+use crate::provider::{InstanceSpec, Provider, Spawned, bad_params};
 use crate::restart::Exit;
 
 /// `shell`.
@@ -27,14 +27,11 @@ impl Provider for ShellProvider {
     fn check(&self, instance: &InstanceSpec) -> Result<(), ProviderError> {
         match &instance.spec.params {
             Params::Shell { command, .. } if !command.trim().is_empty() => Ok(()),
-            Params::Shell { .. } => Err(ProviderError::BadParams {
-                service: instance.service().to_owned(),
-                message: "params.command is missing or empty".into(),
-            }),
-            other => Err(ProviderError::BadParams {
-                service: instance.service().to_owned(),
-                message: format!("shell cannot run {} parameters", other.provider()),
-            }),
+            Params::Shell { .. } => Err(bad_params(instance, "params.command is missing or empty")),
+            other => Err(bad_params(
+                instance,
+                format!("shell cannot run {} parameters", other.provider()),
+            )),
         }
     }
 
@@ -45,10 +42,7 @@ impl Provider for ShellProvider {
     ) -> Result<Spawned, ProviderError> {
         self.check(instance)?;
         let Params::Shell { command, cwd, user } = &instance.spec.params else {
-            return Err(ProviderError::BadParams {
-                service: instance.service().to_owned(),
-                message: "not shell parameters".into(),
-            });
+            return Err(bad_params(instance, "not shell parameters"));
         };
         let argv = ["/bin/sh".to_owned(), "-c".to_owned(), command.clone()];
         spawn_supervised(instance, &argv, cwd.as_deref(), user.as_deref(), logs)

@@ -12,7 +12,7 @@
 //! - [`table`]: [`Table`], the LWW map, with its merge laws.
 //! - [`digest`]: bucket digests for anti-entropy.
 //! - [`placement`]: rendezvous hashing with bounded loads, [`Members`].
-//! - [`reconcile`]: `reconcile(table, members, me, now) -> Vec<Action>`.
+//! - [`mod@reconcile`]: `reconcile(table, members, me, now) -> Vec<Action>`.
 //! - [`services_view`]: what `services` and `status` show, from the table.
 //! - [`hash`]: the stable hash everything that must agree uses.
 #![forbid(unsafe_code)]

@@ -173,6 +173,16 @@ impl<'a> Index<'a> {
         self.nodes.iter().position(|(n, _)| *n == name)
     }
 
+    /// Whether node `ni` may run the slot: fits, and it didn't fail there.
+    fn can_run(&self, ni: usize, spec: &ServiceSpec, slot: u32, version: u64) -> bool {
+        let (name, record) = self.nodes[ni];
+        Self::fits(record, spec)
+            && !self
+                .failed_on(&spec.name, slot, version)
+                .iter()
+                .any(|f| f == name)
+    }
+
     /// Computes the assignment.
     pub(crate) fn assign(&self) -> Assignment {
         let mut out = Assignment::default();
@@ -194,14 +204,9 @@ impl<'a> Index<'a> {
                 let owner = self
                     .claim(&spec.name, slot)
                     .and_then(|c| c.owner.as_deref());
-                let kept = owner.and_then(|o| self.node(o)).filter(|ni| {
-                    let (name, record) = self.nodes[*ni];
-                    Self::fits(record, spec)
-                        && !self
-                            .failed_on(&spec.name, slot, *version)
-                            .iter()
-                            .any(|f| f == name)
-                });
+                let kept = owner
+                    .and_then(|o| self.node(o))
+                    .filter(|ni| self.can_run(*ni, spec, slot, *version));
                 match kept {
                     Some(ni) => {
                         load[ni] += 1;
@@ -218,10 +223,7 @@ impl<'a> Index<'a> {
             let (spec, version) = self.services[si];
             let failed = self.failed_on(&spec.name, slot, version);
             let best = (0..self.nodes.len())
-                .filter(|ni| {
-                    let (name, record) = self.nodes[*ni];
-                    Self::fits(record, spec) && !failed.iter().any(|f| f == name)
-                })
+                .filter(|ni| self.can_run(*ni, spec, slot, version))
                 .max_by_key(|ni| {
                     (
                         !holds.contains(&(*ni, si)),

@@ -33,12 +33,10 @@ pub(crate) enum ClientError {
     Agent(String),
 }
 
-/// Streams log lines: calls `line` for each until the agent says the end.
-pub(crate) async fn logs(
-    socket: &Path,
-    request: crate::log_service::LogRequest,
-    mut line: impl FnMut(&str),
-) -> Result<(), ClientError> {
+type ControlFramed = Framed<UnixStream, LengthDelimitedCodec>;
+
+/// Connects to the agent and sends one request.
+async fn send_request(socket: &Path, body: RequestBody) -> Result<ControlFramed, ClientError> {
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|source| ClientError::Connect {
@@ -51,13 +49,23 @@ pub(crate) async fn logs(
     let mut framed = Framed::new(stream, codec);
     let request = Request {
         version: PROTOCOL_VERSION,
-        body: RequestBody::Logs(request),
+        body,
     };
     let bytes = postcard::to_stdvec(&request).map_err(|e| ClientError::Exchange(e.to_string()))?;
     framed
         .send(Bytes::from(bytes))
         .await
         .map_err(|e| ClientError::Exchange(e.to_string()))?;
+    Ok(framed)
+}
+
+/// Streams log lines: calls `line` for each until the agent says the end.
+pub(crate) async fn logs(
+    socket: &Path,
+    request: crate::log_service::LogRequest,
+    mut line: impl FnMut(&str),
+) -> Result<(), ClientError> {
+    let mut framed = send_request(socket, RequestBody::Logs(request)).await?;
     while let Some(frame) = framed.next().await {
         let frame = frame.map_err(|e| ClientError::Exchange(e.to_string()))?;
         match postcard::from_bytes::<Response>(&frame) {
@@ -80,26 +88,8 @@ pub(crate) async fn logs(
 /// Sends one request and returns the agent's response (an error response
 /// becomes [`ClientError::Agent`]).
 pub(crate) async fn request(socket: &Path, body: RequestBody) -> Result<Response, ClientError> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|source| ClientError::Connect {
-            path: socket.display().to_string(),
-            source,
-        })?;
-    let codec = LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME)
-        .new_codec();
-    let mut framed = Framed::new(stream, codec);
-    let request = Request {
-        version: PROTOCOL_VERSION,
-        body,
-    };
-    let bytes = postcard::to_stdvec(&request).map_err(|e| ClientError::Exchange(e.to_string()))?;
     let exchange = async {
-        framed
-            .send(Bytes::from(bytes))
-            .await
-            .map_err(|e| ClientError::Exchange(e.to_string()))?;
+        let mut framed = send_request(socket, body).await?;
         match framed.next().await {
             Some(Ok(frame)) => postcard::from_bytes::<Response>(&frame)
                 .map_err(|e| ClientError::Exchange(format!("malformed response: {e}"))),

@@ -522,8 +522,7 @@ impl TableTask {
         } else {
             Duration::ZERO
         };
-        if !self.converged && self.started.elapsed() >= grace && members.names().count() <= 1
-        {
+        if !self.converged && self.started.elapsed() >= grace && members.names().count() <= 1 {
             self.converged = true;
         }
         let actions = reconcile(self.replica.table(), &members, &self.me, now_ms());

@@ -38,11 +38,15 @@ fn main() -> anyhow::Result<()> {
         Some("spread") => spread(number(1, 20)?),
         Some("big") => big(number(1, 10_000)?),
         Some("restart") => restart(number(1, 100)?),
-        Some("deploy-run") => deploy_run(number(1, 20)?, args.get(2).map_or("exec", String::as_str)),
+        Some("deploy-run") => {
+            deploy_run(number(1, 20)?, args.get(2).map_or("exec", String::as_str))
+        }
         Some("rss") => rss(number(1, 100)?),
         Some("failover") => failover(number(1, 20)?, false),
         Some("graceful") => failover(number(1, 10)?, true),
-        _ => bail!("usage: mob-bench detection|idle|spread|big|restart|deploy-run|rss|failover|graceful [N]"),
+        _ => bail!(
+            "usage: mob-bench detection|idle|spread|big|restart|deploy-run|rss|failover|graceful [N]"
+        ),
     }
 }
 
@@ -345,7 +349,10 @@ fn restart(crashes: u64) -> anyhow::Result<()> {
     use mob_providers::logs::LogConfig;
     use mob_providers::{Providers, Supervisor};
     use mob_scheduler::record::InstanceState;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let dir = tempfile::tempdir()?;
     let mut latencies = rt.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
@@ -377,14 +384,28 @@ fn restart(crashes: u64) -> anyhow::Result<()> {
     })?;
     println!("| measure (ms) | crashes | min | median | p99 | max |");
     println!("|---|---|---|---|---|---|");
-    let (min, med, p99, max) = (percentile(&mut latencies, 0.0), percentile(&mut latencies, 0.5), percentile(&mut latencies, 0.99), percentile(&mut latencies, 1.0));
-    println!("| crash (exit reaped) → new pid running | {} | {min:.2} | {med:.2} | {p99:.2} | {max:.2} |", latencies.len());
+    let (min, med, p99, max) = (
+        percentile(&mut latencies, 0.0),
+        percentile(&mut latencies, 0.5),
+        percentile(&mut latencies, 0.99),
+        percentile(&mut latencies, 1.0),
+    );
+    println!(
+        "| crash (exit reaped) → new pid running | {} | {min:.2} | {med:.2} | {p99:.2} | {max:.2} |",
+        latencies.len()
+    );
     Ok(())
 }
 
 /// Seconds from `since` to `agent`'s first `instance started` of `service`.
 fn started_after(agent: &Agent, service: &str, since: SystemTime) -> Option<f64> {
-    field_delays(std::slice::from_ref(agent), "instance started", "service", service, since)[0]
+    field_delays(
+        std::slice::from_ref(agent),
+        "instance started",
+        "service",
+        service,
+        since,
+    )[0]
 }
 
 fn deploy_run(trials: u64, provider: &str) -> anyhow::Result<()> {
@@ -394,8 +415,12 @@ fn deploy_run(trials: u64, provider: &str) -> anyhow::Result<()> {
     for trial in 0..trials {
         let name = format!("run-{trial}");
         let spec = match provider {
-            "docker" => format!(r#"{{"name":"{name}","provider":"docker","stop_timeout":"1s","params":{{"image":"mob-test/busybox","args":["sleep","1000"]}}}}"#),
-            _ => format!(r#"{{"name":"{name}","provider":"exec","params":{{"command":["sleep","1000"]}}}}"#),
+            "docker" => format!(
+                r#"{{"name":"{name}","provider":"docker","stop_timeout":"1s","params":{{"image":"mob-test/busybox","args":["sleep","1000"]}}}}"#
+            ),
+            _ => format!(
+                r#"{{"name":"{name}","provider":"exec","params":{{"command":["sleep","1000"]}}}}"#
+            ),
         };
         let started = SystemTime::now();
         agents[0].deploy(&spec)?;
@@ -409,7 +434,13 @@ fn deploy_run(trials: u64, provider: &str) -> anyhow::Result<()> {
     }
     println!("| measure (s) | trials | min | median | max |");
     println!("|---|---|---|---|---|");
-    println!("{}", summary(&format!("deploy (CLI) → {provider} instance running"), &mut all));
+    println!(
+        "{}",
+        summary(
+            &format!("deploy (CLI) → {provider} instance running"),
+            &mut all
+        )
+    );
     Ok(())
 }
 
@@ -433,8 +464,14 @@ fn rss(instances: u64) -> anyhow::Result<()> {
     let (_, rss) = proc_stat(agents[0].pid().context("pid")?)?;
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| agent RSS, no instances | {:.1} MiB |", rss_idle as f64 / 1024.0);
-    println!("| agent RSS, {instances} supervised sleep instances | {:.1} MiB |", rss as f64 / 1024.0);
+    println!(
+        "| agent RSS, no instances | {:.1} MiB |",
+        rss_idle as f64 / 1024.0
+    );
+    println!(
+        "| agent RSS, {instances} supervised sleep instances | {:.1} MiB |",
+        rss as f64 / 1024.0
+    );
     Ok(())
 }
 
@@ -448,14 +485,22 @@ fn failover(trials: u64, graceful: bool) -> anyhow::Result<()> {
         agents[asker].deploy(&format!(r#"{{"name":"{name}","provider":"exec","stop_timeout":"1s","params":{{"command":["sleep","100000"]}}}}"#))?;
         let mut owner = None;
         wait_until("the service to run", Duration::from_secs(15), || {
-            let svc = agents[asker].services()?.into_iter().find(|s| s["name"] == name.as_str());
+            let svc = agents[asker]
+                .services()?
+                .into_iter()
+                .find(|s| s["name"] == name.as_str());
             owner = svc.and_then(|s| {
-                (s["slots"][0]["state"] == "running").then(|| s["slots"][0]["node"].as_str().map(str::to_owned)).flatten()
+                (s["slots"][0]["state"] == "running")
+                    .then(|| s["slots"][0]["node"].as_str().map(str::to_owned))
+                    .flatten()
             });
             Ok(owner.is_some())
         })?;
         let owner = owner.context("owner")?;
-        let index = agents.iter().position(|a| a.name() == owner).context("owner agent")?;
+        let index = agents
+            .iter()
+            .position(|a| a.name() == owner)
+            .context("owner agent")?;
         std::thread::sleep(Duration::from_millis(1000 + 200 * (trial % 5)));
         let at = SystemTime::now();
         if graceful {
@@ -464,29 +509,49 @@ fn failover(trials: u64, graceful: bool) -> anyhow::Result<()> {
             agents[index].kill9()?;
         }
         let mut delay = None;
-        wait_until("the service to start elsewhere", Duration::from_secs(30), || {
-            delay = agents
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != index)
-                .filter_map(|(_, a)| started_after(a, &name, at))
-                .reduce(f64::min);
-            Ok(delay.is_some())
-        })?;
+        wait_until(
+            "the service to start elsewhere",
+            Duration::from_secs(30),
+            || {
+                delay = agents
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != index)
+                    .filter_map(|(_, a)| started_after(a, &name, at))
+                    .reduce(f64::min);
+                Ok(delay.is_some())
+            },
+        )?;
         let delay = delay.context("delay")?;
-        eprintln!("trial {trial}: {name} owner {owner} stopped; running elsewhere after {delay:.3} s");
+        eprintln!(
+            "trial {trial}: {name} owner {owner} stopped; running elsewhere after {delay:.3} s"
+        );
         all.push(delay);
         agents[index].restart()?;
         let names: Vec<String> = agents.iter().map(|a| a.name().to_owned()).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        wait_until("the cluster to be whole again", Duration::from_secs(30), || {
-            Ok(agents.iter().all(|a| a.sees_alive(&names).unwrap_or(false)))
-        })?;
+        wait_until(
+            "the cluster to be whole again",
+            Duration::from_secs(30),
+            || Ok(agents.iter().all(|a| a.sees_alive(&names).unwrap_or(false))),
+        )?;
     }
-    let what = if graceful { "SIGTERM of owner → running elsewhere" } else { "kill -9 of owner → running elsewhere" };
-    let (min, med, p99, max) = (percentile(&mut all, 0.0), percentile(&mut all, 0.5), percentile(&mut all, 0.99), percentile(&mut all, 1.0));
+    let what = if graceful {
+        "SIGTERM of owner → running elsewhere"
+    } else {
+        "kill -9 of owner → running elsewhere"
+    };
+    let (min, med, p99, max) = (
+        percentile(&mut all, 0.0),
+        percentile(&mut all, 0.5),
+        percentile(&mut all, 0.99),
+        percentile(&mut all, 1.0),
+    );
     println!("| measure (s) | trials | min | median | p99 | max |");
     println!("|---|---|---|---|---|---|");
-    println!("| {what} | {} | {min:.3} | {med:.3} | {p99:.3} | {max:.3} |", all.len());
+    println!(
+        "| {what} | {} | {min:.3} | {med:.3} | {p99:.3} | {max:.3} |",
+        all.len()
+    );
     Ok(())
 }
