@@ -115,15 +115,23 @@ fn first_start_generates_a_key_and_says_where() {
             "--data-dir",
         ])
         .arg(&data)
+        .arg("--ready-file")
+        .arg(dir.path().join("ready.json"))
         .env_remove("MOB_KEY")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let key_path = data.join("cluster.key");
-    let found =
-        mob_integration::wait_until("the key file", std::time::Duration::from_secs(10), || {
-            Ok(std::fs::read_to_string(&key_path).is_ok_and(|k| k.trim().len() == 44))
-        });
+    // The ready file is written after the start-up log lines.
+    let ready = dir.path().join("ready.json");
+    let found = mob_integration::wait_until(
+        "the agent to be ready",
+        std::time::Duration::from_secs(10),
+        || {
+            Ok(ready.exists()
+                && std::fs::read_to_string(&key_path).is_ok_and(|k| k.trim().len() == 44))
+        },
+    );
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     found.unwrap();
