@@ -105,6 +105,9 @@ pub struct Assignment {
     pub owners: BTreeMap<(String, u32), String>,
     /// Why a slot has no eligible node.
     pub unplaced: BTreeMap<(String, u32), String>,
+    /// Unplaced slots that failed on every node able to run them: the
+    /// service is `failed` until redeployed.
+    pub failed: BTreeSet<(String, u32)>,
 }
 
 /// The table read once for placement: live services, claims, and the
@@ -240,6 +243,9 @@ impl<'a> Index<'a> {
                 }
                 None => {
                     let capable = self.nodes.iter().any(|(_, r)| Self::fits(r, spec));
+                    if capable {
+                        out.failed.insert((spec.name.clone(), slot));
+                    }
                     out.unplaced.insert(
                         (spec.name.clone(), slot),
                         unplaced_reason(capable, spec, failed),

@@ -135,12 +135,14 @@ fn slot_view(
         }
     });
     let lost = owner.as_ref().is_some_and(|o| !members.is_live(o));
+    let key = (name.to_owned(), slot);
     let state = if lost {
         InstanceState::Lost
+    } else if owner.is_none() && assignment.failed.contains(&key) {
+        InstanceState::Failed
     } else {
         status.as_ref().map_or(InstanceState::Pending, |s| s.state)
     };
-    let key = (name.to_owned(), slot);
     let reason = match state {
         InstanceState::Lost => {
             Some("owner is down; waiting for another node to take the slot".to_owned())
