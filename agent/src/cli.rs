@@ -40,6 +40,10 @@ pub(crate) enum Command {
     Deploy {
         /// Spec file, or `-` for stdin.
         file: String,
+        /// Return only once every slot of the deployed services runs
+        /// (exit 1 if one fails or 120 s pass).
+        #[arg(long)]
+        wait: bool,
     },
     /// Remove a service.
     Remove {
@@ -226,7 +230,9 @@ mod tests {
     #[test]
     fn table_commands() {
         let cli = Cli::try_parse_from(["mob-agent", "deploy", "-"]).unwrap();
-        assert!(matches!(cli.command, Command::Deploy { file } if file == "-"));
+        assert!(matches!(cli.command, Command::Deploy { file, wait: false } if file == "-"));
+        let cli = Cli::try_parse_from(["mob-agent", "deploy", "web.toml", "--wait"]).unwrap();
+        assert!(matches!(cli.command, Command::Deploy { wait: true, .. }));
         let cli = Cli::try_parse_from(["mob-agent", "scale", "web", "3"]).unwrap();
         assert!(matches!(cli.command, Command::Scale { name, replicas: 3 } if name == "web"));
         assert_eq!(

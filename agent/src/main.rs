@@ -95,7 +95,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Deploy { file } => {
+        Command::Deploy { file, wait } => {
             let text = if file == "-" {
                 std::io::read_to_string(std::io::stdin())
                     .map_err(|e| anyhow::anyhow!("reading stdin: {e}"))?
@@ -104,9 +104,13 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             };
             let specs = mob_scheduler::spec_file::parse_specs(&text)?;
             let socket = socket_path(cli.agent, &env)?;
+            let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
             match control::client::request(&socket, RequestBody::Deploy(specs)).await? {
                 Response::Deployed(outcomes) => print!("{}", output::deployed(&outcomes)),
                 other => return Err(unexpected(other)),
+            }
+            if wait {
+                wait_running(&socket, &names).await?;
             }
             Ok(())
         }
@@ -195,6 +199,51 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+    }
+}
+
+/// Polls `services` until every slot of `names` runs; fails on a failed
+/// slot or after 120 s.
+async fn wait_running(socket: &std::path::Path, names: &[String]) -> Result<(), Failure> {
+    use mob_scheduler::record::InstanceState;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let services = match control::client::request(socket, RequestBody::Services).await? {
+            Response::Services(services) => services,
+            other => return Err(unexpected(other)),
+        };
+        let slots: Vec<_> = services
+            .iter()
+            .filter(|s| names.contains(&s.name))
+            .flat_map(|s| s.slots.iter().map(move |slot| (s, slot)))
+            .collect();
+        if let Some((s, slot)) = slots
+            .iter()
+            .find(|(_, slot)| slot.state == InstanceState::Failed)
+        {
+            return Err(Failure::Operation(anyhow::anyhow!(
+                "{} slot {} failed{}",
+                s.name,
+                slot.slot,
+                slot.reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )));
+        }
+        if slots
+            .iter()
+            .all(|(_, slot)| slot.state == InstanceState::Running)
+        {
+            println!("running");
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Failure::Operation(anyhow::anyhow!(
+                "not every slot runs after 120 s; see `mob-agent services`"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 

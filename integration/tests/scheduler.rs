@@ -122,7 +122,21 @@ fn three_replicas_spread_one_per_node() {
     let dir = tempfile::tempdir().unwrap();
     let agents = local_cluster(dir.path(), 3).unwrap();
     let m = marker(2);
-    agents[0].deploy(&sleeper("spread", 3, &m)).unwrap();
+    // `deploy --wait` returns once every slot runs.
+    let out = agents[0]
+        .cli_with_input(&["deploy", "-", "--wait"], &sleeper("spread", 3, &m))
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("running\n"));
+    assert_eq!(
+        processes_with_arg(&m).len(),
+        3,
+        "deploy --wait returned before every slot ran"
+    );
     let placed = wait_running(&agents, "spread", 3, &m, Duration::from_secs(10));
     let nodes: BTreeSet<&String> = placed.iter().map(|p| &p.1).collect();
     assert_eq!(nodes.len(), 3, "{placed:?}");

@@ -525,8 +525,20 @@ impl TableTask {
         if !self.converged && self.started.elapsed() >= grace && members.names().count() <= 1 {
             self.converged = true;
         }
+        // Another live member with this node's name: claims are by name,
+        // so claim nothing until the operator resolves it (membership logs
+        // an error).
+        let local = self.membership.local().addr;
+        let clash = self
+            .membership
+            .members()
+            .iter()
+            .any(|m| m.id.name == self.me && m.id.addr != local && m.state.is_active());
         let actions = reconcile(self.replica.table(), &members, &self.me, now_ms());
         for action in actions {
+            if clash && matches!(action, Action::Claim { .. }) {
+                continue;
+            }
             self.execute(action);
         }
         self.broadcast_last().await;
