@@ -70,11 +70,23 @@ pub(crate) async fn run(
         })?;
     let _socket_file = SocketFile(socket_path.clone());
 
+    // The nodes the table remembers are seeds too: a restarted agent
+    // started without --join still finds its cluster.
+    let mut seeds = config.seeds.clone();
+    for (key, record) in table.with_prefix(mob_scheduler::record::NODE_PREFIX) {
+        if let mob_scheduler::Value::Node(node) = &record.value
+            && key[mob_scheduler::record::NODE_PREFIX.len()..] != config.name
+            && let Ok(addr) = node.addr.parse::<std::net::SocketAddr>()
+            && !seeds.contains(&addr)
+        {
+            seeds.push(addr);
+        }
+    }
     let (membership, channels) = Membership::start(MembershipConfig {
         name: config.name.clone(),
         bind: config.bind,
         advertise: config.advertise,
-        seeds: config.seeds.clone(),
+        seeds: seeds.clone(),
         key: config.key.clone(),
         epoch,
         data_dir: Some(config.data_dir.clone()),
@@ -90,7 +102,7 @@ pub(crate) async fn run(
         epoch,
         data_dir = %config.data_dir.display(),
         key_source = %config.key_source,
-        seeds = ?config.seeds,
+        seeds = ?seeds,
         tags = ?config.tags,
         providers = ?config.providers,
         services = table.services().filter(|(_, _, s)| s.spec.is_some()).count(),
@@ -145,7 +157,7 @@ pub(crate) async fn run(
             broadcast_deltas: config.table.broadcast_deltas,
             providers: offered.clone(),
             tags: config.tags.clone(),
-            has_seeds: !config.seeds.is_empty(),
+            has_seeds: !seeds.is_empty(),
         },
     );
     info!(node = %local.name, providers = ?offered, "providers offered");

@@ -2,7 +2,7 @@
 //! actions of reconcile, and turns the supervisor's reports into status
 //! records (via the table task).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, UNIX_EPOCH};
 
 use mob_providers::Report;
@@ -25,6 +25,8 @@ pub(crate) enum SupervisorCmd {
     },
     /// Stop the slot's instance (reports `stopped` even if none ran).
     Stop { service: String, slot: u32 },
+    /// A stop finished (sent by the task to itself).
+    Stopped { service: String, slot: u32 },
     /// How many instances are held.
     Count(oneshot::Sender<usize>),
     /// Stop everything, then answer.
@@ -61,74 +63,149 @@ fn status_of(report: &Report, version: u64) -> Status {
 
 /// Runs the supervisor task.
 pub(crate) async fn run(
-    mut supervisor: Supervisor,
+    supervisor: Supervisor,
     mut cmds: mpsc::Receiver<SupervisorCmd>,
     self_cmds: mpsc::Sender<SupervisorCmd>,
     mut reports: mpsc::Receiver<Report>,
     statuses: mpsc::Sender<StatusUpdate>,
 ) {
-    // Version each held instance runs, to stamp its reports.
-    let mut versions: HashMap<(String, u32), u64> = HashMap::new();
+    let mut task = SupervisionTask {
+        supervisor,
+        self_cmds,
+        statuses,
+        versions: HashMap::new(),
+        stopping: HashSet::new(),
+        pending: HashMap::new(),
+    };
     loop {
         tokio::select! {
             Some(report) = reports.recv() => {
-                let key = (report.service.clone(), report.slot);
-                let version = versions.get(&key).copied().unwrap_or(0);
-                let update = StatusUpdate { service: report.service.clone(), slot: report.slot, status: status_of(&report, version) };
-                if statuses.send(update).await.is_err() {
+                if !task.forward(&report).await {
                     return;
                 }
             }
             cmd = cmds.recv() => match cmd {
                 None => return,
-                Some(SupervisorCmd::Start { spec, slot, version }) => {
-                    let spec = *spec;
-                    let key = (spec.name.clone(), slot);
-                    match supervisor.spec_of(&spec.name, slot) {
-                        Some(running) if same_instance(running, &spec) => continue,
-                        Some(_) => {
-                            // A new version: stop the old instance, then start again.
-                            if let Some(stopping) = supervisor.stop(&spec.name, slot) {
-                                let again = self_cmds.clone();
-                                tokio::spawn(async move {
-                                    let _ = stopping.await;
-                                    let _ = again.send(SupervisorCmd::Start { spec: Box::new(spec), slot, version }).await;
-                                });
-                            }
-                            continue;
-                        }
-                        None => {}
-                    }
-                    versions.insert(key, version);
-                    if let Err(e) = supervisor.start(spec.clone(), slot) {
-                        warn!(service = %spec.name, slot, error = %e, "cannot start instance");
-                        let failed = status_of(&report_now(&spec.name, slot, InstanceState::Failed), version);
-                        let _ = statuses.send(StatusUpdate { service: spec.name.clone(), slot, status: failed }).await;
-                    }
-                }
-                Some(SupervisorCmd::Stop { service, slot }) => {
-                    match supervisor.stop(&service, slot) {
-                        // Its final report arrives on the report channel.
-                        Some(stopping) => { tokio::spawn(stopping); }
-                        None => {
-                            let stopped = status_of(&report_now(&service, slot, InstanceState::Stopped), 0);
-                            let _ = statuses.send(StatusUpdate { service, slot, status: stopped }).await;
-                        }
+                Some(SupervisorCmd::Start { spec, slot, version }) => task.start(*spec, slot, version).await,
+                Some(SupervisorCmd::Stop { service, slot }) => task.stop(service, slot).await,
+                Some(SupervisorCmd::Stopped { service, slot }) => {
+                    let key = (service, slot);
+                    task.stopping.remove(&key);
+                    if let Some((spec, version)) = task.pending.remove(&key) {
+                        task.start(spec, key.1, version).await;
                     }
                 }
                 Some(SupervisorCmd::Count(reply)) => {
-                    let _ = reply.send(supervisor.instances().len());
+                    let _ = reply.send(task.supervisor.instances().len() + task.stopping.len());
                 }
                 Some(SupervisorCmd::StopAll(done)) => {
-                    let stopping = tokio::time::timeout(Duration::from_secs(60), supervisor.stop_all());
+                    let stopping = tokio::time::timeout(Duration::from_secs(60), task.supervisor.stop_all());
                     let _ = stopping.await;
                     // Let the final reports through before answering.
                     while let Ok(report) = reports.try_recv() {
-                        let version = versions.get(&(report.service.clone(), report.slot)).copied().unwrap_or(0);
-                        let update = StatusUpdate { service: report.service.clone(), slot: report.slot, status: status_of(&report, version) };
-                        let _ = statuses.send(update).await;
+                        task.forward(&report).await;
                     }
                     let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
+/// The supervisor and what the task tracks around it.
+struct SupervisionTask {
+    supervisor: Supervisor,
+    self_cmds: mpsc::Sender<SupervisorCmd>,
+    statuses: mpsc::Sender<StatusUpdate>,
+    /// Spec version each held instance runs, to stamp its reports.
+    versions: HashMap<(String, u32), u64>,
+    /// Slots whose instance is stopping: nothing starts there until it has
+    /// stopped (a docker container name is per slot).
+    stopping: HashSet<(String, u32)>,
+    /// Starts that wait for a stop to finish.
+    pending: HashMap<(String, u32), (ServiceSpec, u64)>,
+}
+
+impl SupervisionTask {
+    /// Turns a report into a status record; `false` once the table task is gone.
+    async fn forward(&self, report: &Report) -> bool {
+        let key = (report.service.clone(), report.slot);
+        let version = self.versions.get(&key).copied().unwrap_or(0);
+        let update = StatusUpdate {
+            service: report.service.clone(),
+            slot: report.slot,
+            status: status_of(report, version),
+        };
+        self.statuses.send(update).await.is_ok()
+    }
+
+    async fn start(&mut self, spec: ServiceSpec, slot: u32, version: u64) {
+        let key = (spec.name.clone(), slot);
+        if self.stopping.contains(&key) {
+            self.pending.insert(key, (spec, version));
+            return;
+        }
+        let held_version = self.versions.get(&key).copied();
+        let ended = self.supervisor.has_ended(&spec.name, slot);
+        match self.supervisor.spec_of(&spec.name, slot) {
+            // Scaling bumps the version without touching the instance.
+            Some(running)
+                if same_instance(running, &spec) && (!ended || held_version == Some(version)) =>
+            {
+                self.versions.insert(key, version);
+                return;
+            }
+            // Another spec, or a new version of an instance that ended:
+            // stop the old one first.
+            Some(_) => {
+                self.pending.insert(key.clone(), (spec, version));
+                self.stop(key.0, key.1).await;
+                return;
+            }
+            None => {}
+        }
+        self.versions.insert(key, version);
+        if let Err(e) = self.supervisor.start(spec.clone(), slot) {
+            warn!(service = %spec.name, slot, error = %e, "cannot start instance");
+            let failed = status_of(
+                &report_now(&spec.name, slot, InstanceState::Failed),
+                version,
+            );
+            let _ = self
+                .statuses
+                .send(StatusUpdate {
+                    service: spec.name.clone(),
+                    slot,
+                    status: failed,
+                })
+                .await;
+        }
+    }
+
+    async fn stop(&mut self, service: String, slot: u32) {
+        match self.supervisor.stop(&service, slot) {
+            Some(stopping) if !stopping.is_finished() => {
+                // Its final report arrives on the report channel.
+                self.stopping.insert((service.clone(), slot));
+                let done = self.self_cmds.clone();
+                tokio::spawn(async move {
+                    let _ = stopping.await;
+                    let _ = done.send(SupervisorCmd::Stopped { service, slot }).await;
+                });
+            }
+            _ => {
+                // Nothing ran (any more): say so, so the status is not left active.
+                let stopped = status_of(&report_now(&service, slot, InstanceState::Stopped), 0);
+                let _ = self
+                    .statuses
+                    .send(StatusUpdate {
+                        service: service.clone(),
+                        slot,
+                        status: stopped,
+                    })
+                    .await;
+                if let Some((spec, version)) = self.pending.remove(&(service, slot)) {
+                    Box::pin(self.start(spec, slot, version)).await;
                 }
             }
         }

@@ -172,6 +172,9 @@ fn a_killed_owner_fails_over_and_its_return_makes_no_duplicate() {
     );
 
     agents[owner].restart().unwrap();
+    // From the moment it is back, never a second instance: it must not act
+    // on its stale table before catching up.
+    stays_exactly(1, &m, Duration::from_secs(4));
     let names: Vec<String> = agents.iter().map(|a| a.name().to_owned()).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     wait_until(

@@ -25,7 +25,11 @@ use crate::{ClusterKey, Error, NodeId, Timings};
 
 const CHANNEL_DEPTH: usize = 1024;
 const MAX_CONCURRENT_STREAMS: usize = 64;
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection must say which channel it opens within this time; short,
+/// since it holds one of the few stream permits.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time for each later step of a push-pull.
+const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How to start membership.
 #[derive(Debug, Clone)]
@@ -323,7 +327,7 @@ async fn serve_stream(
             })
             .map_err(|_| Error::Stream(format!("channel {} not served", hello.channel)));
     }
-    let theirs: PushPull = stream.recv_within(HELLO_TIMEOUT).await?;
+    let theirs: PushPull = stream.recv_within(STEP_TIMEOUT).await?;
     let cmds = cmds.upgrade().ok_or(Error::Stopped)?;
     let (tx, rx) = oneshot::channel();
     cmds.send(Cmd::Snapshot(tx))

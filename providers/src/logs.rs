@@ -158,7 +158,19 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
-            let result = tokio::task::block_in_place(|| self.write(&lines));
+            // Not block_in_place: that retires the current worker thread, and
+            // instances forked from it would get their parent-death signal
+            // when it exits.
+            let batch = std::mem::take(&mut lines);
+            let job = tokio::task::spawn_blocking(move || {
+                let result = self.write(&batch);
+                (self, batch, result)
+            });
+            let Ok((writer, batch, result)) = job.await else {
+                return;
+            };
+            self = writer;
+            lines = batch;
             if let Err(e) = result {
                 tracing::warn!(path = %self.path.display(), error = %e, "cannot write instance log");
             }

@@ -202,6 +202,14 @@ impl Supervisor {
         }
     }
 
+    /// Whether a held instance has ended for good (failed, or exited and
+    /// not restarted by its policy).
+    pub fn has_ended(&self, service: &str, slot: u32) -> bool {
+        self.instances
+            .get(&(service.to_owned(), slot))
+            .is_some_and(|h| h.task.is_finished())
+    }
+
     /// The spec an instance was started with.
     pub fn spec_of(&self, service: &str, slot: u32) -> Option<&ServiceSpec> {
         self.instances

@@ -149,6 +149,9 @@ pub struct Status {
 /// `node/<node>`: what a node offers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
+    /// Gossip address the node advertises (a restarted agent rejoins
+    /// through the addresses its table remembers).
+    pub addr: String,
     /// Providers available on the node.
     pub providers: Vec<ProviderKind>,
     /// Tags for placement constraints.

@@ -46,6 +46,7 @@ impl World {
 
     fn node(&mut self, name: &str, tags: &[(&str, &str)], draining: bool) {
         let record = NodeRecord {
+            addr: String::new(),
             providers: vec![ProviderKind::Exec, ProviderKind::Shell],
             tags: tags
                 .iter()

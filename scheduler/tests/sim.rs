@@ -87,6 +87,7 @@ impl Sim {
         };
         for i in 0..n {
             let record = NodeRecord {
+                addr: String::new(),
                 providers: vec![ProviderKind::Exec, ProviderKind::Shell],
                 tags: BTreeMap::new(),
                 draining: false,

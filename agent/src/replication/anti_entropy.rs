@@ -22,8 +22,9 @@ use super::task::TableHandle;
 pub(crate) const CHANNEL: u16 = 1;
 /// Target size of one chunk of records.
 const CHUNK_BYTES: usize = 1024 * 1024;
-/// Most chunks accepted in one round (with 1 MiB chunks, 1 GiB).
-const MAX_CHUNKS: usize = 1024;
+/// Most chunks accepted in one round: chunks are ~1 MiB, so a round
+/// buffers at most ~64 MiB (plus one frame of slack) from a peer.
+const MAX_CHUNKS: usize = 64;
 /// Time allowed for each message of a round.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -99,6 +99,16 @@ impl Replica {
         }
     }
 
+    /// Whether some slot of the service failed somewhere at `version`:
+    /// then deploying the same spec again writes a new version, which
+    /// clears the failures and retries.
+    fn has_failures(&self, name: &str, version: u64) -> bool {
+        let prefix = format!("{}{name}/", mob_scheduler::record::CLAIM_PREFIX);
+        self.table.with_prefix(&prefix).any(|(_, r)| {
+            matches!(&r.value, Value::Claim(c) if c.version == version && !c.failed_on.is_empty())
+        })
+    }
+
     fn write(&mut self, key: String, value: Value, now_ms: u64, out: &mut Written) {
         let record = Record {
             ts: self.clock.tick(now_ms),
@@ -150,7 +160,11 @@ impl Replica {
         for spec in specs {
             let name = spec.name.clone();
             let (kind, version) = match self.live_spec(&name) {
-                Some((version, current)) if *current == spec => (DeployKind::Unchanged, version),
+                Some((version, current))
+                    if *current == spec && !self.has_failures(&name, version) =>
+                {
+                    (DeployKind::Unchanged, version)
+                }
                 Some(_) => (DeployKind::Updated, self.version_of(&name) + 1),
                 None => (DeployKind::Created, self.version_of(&name) + 1),
             };
@@ -318,6 +332,24 @@ mod tests {
             (out[0].version, out[0].kind.clone()),
             (4, DeployKind::Created)
         );
+    }
+
+    #[test]
+    fn redeploying_a_failed_service_retries_it() {
+        let mut r = Replica::new("n1", Table::new());
+        r.deploy(spec(WEB), 1).unwrap();
+        let claim = mob_scheduler::record::Claim {
+            owner: None,
+            failed_on: vec!["n1".into()],
+            version: 1,
+        };
+        r.write_record("claim/web/0".into(), Value::Claim(claim), 2);
+        let (out, w) = r.deploy(spec(WEB), 3).unwrap();
+        assert_eq!(
+            (out[0].version, out[0].kind.clone()),
+            (2, DeployKind::Updated)
+        );
+        assert_eq!(w.records.len(), 1);
     }
 
     #[test]

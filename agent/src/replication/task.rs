@@ -37,6 +37,8 @@ const RECONCILE_PERIOD: Duration = Duration::from_secs(1);
 /// A node with seeds but no peer after this long claims without waiting
 /// for an anti-entropy round (a node without seeds claims at once).
 const ALONE_GRACE: Duration = Duration::from_secs(3);
+/// Longest a change waits to be saved while changes keep coming.
+const SAVE_MAX_DELAY: Duration = Duration::from_secs(1);
 /// Quiet time after a change before the table is saved.
 const SAVE_DEBOUNCE: Duration = Duration::from_millis(200);
 const STREAM_TIMEOUT: Duration = Duration::from_secs(3);
@@ -195,6 +197,8 @@ struct TableTask {
     handle: TableHandle,
     saver: watch::Sender<Option<Arc<Vec<u8>>>>,
     save_at: Option<Instant>,
+    /// When the first change not yet saved happened.
+    dirty_since: Option<Instant>,
     anti_entropy_at: Instant,
     /// Local writes made outside an operator's operation, not yet sent.
     pending_deltas: Records,
@@ -245,6 +249,7 @@ pub(crate) fn spawn(
         handle: handle.clone(),
         saver,
         save_at: None,
+        dirty_since: None,
         pending_deltas: Vec::new(),
         me,
         supervisor: inputs.supervisor,
@@ -255,7 +260,17 @@ pub(crate) fn spawn(
         stopping: Default::default(),
         started_at_ms: now_ms(),
     };
-    task.write_node_record(false);
+    // A drain outlives a restart of the agent.
+    let draining = match task
+        .replica
+        .table()
+        .get(&node_key(&task.me))
+        .map(|r| &r.value)
+    {
+        Some(Value::Node(n)) => n.draining,
+        _ => false,
+    };
+    task.write_node_record(draining);
     tokio::spawn(task.run(rx, inputs.broadcasts, inputs.events, inputs.statuses));
     handle
 }
@@ -324,6 +339,7 @@ impl TableTask {
                 }
                 _ = sleep_until(save_at.unwrap_or_else(Instant::now)), if save_at.is_some() => {
                     self.save_at = None;
+                    self.dirty_since = None;
                     let bytes = store::encode(self.replica.table());
                     let _ = self.saver.send(Some(Arc::new(bytes)));
                 }
@@ -481,6 +497,7 @@ impl TableTask {
 
     fn write_node_record(&mut self, draining: bool) {
         let record = NodeRecord {
+            addr: self.membership.local().addr.to_string(),
             providers: self.config.providers.clone(),
             tags: self.config.tags.clone(),
             draining,
@@ -546,6 +563,17 @@ impl TableTask {
 
     fn execute(&mut self, action: Action) {
         let me = self.me.clone();
+        // Until the table caught up with a peer, it may be stale: a
+        // restarted agent must not restart or give away slots that were
+        // taken over while it was gone, nor take slots back.
+        if !self.converged
+            && matches!(
+                action,
+                Action::Claim { .. } | Action::Start { .. } | Action::Release { .. }
+            )
+        {
+            return;
+        }
         match action {
             Action::Claim {
                 service,
@@ -554,9 +582,6 @@ impl TableTask {
                 previous,
                 failed_on,
             } => {
-                if !self.converged {
-                    return;
-                }
                 let claim = Claim {
                     owner: Some(me.clone()),
                     failed_on,
@@ -594,6 +619,8 @@ impl TableTask {
                 version,
                 spec,
             } => {
+                // A stop sent earlier is over once a start is asked for.
+                self.stopping.remove(&(spec.name.clone(), slot));
                 let _ = self.supervisor.try_send(SupervisorCmd::Start {
                     spec: Box::new(spec),
                     slot,
@@ -645,7 +672,11 @@ impl TableTask {
             .stats
             .records
             .store(self.replica.table().len() as u64, Ordering::Relaxed);
-        self.save_at = Some(Instant::now() + SAVE_DEBOUNCE);
+        // Debounced, but a steady stream of changes can't postpone the save
+        // for more than SAVE_MAX_DELAY.
+        let now = Instant::now();
+        let first = *self.dirty_since.get_or_insert(now);
+        self.save_at = Some((now + SAVE_DEBOUNCE).min(first + SAVE_MAX_DELAY));
     }
 
     async fn save_now(&mut self) {
