@@ -221,7 +221,7 @@ async fn hand_over(
         .members()
         .iter()
         .any(|m| m.id.name != me && m.state.is_active());
-    if !others || table.drain(true).await.is_err() {
+    if !others || table.leave().await.is_err() {
         return;
     }
     let deadline = tokio::time::Instant::now() + SHUTDOWN_HANDOVER;

@@ -213,15 +213,56 @@ fn drain_moves_instances_then_stops_them() {
             "drained instance {pid} still runs"
         );
     }
-    agent_named(&agents, &drained)
-        .cli(&["drain", "--undo"])
+    // A drain outlives a restart of the agent: new slots avoid the node.
+    let mut agents = agents;
+    let index = agents.iter().position(|a| a.name() == drained).unwrap();
+    agents[index].restart().unwrap();
+    let m2 = marker(9);
+    agents[(index + 1) % 3]
+        .deploy(&sleeper("after", 3, &m2))
         .unwrap();
+    let placed = wait_running(&agents, "after", 3, &m2, Duration::from_secs(15));
+    assert!(placed.iter().all(|p| p.1 != drained), "{placed:?}");
+
+    agents[index].cli(&["drain", "--undo"]).unwrap();
     // Sticky: nothing moves back.
     stays_exactly(2, &m, Duration::from_secs(2));
     assert_eq!(
         wait_running(&agents, "moving", 2, &m, Duration::from_secs(5)),
         after
     );
+}
+
+#[test]
+fn a_gracefully_stopped_agent_hands_over_and_takes_slots_again_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agents = local_cluster(dir.path(), 2).unwrap();
+    let m = marker(10);
+    agents[0].deploy(&sleeper("handed", 2, &m)).unwrap();
+    let before = wait_running(&agents, "handed", 2, &m, Duration::from_secs(10));
+    let leaving = agents.iter().position(|a| a.name() == before[0].1).unwrap();
+    let stopped_at = Instant::now();
+    agents[leaving].terminate().unwrap();
+    let survivor = &agents[1 - leaving];
+    wait_until("both slots on the survivor", Duration::from_secs(5), || {
+        let view = slots(survivor, "handed")?;
+        Ok(view
+            .iter()
+            .all(|s| s["state"] == "running" && s["node"] == survivor.name())
+            && processes_with_arg(&m).len() == 2)
+    })
+    .unwrap();
+    eprintln!(
+        "graceful stop -> running elsewhere in {:?}",
+        stopped_at.elapsed()
+    );
+    // Back again: not draining, so a new service spreads onto it.
+    agents[leaving].restart().unwrap();
+    let m2 = marker(11);
+    agents[leaving].deploy(&sleeper("again", 2, &m2)).unwrap();
+    let placed = wait_running(&agents, "again", 2, &m2, Duration::from_secs(15));
+    let nodes: BTreeSet<&str> = placed.iter().map(|p| p.1.as_str()).collect();
+    assert_eq!(nodes.len(), 2, "{placed:?}");
 }
 
 #[test]

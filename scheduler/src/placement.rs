@@ -87,7 +87,7 @@ pub fn failed_on<'a>(table: &'a Table, service: &str, slot: u32, version: u64) -
 pub fn eligible(table: &Table, members: &Members, spec: &ServiceSpec, node: &str) -> bool {
     members.is_live(node)
         && node_record(table, node).is_some_and(|n| {
-            !n.draining
+            !n.is_draining()
                 && n.providers.contains(&spec.params.provider())
                 && spec
                     .constraints
@@ -162,7 +162,7 @@ impl<'a> Index<'a> {
     }
 
     fn fits(record: &NodeRecord, spec: &ServiceSpec) -> bool {
-        !record.draining
+        !record.is_draining()
             && record.providers.contains(&spec.params.provider())
             && spec
                 .constraints
@@ -195,7 +195,7 @@ impl<'a> Index<'a> {
         let nodes = self
             .nodes
             .iter()
-            .filter(|(_, r)| !r.draining)
+            .filter(|(_, r)| !r.is_draining())
             .count()
             .max(1);
         let cap = ((total as f64 * LOAD_FACTOR) / nodes as f64).ceil() as usize;

@@ -139,7 +139,7 @@ pub fn reconcile(table: &Table, members: &Members, me: &str, now_ms: u64) -> Vec
     let index = Index::new(table, members);
     let assignment = index.assign();
     let me_record = node_record(table, me);
-    let draining = me_record.is_some_and(|r| r.draining);
+    let draining = me_record.is_some_and(|r| r.is_draining());
     let drain_over =
         me_record.is_some_and(|r| now_ms.saturating_sub(r.drain_started_ms) >= DRAIN_TIMEOUT_MS);
     let live = &index.services;

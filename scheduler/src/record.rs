@@ -146,6 +146,13 @@ pub struct Status {
     pub version: u64,
 }
 
+impl NodeRecord {
+    /// Draining, or leaving: takes no slots, hands its slots over.
+    pub fn is_draining(&self) -> bool {
+        self.draining || self.leaving
+    }
+}
+
 /// `node/<node>`: what a node offers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -160,6 +167,9 @@ pub struct NodeRecord {
     pub draining: bool,
     /// When draining began (unix ms); 0 when not draining.
     pub drain_started_ms: u64,
+    /// The agent is shutting down gracefully: handled like a drain, but not
+    /// kept when the agent starts again (an operator's `drain` is).
+    pub leaving: bool,
     /// mob version of the agent.
     pub version: String,
     /// When the agent started (unix ms).

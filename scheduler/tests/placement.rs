@@ -54,6 +54,7 @@ impl World {
                 .collect(),
             draining,
             drain_started_ms: if draining { 1_000 } else { 0 },
+            leaving: false,
             version: "test".into(),
             started_at_ms: 0,
         };

@@ -92,6 +92,7 @@ impl Sim {
                 tags: BTreeMap::new(),
                 draining: false,
                 drain_started_ms: 0,
+                leaving: false,
                 version: "sim".into(),
                 started_at_ms: 0,
             };

@@ -92,7 +92,8 @@ enum Cmd {
     Merge(Records, oneshot::Sender<()>),
     /// An anti-entropy round with a peer completed.
     Converged,
-    Drain(bool, oneshot::Sender<()>),
+    /// (on, leaving): an operator's drain, or a graceful shutdown's.
+    Drain(bool, bool, oneshot::Sender<()>),
     Owner(String, u32, oneshot::Sender<Option<String>>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -164,9 +165,15 @@ impl TableHandle {
         let _ = self.cmds.send(Cmd::Converged).await;
     }
 
-    /// Marks this node draining (or not).
+    /// Marks this node draining (or not), as an operator asked.
     pub(crate) async fn drain(&self, on: bool) -> Result<(), Stopped> {
-        self.ask(|tx| Cmd::Drain(on, tx)).await
+        self.ask(|tx| Cmd::Drain(on, false, tx)).await
+    }
+
+    /// Hands this node's slots over before a graceful shutdown; unlike
+    /// [`TableHandle::drain`], not remembered when the agent starts again.
+    pub(crate) async fn leave(&self) -> Result<(), Stopped> {
+        self.ask(|tx| Cmd::Drain(true, true, tx)).await
     }
 
     /// The owner of a slot.
@@ -195,7 +202,11 @@ struct TableTask {
     membership: Membership,
     config: TableConfig,
     handle: TableHandle,
-    saver: watch::Sender<Option<Arc<Vec<u8>>>>,
+    /// The latest encoded table to save, numbered; one writer task saves.
+    saver: watch::Sender<Option<(u64, Arc<Vec<u8>>)>>,
+    /// Number of the latest save written to disk.
+    saved: watch::Receiver<u64>,
+    save_seq: u64,
     save_at: Option<Instant>,
     /// When the first change not yet saved happened.
     dirty_since: Option<Instant>,
@@ -239,7 +250,8 @@ pub(crate) fn spawn(
         .records
         .store(replica.table().len() as u64, Ordering::Relaxed);
     let (saver, saves) = watch::channel(None);
-    tokio::spawn(write_saves(config.data_dir.clone(), saves));
+    let (saved_tx, saved) = watch::channel(0);
+    tokio::spawn(write_saves(config.data_dir.clone(), saves, saved_tx));
     let me = membership.local().name.clone();
     let mut task = TableTask {
         replica,
@@ -248,6 +260,8 @@ pub(crate) fn spawn(
         config,
         handle: handle.clone(),
         saver,
+        saved,
+        save_seq: 0,
         save_at: None,
         dirty_since: None,
         pending_deltas: Vec::new(),
@@ -270,16 +284,21 @@ pub(crate) fn spawn(
         Some(Value::Node(n)) => n.draining,
         _ => false,
     };
-    task.write_node_record(draining);
+    task.write_node_record(draining, false);
     tokio::spawn(task.run(rx, inputs.broadcasts, inputs.events, inputs.statuses));
     handle
 }
 
-/// Writes the latest encoded table whenever it changes; one write at a
-/// time, and a burst of changes coalesces into one write.
-async fn write_saves(dir: PathBuf, mut saves: watch::Receiver<Option<Arc<Vec<u8>>>>) {
+/// Writes the latest encoded table whenever it changes: one write at a
+/// time (so an older snapshot never lands after a newer one), and a burst
+/// of changes coalesces into one write. Reports each number written.
+async fn write_saves(
+    dir: PathBuf,
+    mut saves: watch::Receiver<Option<(u64, Arc<Vec<u8>>)>>,
+    saved: watch::Sender<u64>,
+) {
     while saves.changed().await.is_ok() {
-        let Some(bytes) = saves.borrow_and_update().clone() else {
+        let Some((seq, bytes)) = saves.borrow_and_update().clone() else {
             continue;
         };
         let dir = dir.clone();
@@ -288,6 +307,7 @@ async fn write_saves(dir: PathBuf, mut saves: watch::Receiver<Option<Arc<Vec<u8>
             Ok(Err(e)) => error!(error = %e, "cannot save the table"),
             Err(e) => error!(error = %e, "table save task failed"),
         }
+        let _ = saved.send(seq);
     }
 }
 
@@ -341,7 +361,8 @@ impl TableTask {
                     self.save_at = None;
                     self.dirty_since = None;
                     let bytes = store::encode(self.replica.table());
-                    let _ = self.saver.send(Some(Arc::new(bytes)));
+                    self.save_seq += 1;
+                    let _ = self.saver.send(Some((self.save_seq, Arc::new(bytes))));
                 }
             }
         }
@@ -397,13 +418,17 @@ impl TableTask {
                     self.reconcile_soon();
                 }
             }
-            Cmd::Drain(on, reply) => {
-                self.write_node_record(on);
+            Cmd::Drain(on, leaving, reply) => {
+                // Leaving keeps an operator's drain as it was.
+                let draining = if leaving { self.draining() } else { on };
+                self.write_node_record(draining, leaving && on);
                 self.broadcast_last().await;
-                if on {
-                    info!(node = %self.me, "draining: slots move to other nodes");
-                } else {
-                    info!(node = %self.me, "drain undone: eligible again");
+                // An operator's drain must survive a crash right after it.
+                self.save_now().await;
+                match (on, leaving) {
+                    (true, false) => info!(node = %self.me, "draining: slots move to other nodes"),
+                    (false, _) => info!(node = %self.me, "drain undone: eligible again"),
+                    (true, true) => {}
                 }
                 let _ = reply.send(());
             }
@@ -495,13 +520,19 @@ impl TableTask {
         written.records.remove(0)
     }
 
-    fn write_node_record(&mut self, draining: bool) {
+    /// Whether an operator drained this node.
+    fn draining(&self) -> bool {
+        matches!(self.replica.table().get(&node_key(&self.me)).map(|r| &r.value), Some(Value::Node(n)) if n.draining)
+    }
+
+    fn write_node_record(&mut self, draining: bool, leaving: bool) {
         let record = NodeRecord {
             addr: self.membership.local().addr.to_string(),
             providers: self.config.providers.clone(),
             tags: self.config.tags.clone(),
             draining,
-            drain_started_ms: if draining { now_ms() } else { 0 },
+            drain_started_ms: if draining || leaving { now_ms() } else { 0 },
+            leaving,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at_ms: self.started_at_ms,
         };
@@ -679,13 +710,16 @@ impl TableTask {
         self.save_at = Some((now + SAVE_DEBOUNCE).min(first + SAVE_MAX_DELAY));
     }
 
+    /// Saves the table now (through the one writer) and waits until it is
+    /// on disk.
     async fn save_now(&mut self) {
-        let bytes = store::encode(self.replica.table());
-        let dir = self.config.data_dir.clone();
-        match tokio::task::spawn_blocking(move || store::save(&dir, &bytes)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => error!(error = %e, "cannot save the table"),
-            Err(e) => error!(error = %e, "table save task failed"),
+        self.save_at = None;
+        self.dirty_since = None;
+        self.save_seq += 1;
+        let seq = self.save_seq;
+        let bytes = Arc::new(store::encode(self.replica.table()));
+        if self.saver.send(Some((seq, bytes))).is_ok() {
+            let _ = self.saved.wait_for(|written| *written >= seq).await;
         }
     }
 
