@@ -1,5 +1,8 @@
 //! Anti-entropy over a sealed stream, channel [`CHANNEL`]:
 //!
+//! 0. initiator → peer: `Summary`, one hash of the whole digest; equal
+//!    tables end the round here (`InSync`), so an idle cluster's rounds
+//!    cost a few dozen bytes; otherwise the peer asks for the digest;
 //! 1. initiator → peer: `Digest` (one hash per bucket of keys);
 //! 2. peer → initiator: its records of the buckets that differ, in chunks,
 //!    the last with `more = false`, naming the buckets;
@@ -30,6 +33,9 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Message {
+    Summary(u64),
+    InSync,
+    NeedDigest,
     Digest(Digest),
     Records {
         buckets: Vec<u16>,
@@ -43,7 +49,14 @@ pub(crate) async fn initiate(
     mut stream: SealedStream,
     table: &TableHandle,
 ) -> anyhow::Result<usize> {
-    stream.send(&Message::Digest(table.digest().await?)).await?;
+    let digest = table.digest().await?;
+    stream.send(&Message::Summary(summary(&digest))).await?;
+    match stream.recv_within(STEP_TIMEOUT).await? {
+        Message::InSync => return Ok(0),
+        Message::NeedDigest => {}
+        other => anyhow::bail!("expected InSync or NeedDigest, got {}", name(&other)),
+    }
+    stream.send(&Message::Digest(digest)).await?;
     let (buckets, theirs) = receive_records(&mut stream).await?;
     let received = theirs.len();
     table.merge(theirs).await?;
@@ -54,9 +67,18 @@ pub(crate) async fn initiate(
 
 /// Serves a round a peer initiated.
 pub(crate) async fn serve(mut stream: SealedStream, table: &TableHandle) -> anyhow::Result<usize> {
+    let theirs = match stream.recv_within(STEP_TIMEOUT).await? {
+        Message::Summary(theirs) => theirs,
+        other => anyhow::bail!("expected a summary, got {}", name(&other)),
+    };
+    if theirs == summary(&table.digest().await?) {
+        stream.send(&Message::InSync).await?;
+        return Ok(0);
+    }
+    stream.send(&Message::NeedDigest).await?;
     let digest = match stream.recv_within(STEP_TIMEOUT).await? {
         Message::Digest(digest) => digest,
-        Message::Records { .. } => anyhow::bail!("expected a digest"),
+        other => anyhow::bail!("expected a digest, got {}", name(&other)),
     };
     let (buckets, ours) = table.missing_from(digest).await?;
     send_records(&mut stream, buckets, ours).await?;
@@ -64,6 +86,25 @@ pub(crate) async fn serve(mut stream: SealedStream, table: &TableHandle) -> anyh
     let received = theirs.len();
     table.merge(theirs).await?;
     Ok(received)
+}
+
+/// One hash of a whole digest.
+fn summary(digest: &Digest) -> u64 {
+    let mut hasher = mob_scheduler::hash::StableHasher::default();
+    for bucket in &digest.0 {
+        hasher.write(&bucket.to_le_bytes());
+    }
+    hasher.finish()
+}
+
+fn name(message: &Message) -> &'static str {
+    match message {
+        Message::Summary(_) => "Summary",
+        Message::InSync => "InSync",
+        Message::NeedDigest => "NeedDigest",
+        Message::Digest(_) => "Digest",
+        Message::Records { .. } => "Records",
+    }
 }
 
 async fn send_records(
@@ -113,7 +154,7 @@ async fn receive_records(
                     return Ok((buckets, all));
                 }
             }
-            Message::Digest(_) => anyhow::bail!("expected records"),
+            other => anyhow::bail!("expected records, got {}", name(&other)),
         }
     }
     anyhow::bail!("peer sent more than {MAX_CHUNKS} chunks")
