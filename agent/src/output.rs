@@ -51,6 +51,8 @@ pub(crate) fn stats_json(stats: &StatsReport) -> String {
         "bytes_sent": m.bytes_sent,
         "bytes_received": m.bytes_received,
         "dropped_notices": m.dropped_notices,
+        "stream_bytes_sent": m.stream_bytes_sent,
+        "stream_bytes_received": m.stream_bytes_received,
         "table_records": stats.table_records,
         "deltas_rejected": stats.deltas_rejected,
         "anti_entropy_rounds": stats.anti_entropy_rounds,
@@ -226,6 +228,11 @@ pub(crate) fn stats_text(stats: &StatsReport) -> String {
         ["bytes_sent".into(), m.bytes_sent.to_string()],
         ["bytes_received".into(), m.bytes_received.to_string()],
         ["dropped_notices".into(), m.dropped_notices.to_string()],
+        ["stream_bytes_sent".into(), m.stream_bytes_sent.to_string()],
+        [
+            "stream_bytes_received".into(),
+            m.stream_bytes_received.to_string(),
+        ],
         ["table_records".into(), stats.table_records.to_string()],
         ["deltas_rejected".into(), stats.deltas_rejected.to_string()],
         [

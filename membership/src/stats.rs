@@ -13,6 +13,8 @@ pub struct Stats {
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
     dropped_notices: AtomicU64,
+    stream_bytes_sent: AtomicU64,
+    stream_bytes_received: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -31,6 +33,10 @@ pub struct StatsSnapshot {
     pub bytes_received: u64,
     /// Events or broadcasts dropped because their consumer lagged.
     pub dropped_notices: u64,
+    /// Sealed stream frame bytes sent (push-pull, anti-entropy, logs).
+    pub stream_bytes_sent: u64,
+    /// Sealed stream frame bytes received.
+    pub stream_bytes_received: u64,
 }
 
 impl Stats {
@@ -49,6 +55,16 @@ impl Stats {
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
+    pub(crate) fn stream_sent(&self, bytes: usize) {
+        self.stream_bytes_sent
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stream_received(&self, bytes: usize) {
+        self.stream_bytes_received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
     pub(crate) fn dropped_notice(&self) {
         self.dropped_notices.fetch_add(1, Ordering::Relaxed);
     }
@@ -63,6 +79,8 @@ impl Stats {
             bytes_sent: get(&self.bytes_sent),
             bytes_received: get(&self.bytes_received),
             dropped_notices: get(&self.dropped_notices),
+            stream_bytes_sent: get(&self.stream_bytes_sent),
+            stream_bytes_received: get(&self.stream_bytes_received),
         }
     }
 }

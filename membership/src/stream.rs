@@ -94,6 +94,8 @@ impl SealedStream {
                 self.limit
             )));
         }
+        // Frame plus its 4-byte length prefix.
+        self.stats.stream_sent(sealed.len() + 4);
         self.framed
             .send(Bytes::from(sealed))
             .await
@@ -106,7 +108,10 @@ impl SealedStream {
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, Error> {
         let frame = match self.framed.next().await {
             None => return Ok(None),
-            Some(Ok(frame)) => frame,
+            Some(Ok(frame)) => {
+                self.stats.stream_received(frame.len() + 4);
+                frame
+            }
             Some(Err(e)) => {
                 self.stats.rejected();
                 return Err(Error::Stream(format!("from {}: {e}", self.peer)));

@@ -179,35 +179,32 @@ fn idle(secs: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let agents = local_cluster(dir.path(), 5)?;
     std::thread::sleep(Duration::from_secs(5));
-    let before: Vec<_> = agents
-        .iter()
-        .map(|a| -> anyhow::Result<_> {
-            let pid = a.pid().context("pid")?;
-            let s = a.stats()?;
-            Ok((
-                proc_stat(pid)?,
-                s["bytes_sent"].as_u64().unwrap_or(0) + s["bytes_received"].as_u64().unwrap_or(0),
-                s["bytes_sent"].as_u64().unwrap_or(0),
-            ))
-        })
-        .collect::<Result<_, _>>()?;
-    std::thread::sleep(Duration::from_secs(secs));
-    println!("| agent | RSS (MiB) | CPU (%) | gossip sent (B/s) | gossip sent+received (B/s) |");
-    println!("|---|---|---|---|---|");
-    for (a, ((cpu0, _), total0, sent0)) in agents.iter().zip(before) {
-        let pid = a.pid().context("pid")?;
-        let (cpu1, rss) = proc_stat(pid)?;
+    let counter = |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap_or(0);
+    let sample = |a: &Agent| -> anyhow::Result<(f64, u64, [u64; 3])> {
+        let (cpu, rss) = proc_stat(a.pid().context("pid")?)?;
         let s = a.stats()?;
-        let total1 =
-            s["bytes_sent"].as_u64().unwrap_or(0) + s["bytes_received"].as_u64().unwrap_or(0);
-        let sent1 = s["bytes_sent"].as_u64().unwrap_or(0);
+        let udp_sent = counter(&s, "bytes_sent");
+        let udp_all = udp_sent + counter(&s, "bytes_received");
+        let tcp_sent = counter(&s, "stream_bytes_sent");
+        Ok((cpu, rss, [udp_sent, udp_all, tcp_sent]))
+    };
+    let before: Vec<_> = agents.iter().map(sample).collect::<Result<_, _>>()?;
+    std::thread::sleep(Duration::from_secs(secs));
+    println!(
+        "| agent | RSS (MiB) | CPU (%) | gossip sent (B/s) | gossip sent+received (B/s) | streams sent (B/s) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (a, (cpu0, _, b0)) in agents.iter().zip(before) {
+        let (cpu1, rss, b1) = sample(a)?;
+        let rate = |i: usize| (b1[i] - b0[i]) as f64 / secs as f64;
         println!(
-            "| {} | {:.1} | {:.2} | {:.0} | {:.0} |",
+            "| {} | {:.1} | {:.2} | {:.0} | {:.0} | {:.0} |",
             a.name(),
             rss as f64 / 1024.0,
             100.0 * (cpu1 - cpu0) / secs as f64,
-            (sent1 - sent0) as f64 / secs as f64,
-            (total1 - total0) as f64 / secs as f64,
+            rate(0),
+            rate(1),
+            rate(2),
         );
     }
     Ok(())
