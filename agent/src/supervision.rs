@@ -76,6 +76,7 @@ pub(crate) async fn run(
         versions: HashMap::new(),
         stopping: HashSet::new(),
         pending: HashMap::new(),
+        shutting_down: false,
     };
     loop {
         tokio::select! {
@@ -87,7 +88,13 @@ pub(crate) async fn run(
             cmd = cmds.recv() => match cmd {
                 None => return,
                 Some(SupervisorCmd::Start { spec, slot, version }) => task.start(*spec, slot, version).await,
-                Some(SupervisorCmd::Stop { service, slot }) => task.stop(service, slot).await,
+                Some(SupervisorCmd::Stop { service, slot }) => {
+                    // An outside stop cancels a start waiting for a restart.
+                    task.pending.remove(&(service.clone(), slot));
+                    if !task.stopping.contains(&(service.clone(), slot)) {
+                        task.stop(service, slot).await;
+                    }
+                }
                 Some(SupervisorCmd::Stopped { service, slot }) => {
                     let key = (service, slot);
                     task.stopping.remove(&key);
@@ -99,6 +106,9 @@ pub(crate) async fn run(
                     let _ = reply.send(task.supervisor.instances().len() + task.stopping.len());
                 }
                 Some(SupervisorCmd::StopAll(done)) => {
+                    // The agent is exiting: nothing starts any more.
+                    task.shutting_down = true;
+                    task.pending.clear();
                     let stopping = tokio::time::timeout(Duration::from_secs(60), task.supervisor.stop_all());
                     let _ = stopping.await;
                     // Let the final reports through before answering.
@@ -124,6 +134,8 @@ struct SupervisionTask {
     stopping: HashSet<(String, u32)>,
     /// Starts that wait for a stop to finish.
     pending: HashMap<(String, u32), (ServiceSpec, u64)>,
+    /// Set by `StopAll`: the agent exits, nothing starts again.
+    shutting_down: bool,
 }
 
 impl SupervisionTask {
@@ -140,6 +152,9 @@ impl SupervisionTask {
     }
 
     async fn start(&mut self, spec: ServiceSpec, slot: u32, version: u64) {
+        if self.shutting_down {
+            return;
+        }
         let key = (spec.name.clone(), slot);
         if self.stopping.contains(&key) {
             self.pending.insert(key, (spec, version));

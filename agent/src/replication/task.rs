@@ -749,6 +749,7 @@ impl TableTask {
             };
             match round.await {
                 Ok(received) => {
+                    handle.converged().await;
                     handle
                         .stats
                         .anti_entropy_rounds
