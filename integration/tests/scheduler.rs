@@ -41,9 +41,23 @@ fn wait_running(
     marker: &str,
     within: Duration,
 ) -> Vec<(u64, String, u32)> {
+    wait_running_off(agents, name, replicas, marker, within, None)
+}
+
+/// [`wait_running`], but only a placement with no slot on `avoid` counts:
+/// right after a move starts, the old placement is still running and would
+/// otherwise satisfy the wait.
+fn wait_running_off(
+    agents: &[Agent],
+    name: &str,
+    replicas: usize,
+    marker: &str,
+    within: Duration,
+    avoid: Option<&str>,
+) -> Vec<(u64, String, u32)> {
     let mut placed = Vec::new();
     wait_until(
-        &format!("{name}: {replicas} slots running, one process each"),
+        &format!("{name}: {replicas} slots running, one process each, none on {avoid:?}"),
         within,
         || {
             let view = slots(&agents[0], name)?;
@@ -62,7 +76,8 @@ fn wait_running(
             pids.sort_unstable();
             let mut reported: Vec<u32> = placed.iter().map(|p| p.2).collect();
             reported.sort_unstable();
-            Ok(placed.len() == replicas && pids == reported)
+            let avoided = avoid.is_none_or(|node| placed.iter().all(|p| p.1 != node));
+            Ok(placed.len() == replicas && pids == reported && avoided)
         },
     )
     .unwrap();
@@ -159,7 +174,14 @@ fn a_killed_owner_fails_over_and_its_return_makes_no_duplicate() {
     let owner = agents.iter().position(|a| a.name() == before[0].1).unwrap();
     let killed_at = Instant::now();
     agents[owner].kill9().unwrap();
-    let after = wait_running(&agents, "db", 1, &m, Duration::from_secs(15));
+    let after = wait_running_off(
+        &agents,
+        "db",
+        1,
+        &m,
+        Duration::from_secs(15),
+        Some(&before[0].1),
+    );
     eprintln!(
         "kill -9 of the owner -> running elsewhere in {:?}",
         killed_at.elapsed()
@@ -200,8 +222,14 @@ fn drain_moves_instances_then_stops_them() {
     let drained = before[0].1.clone();
     let out = agent_named(&agents, &drained).cli(&["drain"]).unwrap();
     assert!(out.contains("draining"), "{out}");
-    let after = wait_running(&agents, "moving", 2, &m, Duration::from_secs(15));
-    assert!(after.iter().all(|p| p.1 != drained), "{after:?}");
+    let after = wait_running_off(
+        &agents,
+        "moving",
+        2,
+        &m,
+        Duration::from_secs(15),
+        Some(&drained),
+    );
     let old: Vec<u32> = before
         .iter()
         .filter(|p| p.1 == drained)
