@@ -14,7 +14,7 @@
 //!   then score. Every node that sees the same table and members computes
 //!   the same assignment; that is what makes it leaderless.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::hash::StableHasher;
 use crate::record::{CLAIM_PREFIX, Claim, NodeRecord, Value, claim_key, node_key};
@@ -111,51 +111,121 @@ pub struct Assignment {
 }
 
 /// The table read once for placement: live services, claims, and the
-/// records of live nodes.
+/// records of live nodes, laid out by index so that placing a slot costs no
+/// string hashing or allocation (reconcile runs this on every change).
+///
+/// Slots are numbered flat: slot `k` of service index `si` is
+/// `base[si] + k`.
 pub(crate) struct Index<'a> {
     /// Live services with their versions, by name.
     pub(crate) services: Vec<(&'a ServiceSpec, u64)>,
-    /// Claims by (service, slot).
-    pub(crate) claims: HashMap<(&'a str, u32), &'a Claim>,
+    /// Service index by name. Lookups hash instead of comparing: the
+    /// names sit all over the heap, and every comparison is a cache miss.
+    by_name: HashMap<&'a str, usize>,
+    base: Vec<usize>,
+    /// Claims, by flat slot.
+    claims: Vec<Option<&'a Claim>>,
+    /// Claims of slots that are gone (service removed or scaled down), in
+    /// table order.
+    pub(crate) orphan_claims: Vec<(&'a str, u32, &'a Claim)>,
     /// Live members that have a node record, by name order.
     nodes: Vec<(&'a str, &'a NodeRecord)>,
 }
 
+/// Where each flat slot goes: an index into [`Index`]'s nodes, or why it
+/// can't be placed.
+pub(crate) type Placed = Vec<Result<usize, Unplaced>>;
+
+/// Why a slot has no node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unplaced {
+    /// No live, non-draining node offers what the service needs.
+    NoCandidate,
+    /// It failed on every node able to run it.
+    FailedEverywhere,
+}
+
 impl<'a> Index<'a> {
     pub(crate) fn new(table: &'a Table, members: &'a Members) -> Self {
-        let services = table
+        let services: Vec<(&ServiceSpec, u64)> = table
             .services()
             .filter_map(|(_, _, s)| s.spec.as_ref().map(|spec| (spec, s.version)))
             .collect();
-        let claims = table
-            .with_prefix(CLAIM_PREFIX)
-            .filter_map(|(k, r)| match &r.value {
-                Value::Claim(c) => {
-                    let (service, slot) = k[CLAIM_PREFIX.len()..].rsplit_once('/')?;
-                    Some(((service, slot.parse().ok()?), c))
-                }
-                _ => None,
-            })
-            .collect();
-        let nodes = members
-            .names()
-            .filter_map(|n| node_record(table, n).map(|r| (n, r)))
-            .collect();
-        Self {
-            services,
-            claims,
-            nodes,
+        let mut base = Vec::with_capacity(services.len());
+        let mut total = 0;
+        for (spec, _) in &services {
+            base.push(total);
+            total += spec.replicas as usize;
         }
+        let by_name = services
+            .iter()
+            .enumerate()
+            .map(|(si, (spec, _))| (spec.name.as_str(), si))
+            .collect();
+        let mut index = Self {
+            services,
+            by_name,
+            base,
+            claims: vec![None; total],
+            orphan_claims: Vec::new(),
+            nodes: members
+                .names()
+                .filter_map(|n| node_record(table, n).map(|r| (n, r)))
+                .collect(),
+        };
+        let mut last = None;
+        for (key, record) in table.with_prefix(CLAIM_PREFIX) {
+            let Value::Claim(c) = &record.value else {
+                continue;
+            };
+            let Some((service, slot)) = key[CLAIM_PREFIX.len()..]
+                .rsplit_once('/')
+                .and_then(|(service, slot)| Some((service, slot.parse::<u32>().ok()?)))
+            else {
+                continue;
+            };
+            // Claims of one service are adjacent: look it up once.
+            let si = match last {
+                Some((name, si)) if name == service => si,
+                _ => {
+                    let si = index.service_index(service);
+                    last = Some((service, si));
+                    si
+                }
+            };
+            match si.and_then(|si| index.slot_id(si, slot)) {
+                Some(id) => index.claims[id] = Some(c),
+                None => index.orphan_claims.push((service, slot, c)),
+            }
+        }
+        index
     }
 
-    /// The claim of a slot.
-    pub(crate) fn claim(&self, service: &str, slot: u32) -> Option<&'a Claim> {
-        self.claims.get(&(service, slot)).copied()
+    /// Index of the live service `name`.
+    pub(crate) fn service_index(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
     }
 
-    /// Failures of a slot for `version`.
-    pub(crate) fn failed_on(&self, service: &str, slot: u32, version: u64) -> &'a [String] {
-        match self.claim(service, slot) {
+    /// Flat number of slot `slot` of service index `si`, if it exists.
+    pub(crate) fn slot_id(&self, si: usize, slot: u32) -> Option<usize> {
+        let (spec, _) = self.services.get(si)?;
+        (slot < spec.replicas).then(|| self.base[si] + slot as usize)
+    }
+
+    /// Number of live slots.
+    pub(crate) fn slot_count(&self) -> usize {
+        self.claims.len()
+    }
+
+    /// The claim of slot `slot` of service index `si`.
+    pub(crate) fn claim(&self, si: usize, slot: u32) -> Option<&'a Claim> {
+        self.slot_id(si, slot).and_then(|id| self.claims[id])
+    }
+
+    /// Failures of a slot for the service's current version.
+    pub(crate) fn failed_on(&self, si: usize, slot: u32) -> &'a [String] {
+        let version = self.services[si].1;
+        match self.claim(si, slot) {
             Some(c) if c.version == version => &c.failed_on,
             _ => &[],
         }
@@ -171,51 +241,47 @@ impl<'a> Index<'a> {
                 .all(|(k, v)| record.tags.get(k) == Some(v))
     }
 
-    /// Index of a live member with a node record.
-    fn node(&self, name: &str) -> Option<usize> {
-        self.nodes.iter().position(|(n, _)| *n == name)
-    }
-
     /// Whether node `ni` may run the slot: fits, and it didn't fail there.
-    fn can_run(&self, ni: usize, spec: &ServiceSpec, slot: u32, version: u64) -> bool {
+    fn can_run(&self, ni: usize, si: usize, slot: u32) -> bool {
         let (name, record) = self.nodes[ni];
-        Self::fits(record, spec)
-            && !self
-                .failed_on(&spec.name, slot, version)
-                .iter()
-                .any(|f| f == name)
+        Self::fits(record, self.services[si].0)
+            && !self.failed_on(si, slot).iter().any(|f| f == name)
     }
 
-    /// Computes the assignment.
-    pub(crate) fn assign(&self) -> Assignment {
-        let mut out = Assignment::default();
+    /// Computes where every slot goes.
+    pub(crate) fn place(&self) -> Placed {
+        let node_by_name: HashMap<&str, usize> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(ni, (n, _))| (*n, ni))
+            .collect();
+        let mut placed: Placed = vec![Err(Unplaced::NoCandidate); self.slot_count()];
         let mut load = vec![0usize; self.nodes.len()];
-        let mut holds: HashSet<(usize, usize)> = HashSet::new(); // (node, service)
-        let total: usize = self.services.iter().map(|(s, _)| s.replicas as usize).sum();
+        // Nodes holding a slot of each service (a handful per service).
+        let mut holds: Vec<Vec<usize>> = vec![Vec::new(); self.services.len()];
         let nodes = self
             .nodes
             .iter()
             .filter(|(_, r)| !r.is_draining())
             .count()
             .max(1);
-        let cap = ((total as f64 * LOAD_FACTOR) / nodes as f64).ceil() as usize;
+        let cap = ((self.slot_count() as f64 * LOAD_FACTOR) / nodes as f64).ceil() as usize;
 
         // Sticky claims first.
         let mut open = Vec::new();
-        for (si, (spec, version)) in self.services.iter().enumerate() {
+        for (si, (spec, _)) in self.services.iter().enumerate() {
             for slot in 0..spec.replicas {
-                let owner = self
-                    .claim(&spec.name, slot)
-                    .and_then(|c| c.owner.as_deref());
-                let kept = owner
-                    .and_then(|o| self.node(o))
-                    .filter(|ni| self.can_run(*ni, spec, slot, *version));
+                let id = self.base[si] + slot as usize;
+                let kept = self.claims[id]
+                    .and_then(|c| c.owner.as_deref())
+                    .and_then(|o| node_by_name.get(o).copied())
+                    .filter(|ni| self.can_run(*ni, si, slot));
                 match kept {
                     Some(ni) => {
                         load[ni] += 1;
-                        holds.insert((ni, si));
-                        out.owners
-                            .insert((spec.name.clone(), slot), self.nodes[ni].0.to_owned());
+                        holds[si].push(ni);
+                        placed[id] = Ok(ni);
                     }
                     None => open.push((si, slot)),
                 }
@@ -223,33 +289,56 @@ impl<'a> Index<'a> {
         }
         // Then every open slot, in canonical order.
         for (si, slot) in open {
-            let (spec, version) = self.services[si];
-            let failed = self.failed_on(&spec.name, slot, version);
+            let spec = self.services[si].0;
             let best = (0..self.nodes.len())
-                .filter(|ni| self.can_run(*ni, spec, slot, version))
+                .filter(|ni| self.can_run(*ni, si, slot))
                 .max_by_key(|ni| {
                     (
-                        !holds.contains(&(*ni, si)),
+                        !holds[si].contains(ni),
                         load[*ni] < cap,
                         score(&spec.name, slot, self.nodes[*ni].0),
                     )
                 });
-            match best {
+            placed[self.base[si] + slot as usize] = match best {
                 Some(ni) => {
                     load[ni] += 1;
-                    holds.insert((ni, si));
-                    out.owners
-                        .insert((spec.name.clone(), slot), self.nodes[ni].0.to_owned());
+                    holds[si].push(ni);
+                    Ok(ni)
                 }
-                None => {
-                    let capable = self.nodes.iter().any(|(_, r)| Self::fits(r, spec));
-                    if capable {
-                        out.failed.insert((spec.name.clone(), slot));
+                None if self.nodes.iter().any(|(_, r)| Self::fits(r, spec)) => {
+                    Err(Unplaced::FailedEverywhere)
+                }
+                None => Err(Unplaced::NoCandidate),
+            };
+        }
+        placed
+    }
+
+    /// The node a slot is placed on, given [`Self::place`]'s result.
+    pub(crate) fn placed_on(&self, placed: &Placed, si: usize, slot: u32) -> Option<&'a str> {
+        let id = self.slot_id(si, slot)?;
+        placed[id].ok().map(|ni| self.nodes[ni].0)
+    }
+
+    /// The assignment by name, for views and tests.
+    pub(crate) fn assign(&self) -> Assignment {
+        let mut out = Assignment::default();
+        let placed = self.place();
+        for (si, (spec, _)) in self.services.iter().enumerate() {
+            for slot in 0..spec.replicas {
+                let key = (spec.name.clone(), slot);
+                match placed[self.base[si] + slot as usize] {
+                    Ok(ni) => {
+                        out.owners.insert(key, self.nodes[ni].0.to_owned());
                     }
-                    out.unplaced.insert(
-                        (spec.name.clone(), slot),
-                        unplaced_reason(capable, spec, failed),
-                    );
+                    Err(why) => {
+                        let failed = why == Unplaced::FailedEverywhere;
+                        if failed {
+                            out.failed.insert(key.clone());
+                        }
+                        let reason = unplaced_reason(failed, spec, self.failed_on(si, slot));
+                        out.unplaced.insert(key, reason);
+                    }
                 }
             }
         }

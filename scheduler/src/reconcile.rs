@@ -18,10 +18,10 @@
 //!   keeps its instance until the new owner runs one, or
 //!   [`DRAIN_TIMEOUT_MS`] passed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use crate::placement::{Index, Members, node_record};
-use crate::record::{CLAIM_PREFIX, InstanceState, STATUS_PREFIX, Status, Value, status_key};
+use crate::record::{InstanceState, STATUS_PREFIX, Status, Value, status_key};
 use crate::services_view::missing_dependency;
 use crate::spec::ServiceSpec;
 use crate::table::Table;
@@ -114,19 +114,36 @@ pub enum Action {
     },
 }
 
-/// This node's status records, by (service, slot), with their keys.
+/// This node's status records: those of live slots by flat slot number,
+/// and those of slots that are gone (with their keys), in table order.
+#[allow(clippy::type_complexity)]
 fn my_statuses<'a>(
     table: &'a Table,
+    index: &Index<'a>,
     me: &str,
-) -> HashMap<(&'a str, u32), (&'a String, &'a Status)> {
+) -> (
+    Vec<Option<&'a Status>>,
+    Vec<(&'a str, u32, &'a String, &'a Status)>,
+) {
     let prefix = format!("{STATUS_PREFIX}{me}/");
-    table
-        .with_prefix(&prefix)
-        .filter_map(|(k, r)| match &r.value {
-            Value::Status(s) => Some((parse_slot(&k[prefix.len()..])?, (k, s))),
-            _ => None,
-        })
-        .collect()
+    let mut live = vec![None; index.slot_count()];
+    let mut gone = Vec::new();
+    for (key, record) in table.with_prefix(&prefix) {
+        let Value::Status(status) = &record.value else {
+            continue;
+        };
+        let Some((service, slot)) = parse_slot(&key[prefix.len()..]) else {
+            continue;
+        };
+        match index
+            .service_index(service)
+            .and_then(|si| index.slot_id(si, slot))
+        {
+            Some(id) => live[id] = Some(status),
+            None => gone.push((service, slot, key, status)),
+        }
+    }
+    (live, gone)
 }
 
 fn owner_runs(table: &Table, owner: &str, service: &str, slot: u32) -> bool {
@@ -137,27 +154,22 @@ fn owner_runs(table: &Table, owner: &str, service: &str, slot: u32) -> bool {
 /// Decides this node's actions. `now_ms` only bounds drains.
 pub fn reconcile(table: &Table, members: &Members, me: &str, now_ms: u64) -> Vec<Action> {
     let index = Index::new(table, members);
-    let assignment = index.assign();
+    let placed = index.place();
     let me_record = node_record(table, me);
     let draining = me_record.is_some_and(|r| r.is_draining());
     let drain_over =
         me_record.is_some_and(|r| now_ms.saturating_sub(r.drain_started_ms) >= DRAIN_TIMEOUT_MS);
     let live = &index.services;
     let mut actions = Vec::new();
-    let statuses = my_statuses(table, me);
-    let mut seen: HashSet<(&str, u32)> = HashSet::new();
+    let (statuses, gone_statuses) = my_statuses(table, &index, me);
 
-    for (spec, version) in live {
+    for (si, (spec, version)) in live.iter().enumerate() {
         for slot in 0..spec.replicas {
             let name = spec.name.as_str();
-            seen.insert((name, slot));
-            let owner = index.claim(name, slot).and_then(|c| c.owner.as_deref());
-            let target = assignment
-                .owners
-                .get(&(name.to_owned(), slot))
-                .map(String::as_str);
-            let failed = index.failed_on(name, slot, *version);
-            let status = statuses.get(&(name, slot)).map(|(_, s)| *s);
+            let owner = index.claim(si, slot).and_then(|c| c.owner.as_deref());
+            let target = index.placed_on(&placed, si, slot);
+            let failed = index.failed_on(si, slot);
+            let status = index.slot_id(si, slot).and_then(|id| statuses[id]);
             let active_here = status.is_some_and(|s| s.state.is_active());
 
             if owner == Some(me) {
@@ -239,44 +251,38 @@ pub fn reconcile(table: &Table, members: &Members, me: &str, now_ms: u64) -> Vec
 
     // Slots that are gone: this node's claims and instances of them.
     let removed_reason = |service: &str| {
-        if live.iter().any(|(s, _)| s.name == service) {
+        if index.service_index(service).is_some() {
             Reason::ScaledDown
         } else {
             Reason::Removed
         }
     };
-    for (key, record) in table.with_prefix(CLAIM_PREFIX) {
-        let Value::Claim(c) = &record.value else {
-            continue;
-        };
-        let Some((service, slot)) = parse_slot(&key[CLAIM_PREFIX.len()..]) else {
-            continue;
-        };
-        if c.owner.as_deref() != Some(me) || seen.contains(&(service, slot)) {
+    let mut released: HashSet<(&str, u32)> = HashSet::new();
+    for (service, slot, c) in &index.orphan_claims {
+        if c.owner.as_deref() != Some(me) {
             continue;
         }
         let reason = removed_reason(service);
         actions.push(Action::Release {
-            service: service.to_owned(),
-            slot,
+            service: (*service).to_owned(),
+            slot: *slot,
             version: c.version,
             failed_on: Vec::new(),
             reason,
         });
         actions.push(Action::Stop {
-            service: service.to_owned(),
-            slot,
+            service: (*service).to_owned(),
+            slot: *slot,
             reason,
         });
-        seen.insert((service, slot));
+        released.insert((service, *slot));
     }
-    let mut stale: Vec<_> = statuses
-        .iter()
-        .filter(|(slot, _)| !seen.contains(*slot))
+    let mut stale: Vec<_> = gone_statuses
+        .into_iter()
+        .filter(|(service, slot, _, _)| !released.contains(&(*service, *slot)))
         .collect();
-    stale.sort_by_key(|(slot, _)| **slot);
-    for ((service, slot), (key, s)) in stale {
-        let (service, slot) = (*service, *slot);
+    stale.sort_by_key(|(service, slot, _, _)| (*service, *slot));
+    for (service, slot, key, s) in stale {
         if s.state.is_active() {
             actions.push(Action::Stop {
                 service: service.to_owned(),
@@ -284,9 +290,7 @@ pub fn reconcile(table: &Table, members: &Members, me: &str, now_ms: u64) -> Vec
                 reason: removed_reason(service),
             });
         } else {
-            actions.push(Action::ForgetStatus {
-                key: (*key).clone(),
-            });
+            actions.push(Action::ForgetStatus { key: key.clone() });
         }
     }
     actions

@@ -98,13 +98,27 @@ impl Table {
     }
 
     /// Merges every record of `other`; returns the keys that changed.
+    /// Walks both tables in key order side by side (no lookups) and copies
+    /// only the records that win.
     pub fn merge(&mut self, other: &Table) -> Vec<String> {
-        other
-            .records
-            .iter()
-            .filter(|(k, r)| self.apply((*k).clone(), (*r).clone()))
-            .map(|(k, _)| k.clone())
-            .collect()
+        let mut winners = Vec::new();
+        let mut ours = self.records.iter().peekable();
+        for (key, record) in &other.records {
+            while ours.next_if(|(k, _)| *k < key).is_some() {}
+            let wins = match ours.peek() {
+                Some((k, current)) if *k == key => compare(record, current) == Ordering::Greater,
+                _ => true,
+            };
+            if wins {
+                winners.push((key, record));
+            }
+        }
+        let mut changed = Vec::with_capacity(winners.len());
+        for (key, record) in winners {
+            self.apply(key.clone(), record.clone());
+            changed.push(key.clone());
+        }
+        changed
     }
 
     /// The record of `key`.
@@ -176,11 +190,15 @@ impl Table {
 
     /// Records in the given buckets: what a peer with that digest may lack.
     pub fn records_in(&self, buckets: &[u16]) -> Vec<(String, Record)> {
-        let wanted: std::collections::HashSet<usize> =
-            buckets.iter().map(|b| usize::from(*b)).collect();
+        let mut wanted = [false; BUCKETS];
+        for b in buckets {
+            if let Some(w) = wanted.get_mut(usize::from(*b)) {
+                *w = true;
+            }
+        }
         self.records
             .iter()
-            .filter(|(k, _)| wanted.contains(&bucket_of(k)))
+            .filter(|(k, _)| wanted[bucket_of(k)])
             .map(|(k, r)| (k.clone(), r.clone()))
             .collect()
     }
