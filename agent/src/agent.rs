@@ -123,11 +123,28 @@ pub(crate) async fn run(
     if !leftovers.is_empty() {
         info!(node = %local.name, containers = ?leftovers, "removed containers left by an earlier run");
     }
+    // This agent's identity on the host: its data directory.
+    let agent_id = std::fs::canonicalize(&config.data_dir)
+        .unwrap_or_else(|_| config.data_dir.clone())
+        .display()
+        .to_string();
+    let leftovers = {
+        let agent_id = agent_id.clone();
+        tokio::task::spawn_blocking(move || {
+            mob_providers::leftovers::kill_leftover_processes(&agent_id)
+        })
+        .await
+        .unwrap_or_default()
+    };
+    if !leftovers.is_empty() {
+        info!(node = %local.name, pids = ?leftovers, "killed processes left by an earlier run");
+    }
     let offered = providers.offered().to_vec();
     let log_config = mob_providers::logs::LogConfig::new(config.data_dir.join("logs"));
     let (reports_tx, reports) = tokio::sync::mpsc::channel(4096);
     let supervisor = mob_providers::Supervisor::new(
         local.name.clone(),
+        agent_id,
         providers,
         log_config.clone(),
         reports_tx,

@@ -213,6 +213,55 @@ fn a_killed_owner_fails_over_and_its_return_makes_no_duplicate() {
 }
 
 #[test]
+fn a_restarted_agent_kills_what_its_crashed_run_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agents = local_cluster(dir.path(), 1).unwrap();
+    let (main, child) = (marker(12), marker(13));
+    let spec = format!(
+        r#"{{"name": "forks", "provider": "shell", "params": {{"command": "sleep {child} & exec sleep {main}"}}}}"#
+    );
+    agents[0].deploy(&spec).unwrap();
+    wait_until(
+        "the instance and its child",
+        Duration::from_secs(10),
+        || Ok(processes_with_arg(&main).len() == 1 && processes_with_arg(&child).len() == 1),
+    )
+    .unwrap();
+    let orphan = processes_with_arg(&child)[0];
+    agents[0].kill9().unwrap();
+    wait_until(
+        "the instance to die with its agent",
+        Duration::from_secs(5),
+        || Ok(processes_with_arg(&main).is_empty()),
+    )
+    .unwrap();
+    // The parent-death signal is not inherited: the child lives on...
+    assert!(processes_with_arg(&child).contains(&orphan));
+    // ...until the agent is back.
+    agents[0].restart().unwrap();
+    wait_until(
+        "the orphan gone and the service running again",
+        Duration::from_secs(10),
+        || {
+            let children = processes_with_arg(&child);
+            Ok(!children.contains(&orphan)
+                && children.len() == 1
+                && processes_with_arg(&main).len() == 1)
+        },
+    )
+    .unwrap();
+    let killed = agents[0].log_events("killed processes left by an earlier run");
+    assert_eq!(killed.len(), 1, "{killed:?}");
+    assert!(
+        killed[0]["pids"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&orphan.to_string()),
+        "{killed:?}"
+    );
+}
+
+#[test]
 fn drain_moves_instances_then_stops_them() {
     let dir = tempfile::tempdir().unwrap();
     let agents = local_cluster(dir.path(), 3).unwrap();

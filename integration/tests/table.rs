@@ -243,6 +243,19 @@ fn services_survive_a_full_cluster_restart() {
 }
 
 #[test]
+fn an_acknowledged_write_survives_a_crash_right_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agents = local_cluster(dir.path(), 1).unwrap();
+    agents[0].deploy(&spec("kept", 2)).unwrap();
+    agents[0].cli(&["scale", "kept", "3"]).unwrap();
+    // No peer holds a copy: only the file can bring it back.
+    agents[0].kill9().unwrap();
+    agents[0].restart().unwrap();
+    assert_eq!(agents[0].service_names().unwrap(), vec!["kept"]);
+    assert_eq!(replicas_of(&agents[0], "kept").unwrap(), Some(3));
+}
+
+#[test]
 fn a_damaged_table_file_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let mut agents = local_cluster(dir.path(), 1).unwrap();

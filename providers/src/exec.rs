@@ -48,6 +48,7 @@ pub(crate) fn spawn_supervised(
         .env("MOB_SERVICE", &service)
         .env("MOB_SLOT", instance.slot.to_string())
         .env("MOB_NODE", &instance.node)
+        .env(crate::leftovers::AGENT_ENV, &instance.agent)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -11,10 +11,12 @@
 //! - [`supervisor`]: [`Supervisor`], which runs instances through their
 //!   lifecycle and reports transitions.
 //! - [`logs`]: per-instance log files, rotation, tail and follow.
+//! - [`leftovers`]: processes an earlier run of the agent left behind.
 
 pub mod docker;
 mod error;
 pub mod exec;
+pub mod leftovers;
 pub mod lifecycle;
 pub mod logs;
 pub mod provider;

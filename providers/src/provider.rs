@@ -16,6 +16,8 @@ use crate::restart::Exit;
 pub struct InstanceSpec {
     /// This node's name (labels containers).
     pub node: String,
+    /// This agent's identity on the host (see [`crate::leftovers`]).
+    pub agent: String,
     /// Slot number.
     pub slot: u32,
     /// The service.

@@ -110,6 +110,7 @@ struct Handle {
 /// Runs and stops this node's instances.
 pub struct Supervisor {
     node: String,
+    agent: String,
     providers: Arc<Providers>,
     logs: LogConfig,
     reports: mpsc::Sender<Report>,
@@ -117,15 +118,19 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor reporting transitions on `reports`.
+    /// A supervisor reporting transitions on `reports`. `agent` is this
+    /// agent's identity on the host, carried by every instance (see
+    /// [`crate::leftovers`]).
     pub fn new(
         node: String,
+        agent: String,
         providers: Arc<Providers>,
         logs: LogConfig,
         reports: mpsc::Sender<Report>,
     ) -> Self {
         Self {
             node,
+            agent,
             providers,
             logs,
             reports,
@@ -153,6 +158,7 @@ impl Supervisor {
         }
         let instance = InstanceSpec {
             node: self.node.clone(),
+            agent: self.agent.clone(),
             slot,
             spec: spec.clone(),
         };

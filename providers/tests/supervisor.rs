@@ -39,7 +39,13 @@ impl Harness {
         let (tx, reports) = mpsc::channel(1024);
         let providers = Arc::new(Providers::detect(kinds).await);
         Self {
-            supervisor: Supervisor::new(node.into(), providers, logs.clone(), tx),
+            supervisor: Supervisor::new(
+                node.into(),
+                dir.path().display().to_string(),
+                providers,
+                logs.clone(),
+                tx,
+            ),
             reports,
             seen: Vec::new(),
             _dir: dir,

@@ -375,6 +375,8 @@ impl TableTask {
                 let result = match result {
                     Ok((outcomes, written)) => {
                         self.written(written).await;
+                        // An acknowledged write survives a crash right after.
+                        self.save_now().await;
                         Ok(outcomes)
                     }
                     Err(e) => Err(e),
@@ -451,6 +453,8 @@ impl TableTask {
     async fn finish(&mut self, result: Result<(u64, Written), OpError>) -> Result<u64, OpError> {
         let (version, written) = result?;
         self.written(written).await;
+        // An acknowledged write survives a crash right after.
+        self.save_now().await;
         Ok(version)
     }
 
