@@ -172,6 +172,7 @@ pub(crate) async fn run(
             data_dir: config.data_dir.clone(),
             anti_entropy_period: config.table.anti_entropy_period,
             broadcast_deltas: config.table.broadcast_deltas,
+            gc_after: config.table.gc_after,
             providers: offered.clone(),
             tags: config.tags.clone(),
             has_seeds: !seeds.is_empty(),

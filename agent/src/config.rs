@@ -58,6 +58,10 @@ pub(crate) struct TableSettings {
     /// Send each local write at once as a delta on the gossip broadcast.
     /// Off, writes spread by anti-entropy alone.
     pub(crate) broadcast_deltas: bool,
+    /// Age after which deletions, and the records of nodes gone that
+    /// long, are forgotten (see `mob_scheduler::gc`).
+    #[serde(with = "mob_membership::timings::humanish")]
+    pub(crate) gc_after: std::time::Duration,
 }
 
 impl Default for TableSettings {
@@ -65,6 +69,7 @@ impl Default for TableSettings {
         Self {
             anti_entropy_period: std::time::Duration::from_secs(2),
             broadcast_deltas: true,
+            gc_after: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -224,6 +229,14 @@ impl AgentConfig {
                 config_name()
             )));
         }
+        // A deletion must reach every member before it is forgotten.
+        if file.table.gc_after < file.table.anti_entropy_period * 10 {
+            return Err(err(format!(
+                "--config {}: [table]: gc_after must be at least 10 x anti_entropy_period ({:?})",
+                config_name(),
+                file.table.anti_entropy_period * 10
+            )));
+        }
 
         let data_dir = args
             .data_dir
@@ -366,6 +379,18 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_config_example_is_valid_and_holds_the_defaults() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+        let start = readme.find("```toml\nname = ").unwrap() + "```toml\n".len();
+        let text = &readme[start..];
+        let text = &text[..text.find("```").unwrap()];
+        let file: FileConfig = toml::from_str(text).unwrap();
+        // The example says "these are the defaults".
+        assert_eq!(file.timings, Timings::default());
+        assert_eq!(file.table, TableSettings::default());
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("mob.toml");
@@ -432,6 +457,8 @@ mod tests {
                 "anti_entropy_period",
             ),
             ("[table]\nfanout = 3", "fanout"),
+            ("[table]\ngc_after = \"5s\"", "gc_after"),
+            ("[table]\ngc_after = \"soon\"", "gc_after"),
         ] {
             std::fs::write(&cfg, text).unwrap();
             let err = AgentConfig::resolve(

@@ -255,6 +255,73 @@ fn an_acknowledged_write_survives_a_crash_right_after() {
     assert_eq!(replicas_of(&agents[0], "kept").unwrap(), Some(3));
 }
 
+fn table_stat(agent: &Agent, counter: &str) -> anyhow::Result<u64> {
+    agent.stats()?[counter]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no {counter} in stats"))
+}
+
+#[test]
+fn removed_services_and_gone_nodes_are_forgotten_and_stay_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gc.toml");
+    std::fs::write(
+        &config,
+        "[table]\nanti_entropy_period = \"200ms\"\ngc_after = \"2s\"\n",
+    )
+    .unwrap();
+    let extra = ["--config".to_owned(), config.display().to_string()];
+    let mut agents = local_cluster_with(dir.path(), 3, &extra).unwrap();
+    let records_everywhere = |agents: &[Agent], n: u64| -> anyhow::Result<bool> {
+        for a in agents {
+            if table_stat(a, "table_records")? != n {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    // Three node records, nothing else.
+    wait_until("the node records", Duration::from_secs(10), || {
+        records_everywhere(&agents, 3)
+    })
+    .unwrap();
+    agents[0].deploy(&spec("temp", 1)).unwrap();
+    wait_until("the claim and status", Duration::from_secs(10), || {
+        Ok(agents
+            .iter()
+            .all(|a| table_stat(a, "table_records").unwrap_or(0) >= 6))
+    })
+    .unwrap();
+    agents[1].cli(&["remove", "temp"]).unwrap();
+    // The removal, the released claim and the stale status are forgotten
+    // a little after 2 s.
+    wait_until("the service forgotten", Duration::from_secs(15), || {
+        records_everywhere(&agents, 3)
+    })
+    .unwrap();
+    for a in &agents {
+        assert!(
+            table_stat(a, "table_forgotten").unwrap() >= 3,
+            "{}",
+            a.name()
+        );
+    }
+    // A node gone for longer than gc_after is forgotten too.
+    agents[2].kill9().unwrap();
+    let survivors = &agents[..2];
+    wait_until("the dead node forgotten", Duration::from_secs(20), || {
+        records_everywhere(survivors, 2)
+    })
+    .unwrap();
+    // Anti-entropy between nodes that forgot at different moments brings
+    // nothing back.
+    let end = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < end {
+        assert!(records_everywhere(survivors, 2).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_damaged_table_file_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();

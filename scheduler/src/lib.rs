@@ -11,6 +11,7 @@
 //! - [`record`]: keys and values: `svc/`, `claim/`, `status/`, `node/`.
 //! - [`table`]: [`Table`], the LWW map, with its merge laws.
 //! - [`digest`]: bucket digests for anti-entropy.
+//! - [`gc`]: which records the table can forget.
 //! - [`placement`]: rendezvous hashing with bounded loads, [`Members`].
 //! - [`mod@reconcile`]: `reconcile(table, members, me, now) -> Vec<Action>`.
 //! - [`services_view`]: what `services` and `status` show, from the table.
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod digest;
+pub mod gc;
 pub mod hash;
 pub mod hlc;
 pub mod placement;

@@ -15,7 +15,9 @@
 //! bytes. Each law is a property test (`tests/crdt_laws.rs`).
 //!
 //! Deletion is a write: a tombstone (a removed service, [`Value::Tombstone`])
-//! that wins over older values like any other record.
+//! that wins over older values like any other record. Forgetting old
+//! tombstones and the records of nodes gone for good ([`Table::forget`],
+//! [`crate::gc`]) is a local step outside these laws.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -119,6 +121,20 @@ impl Table {
             changed.push(key.clone());
         }
         changed
+    }
+
+    /// Forgets `key` (garbage collection; see [`crate::gc`]). Returns
+    /// whether it was there.
+    pub fn forget(&mut self, key: &str) -> bool {
+        if self.buckets.len() != BUCKETS {
+            self.rebuild_digest();
+        }
+        let Some(record) = self.records.remove(key) else {
+            return false;
+        };
+        let slot = &mut self.buckets[bucket_of(key)];
+        *slot = slot.wrapping_sub(record_hash(key, &record));
+        true
     }
 
     /// The record of `key`.

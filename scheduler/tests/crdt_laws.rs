@@ -175,6 +175,24 @@ proptest! {
     }
 
     #[test]
+    fn forgetting_keeps_the_digest_exact(a in table(), keep in any::<u64>()) {
+        // Forget about half the records (chosen by `keep`'s bits).
+        let mut forgot = a.clone();
+        let keys: Vec<String> = a.iter().map(|(k, _)| k.clone()).collect();
+        for (i, key) in keys.iter().enumerate() {
+            if keep >> (i % 64) & 1 == 0 {
+                prop_assert!(forgot.forget(key));
+            }
+        }
+        prop_assert!(!forgot.forget("svc/never-there"));
+        let mut fresh = forgot.clone();
+        fresh.rebuild_digest();
+        prop_assert_eq!(fresh.digest(), forgot.digest());
+        let rebuilt = Table::from_records(forgot.iter().map(|(k, r)| (k.clone(), r.clone())));
+        prop_assert_eq!(rebuilt.digest(), forgot.digest());
+    }
+
+    #[test]
     fn one_sync_round_converges_to_the_merge(mut a in table(), mut b in table()) {
         let expected = merged(&a, &b);
         sync_round(&mut a, &mut b);

@@ -10,7 +10,7 @@ use crate::log_service::LogRequest;
 use crate::replication::replica::Deployed;
 
 /// Bumped on every incompatible change of [`Request`] or [`Response`].
-pub(crate) const PROTOCOL_VERSION: u16 = 3;
+pub(crate) const PROTOCOL_VERSION: u16 = 4;
 /// Largest control frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 16 * 1024 * 1024;
 
@@ -86,4 +86,6 @@ pub(crate) struct StatsReport {
     pub(crate) anti_entropy_rounds: u64,
     /// Anti-entropy rounds this node initiated that failed.
     pub(crate) anti_entropy_failures: u64,
+    /// Records forgotten by garbage collection.
+    pub(crate) table_forgotten: u64,
 }

@@ -237,6 +237,11 @@ impl Replica {
         Ok((version, written))
     }
 
+    /// Forgets a record (garbage collection).
+    pub(crate) fn forget(&mut self, key: &str) -> bool {
+        self.table.forget(key)
+    }
+
     /// Merges records from a peer: whether the table changed, and the
     /// service changes to log.
     pub(crate) fn merge(&mut self, records: Vec<(String, Record)>) -> (bool, Vec<ServiceChange>) {

@@ -20,6 +20,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{debug, error, info};
 
 use super::anti_entropy;
+use super::collector::Collector;
 use super::replica::{ChangeKind, Deployed, OpError, Replica, ServiceChange, Written};
 use super::store;
 use crate::supervision::{StatusUpdate, SupervisorCmd};
@@ -53,6 +54,9 @@ pub(crate) struct TableConfig {
     /// Send local writes as deltas on the membership broadcast. Turning
     /// this off leaves anti-entropy alone to spread them (for diagnosis).
     pub(crate) broadcast_deltas: bool,
+    /// Age after which old deletions and the records of nodes gone for
+    /// good are forgotten.
+    pub(crate) gc_after: Duration,
     /// Providers this node offers.
     pub(crate) providers: Vec<ProviderKind>,
     /// This node's tags.
@@ -73,6 +77,7 @@ pub(crate) struct TableStats {
     pub(crate) deltas_rejected: AtomicU64,
     pub(crate) anti_entropy_rounds: AtomicU64,
     pub(crate) anti_entropy_failures: AtomicU64,
+    pub(crate) forgotten: AtomicU64,
 }
 
 /// Records with their keys, as they travel.
@@ -223,6 +228,13 @@ struct TableTask {
     /// Slots a stop was sent for, until their status says stopped.
     stopping: std::collections::HashSet<(String, u32)>,
     started_at_ms: u64,
+    collector: Collector,
+}
+
+impl TableConfig {
+    fn gc_after_ms(&self) -> u64 {
+        u64::try_from(self.gc_after.as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// The agent's side of the table task's channels.
@@ -253,6 +265,7 @@ pub(crate) fn spawn(
     let (saved_tx, saved) = watch::channel(0);
     tokio::spawn(write_saves(config.data_dir.clone(), saves, saved_tx));
     let me = membership.local().name.clone();
+    let gc_after = config.gc_after;
     let mut task = TableTask {
         replica,
         membership,
@@ -273,6 +286,7 @@ pub(crate) fn spawn(
         last_reconcile: Instant::now(),
         stopping: Default::default(),
         started_at_ms: now_ms(),
+        collector: Collector::new(gc_after, now_ms()),
     };
     // A drain outlives a restart of the agent.
     let draining = match task
@@ -357,6 +371,7 @@ impl TableTask {
                         self.start_anti_entropy(peer);
                     }
                 }
+                _ = sleep_until(self.collector.next_at) => self.collect_garbage(),
                 _ = sleep_until(save_at.unwrap_or_else(Instant::now)), if save_at.is_some() => {
                     self.save_at = None;
                     self.dirty_since = None;
@@ -691,7 +706,17 @@ impl TableTask {
         }
     }
 
-    fn merge(&mut self, records: Records) {
+    fn merge(&mut self, mut records: Records) {
+        let now = now_ms();
+        if records
+            .iter()
+            .any(|(_, r)| r.ts.wall_ms < now.saturating_sub(self.config.gc_after_ms()))
+        {
+            let members = self.members();
+            let table = self.replica.table();
+            records
+                .retain(|(key, record)| !self.collector.refuses(table, &members, key, record, now));
+        }
         let (changed, changes) = self.replica.merge(records);
         for change in &changes {
             log_change(change);
@@ -699,6 +724,26 @@ impl TableTask {
         if changed {
             self.changed();
         }
+    }
+
+    /// Forgets what is old enough to be garbage.
+    fn collect_garbage(&mut self) {
+        let members = self.members();
+        let keys = self
+            .collector
+            .collect(self.replica.table(), &members, now_ms());
+        if keys.is_empty() {
+            return;
+        }
+        for key in &keys {
+            self.replica.forget(key);
+        }
+        debug!(node = %self.me, records = keys.len(), "forgot old records");
+        self.handle
+            .stats
+            .forgotten
+            .fetch_add(keys.len() as u64, Ordering::Relaxed);
+        self.changed();
     }
 
     fn changed(&mut self) {

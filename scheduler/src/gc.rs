@@ -1,0 +1,220 @@
+//! Garbage collection: which records the table can forget.
+//!
+//! Deletions are writes (tombstones, removed services, released claims) and
+//! the status and node records of a node stay after it is gone, so without
+//! collection the table only grows. A record is garbage when it is older
+//! than the horizon (`now - max_age`, by its timestamp's wall clock) and it
+//! can no longer matter:
+//!
+//! - a tombstone, or the record of a removed service;
+//! - a claim or a status of a slot that no live service has;
+//! - the status and node records of a node gone for good (not live for
+//!   longer than `max_age`, as the caller observed it).
+//!
+//! Forgetting is local and outside the merge laws: each node collects on
+//! its own, and refuses to take such records back from a peer that has not
+//! collected yet ([`is_garbage`] on the way in), so they don't bounce.
+//!
+//! The cost of forgetting a deletion: an agent that was away for longer than
+//! `max_age` and comes back with an older copy of a record brings it back
+//! (like Cassandra's `gc_grace_seconds`). `max_age` (default 24 h) is the
+//! longest absence the cluster tolerates without that.
+
+use crate::record::{CLAIM_PREFIX, NODE_PREFIX, Record, SERVICE_PREFIX, STATUS_PREFIX, Value};
+use crate::table::Table;
+
+/// What collection may remove at one moment.
+pub struct Horizon<'a> {
+    /// Records written before this unix time (ms) are old enough.
+    pub before_ms: u64,
+    /// Whether a node is gone for good.
+    pub gone: &'a dyn Fn(&str) -> bool,
+}
+
+/// Whether `table` may forget (or refuse) `record` under `key`.
+pub fn is_garbage(table: &Table, key: &str, record: &Record, horizon: &Horizon<'_>) -> bool {
+    if record.ts.wall_ms >= horizon.before_ms {
+        return false;
+    }
+    match &record.value {
+        Value::Tombstone => true,
+        Value::Service(s) => s.spec.is_none(),
+        Value::Claim(_) => key
+            .strip_prefix(CLAIM_PREFIX)
+            .and_then(split_slot)
+            .is_none_or(|(service, slot)| !slot_is_live(table, service, slot)),
+        Value::Status(_) => key
+            .strip_prefix(STATUS_PREFIX)
+            .and_then(|rest| rest.split_once('/'))
+            .is_none_or(|(node, rest)| {
+                (horizon.gone)(node)
+                    || split_slot(rest)
+                        .is_none_or(|(service, slot)| !slot_is_live(table, service, slot))
+            }),
+        Value::Node(_) => key
+            .strip_prefix(NODE_PREFIX)
+            .is_none_or(|node| (horizon.gone)(node)),
+    }
+}
+
+/// Every key of `table` that is garbage, in key order.
+pub fn garbage(table: &Table, horizon: &Horizon<'_>) -> Vec<String> {
+    table
+        .iter()
+        .filter(|(key, record)| is_garbage(table, key, record, horizon))
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
+fn split_slot(rest: &str) -> Option<(&str, u32)> {
+    let (service, slot) = rest.rsplit_once('/')?;
+    Some((service, slot.parse().ok()?))
+}
+
+fn slot_is_live(table: &Table, service: &str, slot: u32) -> bool {
+    match table
+        .get(&format!("{SERVICE_PREFIX}{service}"))
+        .map(|r| &r.value)
+    {
+        Some(Value::Service(s)) => s.spec.as_ref().is_some_and(|spec| slot < spec.replicas),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hlc::Timestamp;
+    use crate::record::{Claim, ServiceRecord, claim_key, node_key, service_key, status_key};
+    use crate::spec_file::parse_specs;
+
+    const DAY: u64 = 86_400_000;
+
+    fn at(wall_ms: u64, value: Value) -> Record {
+        Record {
+            ts: Timestamp {
+                wall_ms,
+                counter: 0,
+                node: "n1".into(),
+            },
+            value,
+        }
+    }
+
+    fn node_record() -> Value {
+        Value::Node(crate::record::NodeRecord {
+            addr: "127.0.0.1:7946".into(),
+            providers: Vec::new(),
+            tags: Default::default(),
+            draining: false,
+            drain_started_ms: 0,
+            leaving: false,
+            version: "test".into(),
+            started_at_ms: 0,
+        })
+    }
+
+    fn status() -> Value {
+        Value::Status(crate::record::Status {
+            state: crate::record::InstanceState::Running,
+            pid: Some(1),
+            restarts: 0,
+            since_ms: 0,
+            last_exit: None,
+            last_signal: None,
+            version: 1,
+        })
+    }
+
+    fn claim(owner: &str) -> Value {
+        Value::Claim(Claim {
+            owner: Some(owner.into()),
+            failed_on: Vec::new(),
+            version: 1,
+        })
+    }
+
+    /// A table written ten days ago: `web` (2 replicas) live, `old` removed.
+    fn table() -> Table {
+        let spec = parse_specs(
+            r#"{"name": "web", "provider": "exec", "replicas": 2, "params": {"command": "x"}}"#,
+        )
+        .unwrap()
+        .remove(0);
+        let t = 10 * DAY;
+        let records = [
+            (
+                service_key("web"),
+                Value::Service(ServiceRecord {
+                    version: 1,
+                    spec: Some(spec),
+                }),
+            ),
+            (
+                service_key("old"),
+                Value::Service(ServiceRecord {
+                    version: 2,
+                    spec: None,
+                }),
+            ),
+            (claim_key("web", 0), claim("alive")),
+            (claim_key("web", 1), claim("gone")),
+            (claim_key("web", 2), claim("alive")),
+            (claim_key("old", 0), claim("alive")),
+            (status_key("alive", "web", 0), status()),
+            (status_key("gone", "web", 1), status()),
+            (status_key("alive", "old", 0), status()),
+            (node_key("alive"), node_record()),
+            (node_key("gone"), node_record()),
+            ("status/alive/web/9".into(), Value::Tombstone),
+        ];
+        Table::from_records(records.into_iter().map(|(k, v)| (k, at(t, v))))
+    }
+
+    #[test]
+    fn collects_only_what_can_no_longer_matter() {
+        let table = table();
+        let gone = |node: &str| node == "gone";
+        let horizon = Horizon {
+            before_ms: 11 * DAY,
+            gone: &gone,
+        };
+        assert_eq!(
+            garbage(&table, &horizon),
+            vec![
+                claim_key("old", 0),
+                claim_key("web", 2),
+                node_key("gone"),
+                status_key("alive", "old", 0),
+                "status/alive/web/9".to_owned(),
+                status_key("gone", "web", 1),
+                service_key("old"),
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_younger_than_the_horizon_is_garbage() {
+        let table = table();
+        let everyone_gone = |_: &str| true;
+        let horizon = Horizon {
+            before_ms: 10 * DAY,
+            gone: &everyone_gone,
+        };
+        assert!(garbage(&table, &horizon).is_empty());
+    }
+
+    #[test]
+    fn live_nodes_keep_their_records_however_old() {
+        let table = table();
+        let nobody_gone = |_: &str| false;
+        let horizon = Horizon {
+            before_ms: 100 * DAY,
+            gone: &nobody_gone,
+        };
+        let garbage = garbage(&table, &horizon);
+        assert!(!garbage.contains(&node_key("gone")));
+        assert!(!garbage.contains(&status_key("gone", "web", 1)));
+        assert!(garbage.contains(&service_key("old")));
+    }
+}
