@@ -512,16 +512,19 @@ fn converges_after_partitions_crashes_and_loss() {
     let nodes = env_or("MOB_SIM_NODES", 20);
     let services = env_or("MOB_SIM_SERVICES", 200);
     let seeds = env_or("MOB_SIM_SEEDS", 200) as u64;
-    // Seeds are independent: spread them over the cores.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    // Seeds are independent: every core takes the next one until none is
+    // left.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = std::sync::atomic::AtomicU64::new(0);
     let mut rounds: Vec<u64> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || {
-                    (t..seeds)
-                        .step_by(threads as usize)
-                        .map(|seed| run(seed, nodes, services))
-                        .collect::<Vec<_>>()
+            .map(|_| {
+                scope.spawn(|| {
+                    std::iter::from_fn(|| {
+                        let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        (seed < seeds).then(|| run(seed, nodes, services))
+                    })
+                    .collect::<Vec<_>>()
                 })
             })
             .collect();
