@@ -57,6 +57,7 @@ pub(crate) fn stats_json(stats: &StatsReport) -> String {
         "deltas_rejected": stats.deltas_rejected,
         "anti_entropy_rounds": stats.anti_entropy_rounds,
         "anti_entropy_failures": stats.anti_entropy_failures,
+        "records_rejected": stats.records_rejected,
         "table_forgotten": stats.table_forgotten,
     })
     .to_string()
@@ -243,6 +244,10 @@ pub(crate) fn stats_text(stats: &StatsReport) -> String {
         [
             "anti_entropy_failures".into(),
             stats.anti_entropy_failures.to_string(),
+        ],
+        [
+            "records_rejected".into(),
+            stats.records_rejected.to_string(),
         ],
         ["table_forgotten".into(), stats.table_forgotten.to_string()],
     ];

@@ -111,8 +111,9 @@ pub struct Assignment {
 }
 
 /// The table read once for placement: live services, claims, and the
-/// records of live nodes, laid out by index so that placing a slot costs no
-/// string hashing or allocation (reconcile runs this on every change).
+/// records of live nodes, laid out by position so that the per-slot work
+/// touches no strings (reconcile runs this on every change, over tables
+/// of thousands of records).
 ///
 /// Slots are numbered flat: slot `k` of service index `si` is
 /// `base[si] + k`.

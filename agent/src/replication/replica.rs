@@ -62,6 +62,27 @@ pub(crate) struct Written {
     pub(crate) changes: Vec<ServiceChange>,
 }
 
+/// Whether a record from a peer is one this version writes: the value
+/// fits its key's kind, and a service's spec is valid and named as its key.
+/// Peers hold the cluster key, but a buggy or newer one must not plant
+/// a spec the CLI would refuse (one with a million replicas, say).
+pub(crate) fn is_well_formed(key: &str, record: &Record) -> bool {
+    use mob_scheduler::record::{CLAIM_PREFIX, NODE_PREFIX, SERVICE_PREFIX, STATUS_PREFIX};
+    match &record.value {
+        Value::Service(s) => key.strip_prefix(SERVICE_PREFIX).is_some_and(|name| {
+            s.spec
+                .as_ref()
+                .is_none_or(|spec| spec.name == name && spec.validate().is_ok())
+        }),
+        Value::Claim(_) => key.starts_with(CLAIM_PREFIX),
+        Value::Status(_) => key.starts_with(STATUS_PREFIX),
+        Value::Node(_) => key.starts_with(NODE_PREFIX),
+        Value::Tombstone => [CLAIM_PREFIX, STATUS_PREFIX, NODE_PREFIX]
+            .iter()
+            .any(|prefix| key.starts_with(prefix)),
+    }
+}
+
 /// The node's table and clock.
 pub(crate) struct Replica {
     table: Table,
@@ -306,6 +327,34 @@ mod tests {
     }
 
     const WEB: &str = r#"{"name":"web","provider":"shell","params":{"command":"sleep 100"}}"#;
+
+    #[test]
+    fn records_a_peer_may_send() {
+        let mut r = Replica::new("n1", Table::new());
+        let (_, w) = r.deploy(spec(WEB), 1).unwrap();
+        let (key, good) = w.records[0].clone();
+        assert!(is_well_formed(&key, &good));
+        assert!(!is_well_formed("svc/other", &good), "named unlike its key");
+        assert!(!is_well_formed("node/web", &good), "a service under node/");
+        let mut huge = good.clone();
+        if let Value::Service(ServiceRecord {
+            spec: Some(spec), ..
+        }) = &mut huge.value
+        {
+            spec.replicas = 1_000_000;
+        }
+        assert!(!is_well_formed(&key, &huge));
+        let tombstone = Record {
+            value: Value::Tombstone,
+            ..good
+        };
+        assert!(is_well_formed("status/n1/web/0", &tombstone));
+        assert!(
+            !is_well_formed(&key, &tombstone),
+            "services are removed, not tombstoned"
+        );
+        assert!(!is_well_formed("other/x", &tombstone));
+    }
 
     #[test]
     fn deploy_update_unchanged_scale_remove() {

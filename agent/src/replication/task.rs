@@ -21,7 +21,7 @@ use tracing::{debug, error, info};
 
 use super::anti_entropy;
 use super::collector::Collector;
-use super::replica::{ChangeKind, Deployed, OpError, Replica, ServiceChange, Written};
+use super::replica::{self, ChangeKind, Deployed, OpError, Replica, ServiceChange, Written};
 use super::store;
 use crate::supervision::{StatusUpdate, SupervisorCmd};
 
@@ -75,6 +75,7 @@ struct Delta(Records);
 pub(crate) struct TableStats {
     pub(crate) records: AtomicU64,
     pub(crate) deltas_rejected: AtomicU64,
+    pub(crate) records_rejected: AtomicU64,
     pub(crate) anti_entropy_rounds: AtomicU64,
     pub(crate) anti_entropy_failures: AtomicU64,
     pub(crate) forgotten: AtomicU64,
@@ -707,6 +708,16 @@ impl TableTask {
     }
 
     fn merge(&mut self, mut records: Records) {
+        let received = records.len();
+        records.retain(|(key, record)| replica::is_well_formed(key, record));
+        if records.len() < received {
+            let dropped = received - records.len();
+            self.handle
+                .stats
+                .records_rejected
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+            debug!(records = dropped, "malformed records from a peer dropped");
+        }
         let now = now_ms();
         if records
             .iter()
