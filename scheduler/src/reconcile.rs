@@ -114,17 +114,15 @@ pub enum Action {
     },
 }
 
-/// This node's status records: those of live slots by flat slot number,
-/// and those of slots that are gone (with their keys), in table order.
-#[allow(clippy::type_complexity)]
-fn my_statuses<'a>(
-    table: &'a Table,
-    index: &Index<'a>,
-    me: &str,
-) -> (
-    Vec<Option<&'a Status>>,
-    Vec<(&'a str, u32, &'a String, &'a Status)>,
-) {
+/// This node's status records.
+struct MyStatuses<'a> {
+    /// Of live slots, by flat slot number.
+    live: Vec<Option<&'a Status>>,
+    /// Of slots that are gone: (service, slot, key, status), in table order.
+    gone: Vec<(&'a str, u32, &'a String, &'a Status)>,
+}
+
+fn my_statuses<'a>(table: &'a Table, index: &Index<'a>, me: &str) -> MyStatuses<'a> {
     let prefix = format!("{STATUS_PREFIX}{me}/");
     let mut live = vec![None; index.slot_count()];
     let mut gone = Vec::new();
@@ -143,7 +141,7 @@ fn my_statuses<'a>(
             None => gone.push((service, slot, key, status)),
         }
     }
-    (live, gone)
+    MyStatuses { live, gone }
 }
 
 fn owner_runs(table: &Table, owner: &str, service: &str, slot: u32) -> bool {
@@ -161,7 +159,10 @@ pub fn reconcile(table: &Table, members: &Members, me: &str, now_ms: u64) -> Vec
         me_record.is_some_and(|r| now_ms.saturating_sub(r.drain_started_ms) >= DRAIN_TIMEOUT_MS);
     let live = &index.services;
     let mut actions = Vec::new();
-    let (statuses, gone_statuses) = my_statuses(table, &index, me);
+    let MyStatuses {
+        live: statuses,
+        gone: gone_statuses,
+    } = my_statuses(table, &index, me);
 
     for (si, (spec, version)) in live.iter().enumerate() {
         for slot in 0..spec.replicas {
