@@ -119,15 +119,15 @@ pub(crate) async fn run(
 
     // The supervisor and the providers this node can offer.
     let providers = Arc::new(mob_providers::Providers::detect(&config.providers).await);
-    let leftovers = providers.docker().remove_node_containers(&local.name).await;
-    if !leftovers.is_empty() {
-        info!(node = %local.name, containers = ?leftovers, "removed containers left by an earlier run");
-    }
     // This agent's identity on the host: its data directory.
     let agent_id = std::fs::canonicalize(&config.data_dir)
         .unwrap_or_else(|_| config.data_dir.clone())
         .display()
         .to_string();
+    let leftovers = providers.docker().remove_agent_containers(&agent_id).await;
+    if !leftovers.is_empty() {
+        info!(node = %local.name, containers = ?leftovers, "removed containers left by an earlier run");
+    }
     let leftovers = {
         let agent_id = agent_id.clone();
         tokio::task::spawn_blocking(move || {

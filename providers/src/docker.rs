@@ -8,11 +8,13 @@
 //! binary on the node and a process per container.
 //!
 //! Containers are named `mob-<service>-<slot>` and labelled `mob.service`,
-//! `mob.slot`, `mob.node`. Killing the client does not stop a container
+//! `mob.slot`, `mob.node`, and `mob.agent` (the agent's identity on the
+//! host, its data directory: node names need not be unique across agents
+//! sharing one engine). Killing the client does not stop a container
 //! (dockerd owns it), so stop is `docker stop -t <stop_timeout>` and then
 //! `docker rm -f`; a stale container of the same name is removed before a
-//! start; and at agent start every container labelled with this node is
-//! removed ([`DockerProvider::remove_node_containers`]) before the node's
+//! start; and at agent start every container labelled with this agent is
+//! removed ([`DockerProvider::remove_agent_containers`]) before the node's
 //! instances start again. While an agent is dead (kill -9), its containers
 //! keep running until it returns or they are removed by hand: the cluster
 //! may meanwhile start a replacement elsewhere.
@@ -91,13 +93,13 @@ impl DockerProvider {
         }
     }
 
-    /// Removes every container labelled as this node's (left from an
-    /// earlier run of the agent). Returns their names.
-    pub async fn remove_node_containers(&self, node: &str) -> Vec<String> {
+    /// Removes every container labelled as this agent's (left from an
+    /// earlier run). Returns their names.
+    pub async fn remove_agent_containers(&self, agent: &str) -> Vec<String> {
         if !self.available {
             return Vec::new();
         }
-        let filter = format!("label=mob.node={node}");
+        let filter = format!("label=mob.agent={agent}");
         let names = match docker(
             &["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"],
             CLI_TIMEOUT,
@@ -138,6 +140,7 @@ impl DockerProvider {
             ("mob.service", instance.service().to_owned()),
             ("mob.slot", instance.slot.to_string()),
             ("mob.node", instance.node.clone()),
+            ("mob.agent", instance.agent.clone()),
         ] {
             argv.push("--label".into());
             argv.push(format!("{k}={v}"));

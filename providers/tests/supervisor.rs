@@ -24,11 +24,16 @@ struct Harness {
     supervisor: Supervisor,
     reports: mpsc::Receiver<Report>,
     seen: Vec<Report>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     logs: LogConfig,
 }
 
 impl Harness {
+    /// The agent identity its instances carry: the temp dir.
+    fn agent_id(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
     async fn new(kinds: &[ProviderKind]) -> Self {
         Self::for_node("test-node", kinds).await
     }
@@ -48,7 +53,7 @@ impl Harness {
             ),
             reports,
             seen: Vec::new(),
-            _dir: dir,
+            dir,
             logs,
         }
     }
@@ -516,37 +521,57 @@ async fn docker_container_logs_crash_restart_and_stop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leftover_containers_of_a_node_are_removed() {
+async fn leftover_containers_of_this_agent_are_removed_and_no_other() {
     if !docker_ready() {
         return;
     }
     let node = format!("leftover-{}", std::process::id());
-    let status = Command::new("docker")
-        .args([
-            "run",
-            "-d",
-            "--name",
-            &format!("mob-left-{}", std::process::id()),
-            "--label",
-            &format!("mob.node={node}"),
-            "mob-test/busybox",
-            "sleep",
-            "1000",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
     let h = Harness::for_node(&node, &[ProviderKind::Docker]).await;
+    let agent = h.agent_id();
+    // Ours, and another agent's with the same node name.
+    for (suffix, owner) in [
+        ("ours", agent.clone()),
+        ("theirs", format!("{agent}-other")),
+    ] {
+        let status = Command::new("docker")
+            .args([
+                "run",
+                "-d",
+                "--name",
+                &format!("mob-left-{}-{suffix}", std::process::id()),
+                "--label",
+                &format!("mob.node={node}"),
+                "--label",
+                &format!("mob.agent={owner}"),
+                "mob-test/busybox",
+                "sleep",
+                "1000",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+    }
     let removed = h
         .supervisor
         .providers()
         .docker()
-        .remove_node_containers(&node)
+        .remove_agent_containers(&agent)
         .await;
-    assert_eq!(removed.len(), 1);
-    assert!(containers_labelled(&node).is_empty());
+    assert_eq!(
+        removed,
+        vec![format!("mob-left-{}-ours", std::process::id())]
+    );
+    let left = containers_labelled(&node);
+    let _ = Command::new("docker")
+        .args(["rm", "-f"])
+        .args(&left)
+        .output();
+    assert_eq!(
+        left,
+        vec![format!("mob-left-{}-theirs", std::process::id())]
+    );
 }
