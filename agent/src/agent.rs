@@ -119,9 +119,11 @@ pub(crate) async fn run(
 
     // The supervisor and the providers this node can offer.
     let providers = Arc::new(mob_providers::Providers::detect(&config.providers).await);
-    // This agent's identity on the host: its data directory.
+    // This agent's identity on the host: its control socket. Instances get
+    // it as MOB_AGENT, which is also where `mob-agent` looks for its agent.
     let agent_id = std::fs::canonicalize(&config.data_dir)
         .unwrap_or_else(|_| config.data_dir.clone())
+        .join(crate::config::SOCKET_FILE)
         .display()
         .to_string();
     let leftovers = providers.docker().remove_agent_containers(&agent_id).await;

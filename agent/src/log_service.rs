@@ -40,6 +40,11 @@ pub(crate) async fn local(
     request: LogRequest,
     out: mpsc::Sender<Vec<String>>,
 ) -> anyhow::Result<()> {
+    // The name comes from a peer or a client: it must be a service name,
+    // not a path.
+    if let Err(e) = mob_scheduler::spec::validate_name(&request.service) {
+        anyhow::bail!("bad service name: {e}");
+    }
     let path = config.path(&request.service, request.slot);
     if !path.exists() {
         anyhow::bail!(

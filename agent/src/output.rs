@@ -85,10 +85,12 @@ fn slot_json(slot: &SlotView) -> serde_json::Value {
         "state": slot.state.as_str(),
         "pid": slot.pid,
         "restarts": slot.restarts,
+        "since_ms": slot.since_ms,
+        "reason": slot.reason,
     })
 }
 
-/// `services --json`: `[{"name","provider","replicas","slots":[{"slot","node","state","pid","restarts"}]}]`.
+/// `services --json`: `[{"name","provider","replicas","slots":[{"slot","node","state","pid","restarts","since_ms","reason"}]}]`.
 pub(crate) fn services_json(services: &[ServiceView]) -> String {
     let rows: Vec<_> = services
         .iter()
@@ -108,11 +110,37 @@ fn dash<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
+/// How long ago `since_ms` was, shortly: `42s`, `3m12s`, `2h5m`, `3d4h`.
+fn age(since_ms: Option<u64>, now_ms: u64) -> String {
+    let Some(since) = since_ms else {
+        return "-".to_owned();
+    };
+    let secs = now_ms.saturating_sub(since) / 1000;
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s}s"),
+        (0, _, _) => format!("{h}h{m}m"),
+        _ => format!("{d}d{h}h"),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+const SLOT_COLUMNS: [&str; 8] = [
+    "NAME", "PROVIDER", "SLOT", "NODE", "STATE", "PID", "RESTARTS", "SINCE",
+];
+
 fn slot_rows<'a>(
     name: &'a str,
     provider: &'a str,
     slots: &'a [SlotView],
-) -> impl Iterator<Item = [String; 7]> + 'a {
+    now_ms: u64,
+) -> impl Iterator<Item = [String; 8]> + 'a {
     slots.iter().map(move |slot| {
         [
             name.to_owned(),
@@ -122,6 +150,7 @@ fn slot_rows<'a>(
             slot.state.as_str().to_owned(),
             dash(slot.pid),
             slot.restarts.to_string(),
+            age(slot.since_ms, now_ms),
         ]
     })
 }
@@ -140,16 +169,12 @@ pub(crate) fn services_table(services: &[ServiceView]) -> String {
                 "scaled to 0".into(),
                 dashes(),
                 dashes(),
+                dashes(),
             ]);
         }
-        rows.extend(slot_rows(&s.name, s.provider.as_str(), &s.slots));
+        rows.extend(slot_rows(&s.name, s.provider.as_str(), &s.slots, now_ms()));
     }
-    table(
-        [
-            "NAME", "PROVIDER", "SLOT", "NODE", "STATE", "PID", "RESTARTS",
-        ],
-        &rows,
-    )
+    table(SLOT_COLUMNS, &rows)
 }
 
 /// `status NAME --json`.
@@ -163,12 +188,7 @@ pub(crate) fn status_json(s: &ServiceView) -> String {
         "restart": s.spec.restart.as_str(),
         "depends_on": s.spec.depends_on,
         "constraints": { "tags": s.spec.constraints.tags },
-        "slots": s.slots.iter().map(|slot| {
-            let mut v = slot_json(slot);
-            v["since_ms"] = json!(slot.since_ms);
-            v["reason"] = json!(slot.reason);
-            v
-        }).collect::<Vec<_>>(),
+        "slots": s.slots.iter().map(slot_json).collect::<Vec<_>>(),
     })
     .to_string()
 }
@@ -200,13 +220,9 @@ pub(crate) fn status_text(s: &ServiceView) -> String {
         out.push_str(&format!("tags:       {}\n", tags.join(", ")));
     }
     out.push('\n');
-    let rows: Vec<[String; 7]> = slot_rows(&s.name, s.provider.as_str(), &s.slots).collect();
-    out.push_str(&table(
-        [
-            "NAME", "PROVIDER", "SLOT", "NODE", "STATE", "PID", "RESTARTS",
-        ],
-        &rows,
-    ));
+    let rows: Vec<[String; 8]> =
+        slot_rows(&s.name, s.provider.as_str(), &s.slots, now_ms()).collect();
+    out.push_str(&table(SLOT_COLUMNS, &rows));
     for slot in &s.slots {
         if let Some(reason) = &slot.reason {
             out.push_str(&format!("slot {}: {reason}\n", slot.slot));
@@ -305,6 +321,21 @@ mod tests {
                 {"name": "a", "addr": "10.0.0.1:7946", "epoch": 7, "state": "alive"},
                 {"name": "b", "addr": "10.0.0.1:7946", "epoch": 7, "state": "left"},
             ])
+        );
+    }
+
+    #[test]
+    fn ages_are_short() {
+        let now = 10 * 86_400_000;
+        assert_eq!(age(None, now), "-");
+        assert_eq!(age(Some(now - 42_000), now), "42s");
+        assert_eq!(age(Some(now - 192_000), now), "3m12s");
+        assert_eq!(age(Some(now - 7_500_000), now), "2h5m");
+        assert_eq!(age(Some(now - 3 * 86_400_000 - 4 * 3_600_000), now), "3d4h");
+        assert_eq!(
+            age(Some(now + 5_000), now),
+            "0s",
+            "a clock ahead is not negative"
         );
     }
 

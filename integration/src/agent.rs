@@ -66,6 +66,8 @@ pub struct AgentSpec {
     pub netns: Option<String>,
     /// Extra arguments to `run`.
     pub extra: Vec<String>,
+    /// Extra environment of the agent.
+    pub env: Vec<(String, String)>,
 }
 
 impl AgentSpec {
@@ -79,6 +81,7 @@ impl AgentSpec {
             key_file: key_file.to_owned(),
             netns: None,
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -140,6 +143,7 @@ impl Agent {
                 std::env::var("MOB_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .env_remove("MOB_KEY")
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

@@ -213,6 +213,37 @@ fn a_killed_owner_fails_over_and_its_return_makes_no_duplicate() {
 }
 
 #[test]
+fn an_instance_can_reach_its_agent_but_never_sees_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key_file(&dir.path().join("cluster.key")).unwrap();
+    let mut spec = AgentSpec::local("n1", dir.path(), &key);
+    let key_text = std::fs::read_to_string(&key).unwrap();
+    spec.env = vec![("MOB_KEY".into(), key_text.trim().to_owned())];
+    let agent = Agent::start(spec).unwrap();
+    let m = marker(14);
+    let bin = mob_integration::binary();
+    let command = format!(
+        "echo \"key=[$MOB_KEY]\"; {} services; exec sleep {m}",
+        bin.display()
+    );
+    let spec = serde_json::json!({
+        "name": "curious",
+        "provider": "shell",
+        "params": {"command": command},
+    });
+    agent.deploy(&spec.to_string()).unwrap();
+    let mut out = String::new();
+    wait_until("the instance's output", Duration::from_secs(10), || {
+        out = agent.cli(&["logs", "curious"])?;
+        Ok(out.contains("curious") && out.contains("key=["))
+    })
+    .unwrap();
+    assert!(out.contains("key=[]"), "{out}");
+    // `mob-agent services` inside the instance found its agent by MOB_AGENT.
+    assert!(out.contains("stdout curious"), "{out}");
+}
+
+#[test]
 fn a_restarted_agent_kills_what_its_crashed_run_left_behind() {
     let dir = tempfile::tempdir().unwrap();
     let mut agents = local_cluster(dir.path(), 1).unwrap();

@@ -9,7 +9,7 @@
 //!
 //! Containers are named `mob-<service>-<slot>` and labelled `mob.service`,
 //! `mob.slot`, `mob.node`, and `mob.agent` (the agent's identity on the
-//! host, its data directory: node names need not be unique across agents
+//! host, its control socket: node names need not be unique across agents
 //! sharing one engine). Killing the client does not stop a container
 //! (dockerd owns it), so stop is `docker stop -t <stop_timeout>` and then
 //! `docker rm -f`; a stale container of the same name is removed before a

@@ -49,6 +49,9 @@ pub(crate) fn spawn_supervised(
         .env("MOB_SLOT", instance.slot.to_string())
         .env("MOB_NODE", &instance.node)
         .env(crate::leftovers::AGENT_ENV, &instance.agent)
+        // The agent may have its cluster key from the environment: no
+        // workload gets it.
+        .env_remove("MOB_KEY")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -56,11 +59,7 @@ pub(crate) fn spawn_supervised(
     if let Some(cwd) = cwd {
         command.current_dir(cwd);
     }
-    if let Some(user) = user {
-        let found = nix::unistd::User::from_name(user)
-            .map_err(|e| bad_params(instance, format!("params.user {user:?}: {e}")))?;
-        let found = found
-            .ok_or_else(|| bad_params(instance, format!("params.user {user:?}: no such user")))?;
+    if let Some(found) = lookup_user(instance, user)? {
         command.uid(found.uid.as_raw()).gid(found.gid.as_raw());
     }
     let agent = nix::unistd::getpid();
@@ -99,6 +98,21 @@ pub(crate) fn spawn_supervised(
         pid,
         group: pid,
     })
+}
+
+/// The account `params.user` names, if any; a name with no account is a
+/// bad parameter (checked before anything starts).
+pub(crate) fn lookup_user(
+    instance: &InstanceSpec,
+    user: Option<&str>,
+) -> Result<Option<nix::unistd::User>, ProviderError> {
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    nix::unistd::User::from_name(user)
+        .map_err(|e| bad_params(instance, format!("params.user {user:?}: {e}")))?
+        .ok_or_else(|| bad_params(instance, format!("params.user {user:?}: no such user")))
+        .map(Some)
 }
 
 /// SIGTERM to the group, SIGKILL after `timeout`; then SIGKILL to whatever
@@ -154,7 +168,9 @@ impl Provider for ExecProvider {
 
     fn check(&self, instance: &InstanceSpec) -> Result<(), ProviderError> {
         match &instance.spec.params {
-            Params::Exec { command, .. } if !command.is_empty() && !command[0].is_empty() => Ok(()),
+            Params::Exec { command, user, .. } if !command.is_empty() && !command[0].is_empty() => {
+                lookup_user(instance, user.as_deref()).map(|_| ())
+            }
             Params::Exec { .. } => Err(bad_params(instance, "params.command is missing or empty")),
             other => Err(bad_params(
                 instance,

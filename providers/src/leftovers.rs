@@ -3,8 +3,9 @@
 //! A kill -9 of the agent takes each instance's main process along (the
 //! parent-death signal), but not the processes *those* started: the
 //! signal is not inherited across fork. Every instance carries
-//! [`AGENT_ENV`] = the agent's identity on this host (its data
-//! directory), and its children inherit it; at start the agent finds the
+//! [`AGENT_ENV`] = the agent's identity on this host (its control socket,
+//! so that `mob-agent` run inside an instance talks to its own agent), and
+//! its children inherit it; at start the agent finds the
 //! processes that carry its identity and kills them, as it removes its
 //! leftover containers. A process that cleared its environment escapes.
 
@@ -13,7 +14,8 @@ use std::io::Read;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// The environment variable naming the agent an instance belongs to.
+/// The environment variable naming the agent an instance belongs to (the
+/// same one the CLI reads for the socket to talk to).
 pub const AGENT_ENV: &str = "MOB_AGENT";
 
 /// Largest environment read per process (the kernel caps it near 2 MiB;

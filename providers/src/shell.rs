@@ -26,7 +26,9 @@ impl Provider for ShellProvider {
 
     fn check(&self, instance: &InstanceSpec) -> Result<(), ProviderError> {
         match &instance.spec.params {
-            Params::Shell { command, .. } if !command.trim().is_empty() => Ok(()),
+            Params::Shell { command, user, .. } if !command.trim().is_empty() => {
+                crate::exec::lookup_user(instance, user.as_deref()).map(|_| ())
+            }
             Params::Shell { .. } => Err(bad_params(instance, "params.command is missing or empty")),
             other => Err(bad_params(
                 instance,

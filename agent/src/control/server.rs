@@ -53,6 +53,8 @@ pub(crate) async fn serve(listener: UnixListener, state: Arc<ControlState>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, most likely: don't spin.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
