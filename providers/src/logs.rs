@@ -2,20 +2,22 @@
 //! instance (`<dir>/<service>.<slot>.log`), each line prefixed with the time
 //! and the stream, rotated by size (`.log.1`, `.log.2`, ...).
 //!
-//! The child is never blocked by a slow disk: lines go through a bounded
-//! queue to a writer task; when the queue is full they are dropped, and a
-//! marker line says how many.
+//! The child is never blocked by a slow disk: lines go through a queue
+//! bounded in lines and in bytes to a writer task; when it is full they are
+//! dropped, and a marker line says how many. Output is read as bytes: a line
+//! that is not UTF-8 is kept with its bad bytes replaced (U+FFFD), never a
+//! reason to stop reading the pipe.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 
 /// Default size of one log file before rotation.
 pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
@@ -25,6 +27,8 @@ pub const DEFAULT_FILES: usize = 3;
 pub const MAX_LINE: usize = 64 * 1024;
 /// Lines queued between the pipes and the writer.
 const QUEUE: usize = 4096;
+/// Bytes queued between the pipes and the writer.
+const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Where and how big.
 #[derive(Debug, Clone)]
@@ -76,6 +80,7 @@ impl Stream {
 pub struct LogSink {
     lines: mpsc::Sender<(Stream, String)>,
     dropped: Arc<AtomicU64>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl LogSink {
@@ -85,30 +90,42 @@ impl LogSink {
         let writer = Writer::open(config.path(service, slot), config.max_bytes, config.files)?;
         let (lines, rx) = mpsc::channel(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(writer.run(rx, dropped.clone()));
-        Ok(Self { lines, dropped })
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(writer.run(rx, dropped.clone(), queued.clone()));
+        Ok(Self {
+            lines,
+            dropped,
+            queued,
+        })
     }
 
     /// Queues a line; drops it (counted) if the writer is behind.
     pub fn line(&self, stream: Stream, line: String) {
-        if self.lines.try_send((stream, line)).is_err() {
+        let len = line.len();
+        let full = self.queued.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES;
+        if full || self.lines.try_send((stream, line)).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Reads lines from `pipe` until it closes.
     pub async fn pump(self, stream: Stream, pipe: impl AsyncRead + Unpin) {
-        let mut lines = FramedRead::new(pipe, LinesCodec::new_with_max_length(MAX_LINE));
+        let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), MAX_LINE);
+        let mut lines = FramedRead::new(pipe, codec);
         while let Some(line) = lines.next().await {
             match line {
-                Ok(line) => self.line(stream, line),
-                Err(LinesCodecError::MaxLineLengthExceeded) => {
+                Ok(bytes) => {
+                    let bytes = bytes.strip_suffix(b"\r").unwrap_or(&bytes);
+                    self.line(stream, String::from_utf8_lossy(bytes).into_owned());
+                }
+                Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => {
                     self.line(
                         stream,
                         format!("[mob: line longer than {MAX_LINE} bytes cut]"),
                     );
                 }
-                Err(LinesCodecError::Io(_)) => break,
+                Err(AnyDelimiterCodecError::Io(_)) => break,
             }
         }
     }
@@ -139,7 +156,12 @@ impl Writer {
         })
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<(Stream, String)>, dropped: Arc<AtomicU64>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<(Stream, String)>,
+        dropped: Arc<AtomicU64>,
+        queued: Arc<AtomicUsize>,
+    ) {
         let mut lines = Vec::new();
         while let Some(first) = rx.recv().await {
             // Batch what is queued into one blocking write.
@@ -153,6 +175,7 @@ impl Writer {
             }
             let mut next = Some(first);
             while let Some((stream, line)) = next.take() {
+                queued.fetch_sub(line.len(), Ordering::Relaxed);
                 lines.push(format!("{now} {} {line}\n", stream.as_str()));
                 if lines.len() < 512 {
                     next = rx.try_recv().ok();
@@ -335,6 +358,8 @@ mod tests {
                     .await
                     .unwrap();
             }
+            // Not UTF-8: kept, and the lines after it still come.
+            err_w.write_all(b"bad \xff byte\r\n").await.unwrap();
             err_w.write_all(b"an error\n").await.unwrap();
         }
         pumps.await.unwrap();
@@ -346,6 +371,10 @@ mod tests {
             if all.iter().any(|l| l.contains("out line 099"))
                 && all.iter().any(|l| l.contains("an error"))
             {
+                assert!(
+                    all.iter().any(|l| l.ends_with("stderr bad \u{FFFD} byte")),
+                    "{all:?}"
+                );
                 break;
             }
             assert!(
@@ -386,15 +415,32 @@ mod tests {
         let sink = LogSink {
             lines,
             dropped: Arc::new(AtomicU64::new(0)),
+            queued: Arc::new(AtomicUsize::new(0)),
         };
         for i in 0..10 {
             sink.line(Stream::Stdout, format!("l{i}"));
         }
         assert_eq!(sink.dropped.load(Ordering::Relaxed), 6);
+        // The byte budget holds too: one line bigger than it is dropped.
+        let (lines, _rx) = mpsc::channel(4);
+        let big = LogSink {
+            lines,
+            dropped: Arc::new(AtomicU64::new(0)),
+            queued: Arc::new(AtomicUsize::new(0)),
+        };
+        big.line(Stream::Stdout, "x".repeat(QUEUE_BYTES + 1));
+        big.line(Stream::Stdout, "small".into());
+        assert_eq!(big.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(big.queued.load(Ordering::Relaxed), 5);
         let writer = Writer::open(config.path("x", 0), DEFAULT_MAX_BYTES, 3).unwrap();
-        let dropped = sink.dropped.clone();
+        let (dropped, queued) = (sink.dropped.clone(), sink.queued.clone());
         drop(sink);
-        writer.run(rx, dropped).await;
+        writer.run(rx, dropped, queued.clone()).await;
+        assert_eq!(
+            queued.load(Ordering::Relaxed),
+            0,
+            "the writer gave the bytes back"
+        );
         let text = std::fs::read_to_string(config.path("x", 0)).unwrap();
         assert!(text.contains("[mob: 6 lines dropped"), "{text}");
         assert!(
