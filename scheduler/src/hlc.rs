@@ -51,7 +51,7 @@ impl Clock {
             self.counter = next;
         } else {
             // 4 billion writes in one millisecond: borrow the next one.
-            self.wall_ms += 1;
+            self.wall_ms = self.wall_ms.saturating_add(1);
             self.counter = 0;
         }
         Timestamp {
@@ -94,6 +94,18 @@ mod tests {
         a.observe(&remote);
         let local = a.tick(5_000);
         assert!(local > remote);
+    }
+
+    #[test]
+    fn the_end_of_time_does_not_panic() {
+        let mut c = Clock::new("a");
+        c.observe(&Timestamp {
+            wall_ms: u64::MAX,
+            counter: u32::MAX,
+            node: "broken".into(),
+        });
+        let t = c.tick(1);
+        assert_eq!(t.wall_ms, u64::MAX);
     }
 
     #[test]

@@ -62,12 +62,21 @@ pub(crate) struct Written {
     pub(crate) changes: Vec<ServiceChange>,
 }
 
+/// How far ahead of this node's clock a peer's write may be. Further means
+/// a broken clock, and taking it would drag every later write along (the
+/// clock never goes back).
+pub(crate) const MAX_CLOCK_AHEAD_MS: u64 = 3_600_000;
+
 /// Whether a record from a peer is one this version writes: the value
-/// fits its key's kind, and a service's spec is valid and named as its key.
+/// fits its key's kind, a service's spec is valid and named as its key,
+/// and it was not written more than [`MAX_CLOCK_AHEAD_MS`] in our future.
 /// Peers hold the cluster key, but a buggy or newer one must not plant
 /// a spec the CLI would refuse (one with a million replicas, say).
-pub(crate) fn is_well_formed(key: &str, record: &Record) -> bool {
+pub(crate) fn is_well_formed(key: &str, record: &Record, now_ms: u64) -> bool {
     use mob_scheduler::record::{CLAIM_PREFIX, NODE_PREFIX, SERVICE_PREFIX, STATUS_PREFIX};
+    if record.ts.wall_ms > now_ms.saturating_add(MAX_CLOCK_AHEAD_MS) {
+        return false;
+    }
     match &record.value {
         Value::Service(s) => key.strip_prefix(SERVICE_PREFIX).is_some_and(|name| {
             s.spec
@@ -333,9 +342,20 @@ mod tests {
         let mut r = Replica::new("n1", Table::new());
         let (_, w) = r.deploy(spec(WEB), 1).unwrap();
         let (key, good) = w.records[0].clone();
-        assert!(is_well_formed(&key, &good));
-        assert!(!is_well_formed("svc/other", &good), "named unlike its key");
-        assert!(!is_well_formed("node/web", &good), "a service under node/");
+        let now = good.ts.wall_ms;
+        assert!(is_well_formed(&key, &good, now));
+        assert!(
+            !is_well_formed(&key, &good, now - MAX_CLOCK_AHEAD_MS - 1),
+            "from the far future"
+        );
+        assert!(
+            !is_well_formed("svc/other", &good, now),
+            "named unlike its key"
+        );
+        assert!(
+            !is_well_formed("node/web", &good, now),
+            "a service under node/"
+        );
         let mut huge = good.clone();
         if let Value::Service(ServiceRecord {
             spec: Some(spec), ..
@@ -343,17 +363,17 @@ mod tests {
         {
             spec.replicas = 1_000_000;
         }
-        assert!(!is_well_formed(&key, &huge));
+        assert!(!is_well_formed(&key, &huge, now));
         let tombstone = Record {
             value: Value::Tombstone,
             ..good
         };
-        assert!(is_well_formed("status/n1/web/0", &tombstone));
+        assert!(is_well_formed("status/n1/web/0", &tombstone, now));
         assert!(
-            !is_well_formed(&key, &tombstone),
+            !is_well_formed(&key, &tombstone, now),
             "services are removed, not tombstoned"
         );
-        assert!(!is_well_formed("other/x", &tombstone));
+        assert!(!is_well_formed("other/x", &tombstone, now));
     }
 
     #[test]

@@ -709,7 +709,8 @@ impl TableTask {
 
     fn merge(&mut self, mut records: Records) {
         let received = records.len();
-        records.retain(|(key, record)| replica::is_well_formed(key, record));
+        let now = now_ms();
+        records.retain(|(key, record)| replica::is_well_formed(key, record, now));
         if records.len() < received {
             let dropped = received - records.len();
             self.handle
@@ -718,7 +719,6 @@ impl TableTask {
                 .fetch_add(dropped as u64, Ordering::Relaxed);
             debug!(records = dropped, "malformed records from a peer dropped");
         }
-        let now = now_ms();
         if records
             .iter()
             .any(|(_, r)| r.ts.wall_ms < now.saturating_sub(self.config.gc_after_ms()))
