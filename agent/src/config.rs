@@ -229,6 +229,18 @@ impl AgentConfig {
                 config_name()
             )));
         }
+        for (field, value) in [
+            ("anti_entropy_period", file.table.anti_entropy_period),
+            ("gc_after", file.table.gc_after),
+        ] {
+            if value > mob_membership::timings::MAX_TIMING {
+                return Err(err(format!(
+                    "--config {}: [table]: {field} ({value:?}) must be at most {:?}",
+                    config_name(),
+                    mob_membership::timings::MAX_TIMING
+                )));
+            }
+        }
         // A deletion must reach every member before it is forgotten.
         if file.table.gc_after < file.table.anti_entropy_period * 10 {
             return Err(err(format!(
@@ -458,6 +470,11 @@ mod tests {
             ),
             ("[table]\nfanout = 3", "fanout"),
             ("[table]\ngc_after = \"5s\"", "gc_after"),
+            ("[table]\ngc_after = \"1000years\"", "gc_after"),
+            (
+                "[timings]\nannounce_period = \"100years\"",
+                "announce_period",
+            ),
             ("[table]\ngc_after = \"soon\"", "gc_after"),
         ] {
             std::fs::write(&cfg, text).unwrap();

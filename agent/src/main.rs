@@ -34,6 +34,15 @@ use crate::config::{AgentConfig, Env, SOCKET_FILE};
 use crate::control::protocol::{RequestBody, Response};
 
 fn main() -> ExitCode {
+    // A panic in one task would leave a half-working agent (gossip up,
+    // table or supervisor gone). Print it and abort instead: the instances
+    // die with us (parent-death signal) and the service manager restarts
+    // a whole agent.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

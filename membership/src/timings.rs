@@ -82,6 +82,9 @@ impl Default for Timings {
     }
 }
 
+/// Longest any timing may be (a year).
+pub const MAX_TIMING: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl Timings {
     /// Checks ranges; the error names the field.
     pub fn validate(&self) -> Result<(), Error> {
@@ -100,6 +103,12 @@ impl Timings {
         for (field, value) in positive {
             if value.is_zero() {
                 return Err(Error::Config(format!("{field} must be greater than zero")));
+            }
+            // Timers add these to the clock: absurd values must not overflow it.
+            if value > MAX_TIMING {
+                return Err(Error::Config(format!(
+                    "{field} ({value:?}) must be at most {MAX_TIMING:?}"
+                )));
             }
         }
         if self.probe_rtt >= self.probe_period {
