@@ -291,6 +291,7 @@ async fn serve_streams(
                 tokio::spawn(async move {
                     match anti_entropy::serve(incoming.stream, &table).await {
                         Ok(_) => table.converged().await,
+                        Err(e) if is_rejected_frame(&e) => {}
                         Err(e) => {
                             tracing::debug!(peer = %peer, error = %e, "anti-entropy round failed")
                         }
@@ -300,8 +301,11 @@ async fn serve_streams(
             log_service::CHANNEL => {
                 let logs = logs.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = log_service::serve(incoming.stream, logs).await {
-                        tracing::debug!(peer = %peer, error = %e, "log stream ended");
+                    match log_service::serve(incoming.stream, logs).await {
+                        Err(e) if !is_rejected_frame(&e) => {
+                            tracing::debug!(peer = %peer, error = %e, "log stream ended");
+                        }
+                        _ => {}
                     }
                 });
             }
@@ -317,4 +321,13 @@ fn write_ready_file(path: &std::path::Path, addr: &str, socket: &str) -> std::io
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, body)?;
     std::fs::rename(&tmp, path)
+}
+
+/// Whether `e` is a stream frame that failed to open or decode: counted and
+/// logged (rate-limited) where it was read, so not logged again.
+pub(crate) fn is_rejected_frame(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<mob_membership::Error>(),
+        Some(mob_membership::Error::Rejected(_))
+    )
 }

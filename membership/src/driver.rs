@@ -321,6 +321,7 @@ impl Driver {
                         let _ = cmds.try_send(Cmd::ApplyMembers(theirs.into_bounded()));
                     }
                 }
+                Err(Error::Rejected(_)) => {}
                 Err(e) => debug!(peer = %peer, error = %e, "push-pull failed"),
             }
         });

@@ -65,4 +65,9 @@ pub enum Error {
     /// A stream peer misbehaved or the connection failed.
     #[error("stream: {0}")]
     Stream(String),
+    /// A stream frame failed to open or decode (wrong key, damage, garbage).
+    /// Counted, and logged at most once a second per peer where it
+    /// happens: callers need not log it again.
+    #[error("stream frame rejected: {0}")]
+    Rejected(String),
 }

@@ -20,7 +20,7 @@ use crate::envelope::Envelope;
 use crate::member::{MemberEvent, MemberView};
 use crate::push_pull::PushPull;
 use crate::stats::{Stats, StatsSnapshot};
-use crate::stream::{Hello, IncomingStream, PUSH_PULL, SealedStream};
+use crate::stream::{HELLO_FRAME_LIMIT, Hello, IncomingStream, PUSH_PULL, SealedStream};
 use crate::{ClusterKey, Error, NodeId, Timings};
 
 const CHANNEL_DEPTH: usize = 1024;
@@ -301,9 +301,9 @@ async fn accept_streams(
             stats.clone(),
         );
         tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = serve_stream(tcp, cmds, streams, envelope, stats, limit).await {
-                debug!(peer = %peer, error = %e, "stream ended");
+            match serve_stream(tcp, permit, cmds, streams, envelope, stats, limit).await {
+                Ok(()) | Err(Error::Rejected(_)) => {}
+                Err(e) => debug!(peer = %peer, error = %e, "stream ended"),
             }
         });
     }
@@ -311,14 +311,19 @@ async fn accept_streams(
 
 async fn serve_stream(
     tcp: tokio::net::TcpStream,
+    permit: tokio::sync::OwnedSemaphorePermit,
     cmds: mpsc::WeakSender<Cmd>,
     streams: mpsc::Sender<IncomingStream>,
     envelope: Envelope,
     stats: Arc<Stats>,
     limit: usize,
 ) -> Result<(), Error> {
-    let mut stream = SealedStream::new(tcp, envelope, limit, stats)?;
+    let mut stream = SealedStream::new(tcp, envelope, HELLO_FRAME_LIMIT, stats)?;
+    // The stream counts against the limit until it is dropped, here or by
+    // the agent that serves its channel.
+    stream.hold(permit);
     let hello: Hello = stream.recv_within(HELLO_TIMEOUT).await?;
+    stream.set_frame_limit(limit);
     if hello.channel != PUSH_PULL {
         return streams
             .try_send(IncomingStream {

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 /// Live counters, shared between the membership tasks.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// When rejected stream frames were last logged, per peer address.
+    stream_rejects: std::sync::Mutex<crate::reject_log::RejectLog>,
     packets_rejected: AtomicU64,
     datagrams_sent: AtomicU64,
     datagrams_received: AtomicU64,
@@ -42,6 +44,18 @@ pub struct StatsSnapshot {
 impl Stats {
     pub(crate) fn rejected(&self) {
         self.packets_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a rejected stream frame from `peer`, and says whether to log
+    /// it (at most once a second per peer address; connections from one
+    /// host share it whatever their port).
+    pub(crate) fn stream_rejected(&self, peer: std::net::SocketAddr) -> bool {
+        self.rejected();
+        let host = std::net::SocketAddr::new(peer.ip(), 0);
+        self.stream_rejects
+            .lock()
+            .map(|mut log| log.should_log(host, std::time::Instant::now()))
+            .unwrap_or(false)
     }
 
     pub(crate) fn sent(&self, bytes: usize) {

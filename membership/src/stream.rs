@@ -22,6 +22,11 @@ pub const PUSH_PULL: u16 = 0;
 /// Default cap on one frame, envelope included.
 pub const DEFAULT_FRAME_LIMIT: usize = 8 * 1024 * 1024;
 
+/// Cap on a stream's first frame, read before the peer proved it holds
+/// the key: the codec reserves what a frame header claims, so an
+/// unauthenticated peer gets no more than this.
+pub(crate) const HELLO_FRAME_LIMIT: usize = 1024;
+
 /// First frame of every stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -36,6 +41,9 @@ pub struct SealedStream {
     limit: usize,
     peer: SocketAddr,
     stats: Arc<Stats>,
+    /// An accepted stream's slot among the concurrent ones, held for as
+    /// long as the stream lives, whoever serves it.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl SealedStream {
@@ -56,7 +64,20 @@ impl SealedStream {
             limit,
             peer,
             stats,
+            _permit: None,
         })
+    }
+
+    /// Changes the frame limit: raised once the peer said hello, lowered
+    /// by a protocol whose messages are smaller.
+    pub fn set_frame_limit(&mut self, limit: usize) {
+        self.framed.codec_mut().set_max_frame_length(limit);
+        self.limit = limit;
+    }
+
+    /// Ties a concurrency permit to the stream's life.
+    pub(crate) fn hold(&mut self, permit: tokio::sync::OwnedSemaphorePermit) {
+        self._permit = Some(permit);
     }
 
     /// Connects to `addr` and opens `channel`, within `timeout`.
@@ -112,19 +133,27 @@ impl SealedStream {
                 self.stats.stream_received(frame.len() + 4);
                 frame
             }
-            Some(Err(e)) => {
-                self.stats.rejected();
-                return Err(Error::Stream(format!("from {}: {e}", self.peer)));
+            // A frame header over the limit; other errors are the connection's.
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(self.reject(format!("from {}: {e}", self.peer)));
             }
+            Some(Err(e)) => return Err(Error::Stream(format!("from {}: {e}", self.peer))),
         };
-        let plain = self.envelope.open(&frame, self.limit).map_err(|e| {
-            self.stats.rejected();
-            Error::Stream(format!("frame from {}: {e}", self.peer))
-        })?;
-        postcard::from_bytes(&plain).map(Some).map_err(|e| {
-            self.stats.rejected();
-            Error::Stream(format!("undecodable frame from {}: {e}", self.peer))
-        })
+        let plain = match self.envelope.open(&frame, self.limit) {
+            Ok(plain) => plain,
+            Err(e) => return Err(self.reject(format!("frame from {}: {e}", self.peer))),
+        };
+        postcard::from_bytes(&plain)
+            .map(Some)
+            .map_err(|e| self.reject(format!("undecodable frame from {}: {e}", self.peer)))
+    }
+
+    /// Counts a rejected frame and logs it (rate-limited).
+    fn reject(&self, why: String) -> Error {
+        if self.stats.stream_rejected(self.peer) {
+            tracing::debug!(peer = %self.peer, error = %why, "stream frame rejected");
+        }
+        Error::Rejected(why)
     }
 
     /// Receives one message within `timeout`; a closed stream is an error.
@@ -147,4 +176,68 @@ pub struct IncomingStream {
     pub channel: u16,
     /// The stream, past its hello.
     pub stream: SealedStream,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ClusterKey;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// A server-side stream at the hello limit, and the raw client socket.
+    async fn pair(key: &ClusterKey) -> (SealedStream, TcpStream, Arc<Stats>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let stats = Arc::new(Stats::default());
+        let server =
+            SealedStream::new(tcp, Envelope::new(key), HELLO_FRAME_LIMIT, stats.clone()).unwrap();
+        (server, client, stats)
+    }
+
+    #[tokio::test]
+    async fn before_hello_a_big_frame_header_is_refused_unread() {
+        let key = ClusterKey::generate();
+        let (mut server, mut client, stats) = pair(&key).await;
+        // Claims 8 MiB: refused on the header, nothing that size reserved.
+        client.write_all(&(8u32 << 20).to_be_bytes()).await.unwrap();
+        let err = server.recv::<Hello>().await.unwrap_err();
+        assert!(matches!(err, Error::Rejected(_)), "{err}");
+        assert_eq!(stats.snapshot().packets_rejected, 1);
+    }
+
+    #[tokio::test]
+    async fn a_hello_under_another_key_is_rejected_and_counted() {
+        let (mut server, client, stats) = pair(&ClusterKey::generate()).await;
+        let mut other = SealedStream::new(
+            client,
+            Envelope::new(&ClusterKey::generate()),
+            DEFAULT_FRAME_LIMIT,
+            Arc::new(Stats::default()),
+        )
+        .unwrap();
+        other.send(&Hello { channel: 1 }).await.unwrap();
+        let err = server.recv::<Hello>().await.unwrap_err();
+        assert!(matches!(err, Error::Rejected(_)), "{err}");
+        assert_eq!(stats.snapshot().packets_rejected, 1);
+        // The same key passes, and the limit can be raised after.
+        let key = ClusterKey::generate();
+        let (mut server, client, _) = pair(&key).await;
+        let mut ours =
+            SealedStream::new(client, Envelope::new(&key), DEFAULT_FRAME_LIMIT, stats).unwrap();
+        ours.send(&Hello { channel: 7 }).await.unwrap();
+        assert_eq!(
+            server.recv::<Hello>().await.unwrap(),
+            Some(Hello { channel: 7 })
+        );
+        server.set_frame_limit(DEFAULT_FRAME_LIMIT);
+        ours.send(&vec![0u8; 100_000]).await.unwrap();
+        assert_eq!(
+            server.recv::<Vec<u8>>().await.unwrap().map(|v| v.len()),
+            Some(100_000)
+        );
+    }
 }

@@ -25,9 +25,13 @@ use super::task::TableHandle;
 pub(crate) const CHANNEL: u16 = 1;
 /// Target size of one chunk of records.
 const CHUNK_BYTES: usize = 1024 * 1024;
-/// Most chunks accepted in one round: chunks are ~1 MiB, so a round
-/// buffers at most ~64 MiB (plus one frame of slack) from a peer.
-const MAX_CHUNKS: usize = 64;
+/// Largest frame of a round: a chunk passes its target by one record at
+/// most (a spec is at most 64 KiB).
+const FRAME_LIMIT: usize = 2 * CHUNK_BYTES;
+/// Most chunks accepted in one round: a round buffers at most
+/// `MAX_CHUNKS x FRAME_LIMIT` = 64 MiB from a peer (a table of ~500,000
+/// services).
+const MAX_CHUNKS: usize = 32;
 /// Time allowed for each message of a round.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -49,6 +53,7 @@ pub(crate) async fn initiate(
     mut stream: SealedStream,
     table: &TableHandle,
 ) -> anyhow::Result<usize> {
+    stream.set_frame_limit(FRAME_LIMIT);
     let digest = table.digest().await?;
     stream.send(&Message::Summary(summary(&digest))).await?;
     match stream.recv_within(STEP_TIMEOUT).await? {
@@ -67,6 +72,7 @@ pub(crate) async fn initiate(
 
 /// Serves a round a peer initiated.
 pub(crate) async fn serve(mut stream: SealedStream, table: &TableHandle) -> anyhow::Result<usize> {
+    stream.set_frame_limit(FRAME_LIMIT);
     let theirs = match stream.recv_within(STEP_TIMEOUT).await? {
         Message::Summary(theirs) => theirs,
         other => anyhow::bail!("expected a summary, got {}", name(&other)),

@@ -821,7 +821,9 @@ impl TableTask {
                         .stats
                         .anti_entropy_failures
                         .fetch_add(1, Ordering::Relaxed);
-                    debug!(peer = %peer, error = %e, "anti-entropy round failed");
+                    if !crate::agent::is_rejected_frame(&e) {
+                        debug!(peer = %peer, error = %e, "anti-entropy round failed");
+                    }
                 }
             }
         });
