@@ -57,6 +57,7 @@ pub(crate) fn stats_json(stats: &StatsReport) -> String {
         "deltas_rejected": stats.deltas_rejected,
         "anti_entropy_rounds": stats.anti_entropy_rounds,
         "anti_entropy_failures": stats.anti_entropy_failures,
+        "deltas_received": stats.deltas_received,
         "records_rejected": stats.records_rejected,
         "table_forgotten": stats.table_forgotten,
     })
@@ -261,6 +262,7 @@ pub(crate) fn stats_text(stats: &StatsReport) -> String {
             "anti_entropy_failures".into(),
             stats.anti_entropy_failures.to_string(),
         ],
+        ["deltas_received".into(), stats.deltas_received.to_string()],
         [
             "records_rejected".into(),
             stats.records_rejected.to_string(),

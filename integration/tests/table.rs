@@ -176,6 +176,7 @@ fn anti_entropy_alone_converges() {
     // No delta was broadcast: the records came by anti-entropy.
     for a in &agents {
         let stats = a.stats().unwrap();
+        assert_eq!(stats["deltas_received"], 0, "{stats}");
         assert!(
             stats["anti_entropy_rounds"].as_u64().unwrap() > 0,
             "{stats}"

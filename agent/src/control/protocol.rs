@@ -86,6 +86,8 @@ pub(crate) struct StatsReport {
     pub(crate) anti_entropy_rounds: u64,
     /// Anti-entropy rounds this node initiated that failed.
     pub(crate) anti_entropy_failures: u64,
+    /// Broadcast deltas received and decoded.
+    pub(crate) deltas_received: u64,
     /// Records from peers dropped as malformed.
     pub(crate) records_rejected: u64,
     /// Records forgotten by garbage collection.

@@ -193,6 +193,7 @@ fn stats(state: &ControlState) -> StatsReport {
         deltas_rejected: get(&t.deltas_rejected),
         anti_entropy_rounds: get(&t.anti_entropy_rounds),
         anti_entropy_failures: get(&t.anti_entropy_failures),
+        deltas_received: get(&t.deltas_received),
         records_rejected: get(&t.records_rejected),
         table_forgotten: get(&t.forgotten),
     }

@@ -74,6 +74,7 @@ struct Delta(Records);
 #[derive(Debug, Default)]
 pub(crate) struct TableStats {
     pub(crate) records: AtomicU64,
+    pub(crate) deltas_received: AtomicU64,
     pub(crate) deltas_rejected: AtomicU64,
     pub(crate) records_rejected: AtomicU64,
     pub(crate) anti_entropy_rounds: AtomicU64,
@@ -506,7 +507,13 @@ impl TableTask {
 
     fn receive_delta(&mut self, bytes: &[u8]) {
         match postcard::from_bytes::<Delta>(bytes) {
-            Ok(Delta(records)) => self.merge(records),
+            Ok(Delta(records)) => {
+                self.handle
+                    .stats
+                    .deltas_received
+                    .fetch_add(1, Ordering::Relaxed);
+                self.merge(records);
+            }
             Err(e) => {
                 self.handle
                     .stats
