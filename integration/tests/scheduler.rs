@@ -321,6 +321,26 @@ fn drain_moves_instances_then_stops_them() {
             "drained instance {pid} still runs"
         );
     }
+    // Each drained instance stopped only once its replacement ran.
+    let at = |event: &Value| {
+        humantime::parse_rfc3339_weak(event["timestamp"].as_str().unwrap_or_default()).unwrap()
+    };
+    let moved: Vec<&(u64, String, u32)> = before.iter().filter(|p| p.1 == drained).collect();
+    assert!(!moved.is_empty());
+    for (slot, _, _) in moved {
+        let stopped = agent_named(&agents, &drained)
+            .log_events("instance stopped")
+            .into_iter()
+            .find(|e| e["service"] == "moving" && e["slot"] == *slot)
+            .expect("the drained instance's stop is logged");
+        let new_owner = &after.iter().find(|p| p.0 == *slot).unwrap().1;
+        let started = agent_named(&agents, new_owner)
+            .log_events("instance started")
+            .into_iter()
+            .find(|e| e["service"] == "moving" && e["slot"] == *slot)
+            .expect("the replacement's start is logged");
+        assert!(at(&started) <= at(&stopped), "{started} / {stopped}");
+    }
     // A drain outlives a restart of the agent: new slots avoid the node.
     let mut agents = agents;
     let index = agents.iter().position(|a| a.name() == drained).unwrap();
