@@ -2,14 +2,16 @@
 //! the real table merge over a lossy network with partitions, crashes and
 //! restarts, in virtual time (one tick = one gossip round, ~100 ms).
 //!
-//! After the last heal, every node is up and connected; the simulation runs
-//! until the invariants hold or a round limit passes:
+//! Three times: a partition (deploys and removes on every side), a crash and
+//! a restart, then a heal. After each heal every node is up and connected;
+//! the simulation runs until the invariants hold (or fails after a round
+//! limit), then checks that they keep holding through a quiet period:
 //! - no service is lost: every node's table holds every live service;
 //! - every slot of every live service is owned by exactly one live,
 //!   eligible node, and runs there;
 //! - no node runs an instance it doesn't own.
 //!
-//! CI runs 200 seeds at 20 nodes x 200 services (~100 s on 2 cores).
+//! CI runs 200 seeds at 20 nodes x 200 services (~150 s on 2 cores).
 //! `MOB_SIM_NODES`, `MOB_SIM_SERVICES` and `MOB_SIM_SEEDS` size other runs,
 //! e.g.
 //! `MOB_SIM_NODES=1000 MOB_SIM_SERVICES=50 MOB_SIM_SEEDS=1 cargo test --release -p mob-scheduler --test sim -- --nocapture`.
@@ -404,6 +406,35 @@ fn live_services(table: &Table) -> impl Iterator<Item = (&ServiceSpec, u64)> {
         .filter_map(|(_, _, s)| s.spec.as_ref().map(|spec| (spec, s.version)))
 }
 
+impl Sim {
+    /// After a heal: steps until every invariant holds (600 rounds at
+    /// most), then checks they keep holding through a quiet period.
+    /// Returns the rounds it took.
+    fn converge(&mut self, seed: u64, heal: usize, expected: &BTreeSet<String>) -> u64 {
+        const LIMIT: u64 = 600;
+        const QUIET: usize = 20;
+        let start = self.tick;
+        loop {
+            self.step();
+            match self.violation(expected) {
+                None => break,
+                Some(v) if self.tick - start > LIMIT => {
+                    panic!("seed {seed}: not converged {LIMIT} rounds after heal {heal}: {v}")
+                }
+                Some(_) => {}
+            }
+        }
+        let rounds = self.tick - start;
+        for _ in 0..QUIET {
+            self.step();
+            if let Some(v) = self.violation(expected) {
+                panic!("seed {seed}: diverged again after heal {heal}: {v}");
+            }
+        }
+        rounds
+    }
+}
+
 fn observe_all(clock: &mut Clock, table: &Table) {
     for (_, record) in table.iter() {
         clock.observe(&record.ts);
@@ -417,9 +448,10 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Runs one seeded scenario; returns the rounds to converge after the final heal.
-fn run(seed: u64, nodes: usize, services: usize) -> u64 {
+/// Runs one seeded scenario; returns the rounds to converge after each heal.
+fn run(seed: u64, nodes: usize, services: usize) -> Vec<u64> {
     let mut sim = Sim::new(seed, nodes, 0.2);
+    let mut rounds = Vec::new();
     let mut expected = BTreeSet::new();
     for s in 0..services {
         let replicas = 1 + (s % 3);
@@ -476,35 +508,13 @@ fn run(seed: u64, nodes: usize, services: usize) -> u64 {
             sim.step();
         }
         sim.heal();
-        for _ in 0..10 {
-            sim.step();
-        }
-    }
-    sim.heal();
-    let start = sim.tick;
-    let limit = 600;
-    loop {
-        sim.step();
-        match sim.violation(&expected) {
-            None => break,
-            Some(v) if sim.tick - start > limit => {
-                panic!("seed {seed}: not converged {limit} rounds after the heal: {v}")
-            }
-            Some(_) => {}
-        }
-    }
-    // Converged states stay converged.
-    for _ in 0..30 {
-        sim.step();
-        if let Some(v) = sim.violation(&expected) {
-            panic!("seed {seed}: diverged again: {v}");
-        }
+        rounds.push(sim.converge(seed, round, &expected));
     }
     assert!(
         sim.dropped > 0 && sim.delivered > 0,
         "the loss knob had no effect"
     );
-    sim.tick - start
+    rounds
 }
 
 #[test]
@@ -531,11 +541,12 @@ fn converges_after_partitions_crashes_and_loss() {
         workers
             .into_iter()
             .flat_map(|w| w.join().unwrap())
+            .flatten()
             .collect()
     });
     rounds.sort_unstable();
     eprintln!(
-        "sim: {nodes} nodes x {services} services, {seeds} seeds: rounds to converge after heal min {} median {} max {}",
+        "sim: {nodes} nodes x {services} services, {seeds} seeds x 3 heals: rounds to converge after a heal min {} median {} max {}",
         rounds[0],
         rounds[rounds.len() / 2],
         rounds[rounds.len() - 1]
