@@ -11,7 +11,7 @@
 //!   eligible node, and runs there;
 //! - no node runs an instance it doesn't own.
 //!
-//! CI runs 200 seeds at 20 nodes x 200 services (~150 s on 2 cores).
+//! CI runs 200 seeds at 20 nodes x 200 services (~160 s on 2 cores).
 //! `MOB_SIM_NODES`, `MOB_SIM_SERVICES` and `MOB_SIM_SEEDS` size other runs,
 //! e.g.
 //! `MOB_SIM_NODES=1000 MOB_SIM_SERVICES=50 MOB_SIM_SEEDS=1 cargo test --release -p mob-scheduler --test sim -- --nocapture`.
