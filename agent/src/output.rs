@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::control::protocol::StatsReport;
 use crate::replication::replica::{DeployKind, Deployed};
+use crate::replication::task::now_ms;
 
 /// `members --json`: `[{"name","addr","epoch","state"}]`.
 pub(crate) fn members_json(members: &[MemberView]) -> String {
@@ -124,12 +125,6 @@ fn age(since_ms: Option<u64>, now_ms: u64) -> String {
         (0, _, _) => format!("{h}h{m}m"),
         _ => format!("{d}d{h}h"),
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 const SLOT_COLUMNS: [&str; 8] = [

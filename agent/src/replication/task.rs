@@ -198,7 +198,8 @@ impl TableHandle {
     }
 }
 
-fn now_ms() -> u64 {
+/// Wall clock, unix milliseconds.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
