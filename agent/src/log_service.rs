@@ -127,3 +127,33 @@ pub(crate) async fn fetch(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_name_that_is_a_path_reads_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        // A file a traversal would reach: <dir>/secret.0.log.
+        std::fs::write(dir.path().join("secret.0.log"), "do not serve\n").unwrap();
+        let config = LogConfig::new(logs);
+        for name in ["../secret", "/etc/passwd", "a/b"] {
+            let (tx, mut rx) = mpsc::channel(4);
+            let request = LogRequest {
+                service: name.into(),
+                slot: 0,
+                lines: 10,
+                follow: false,
+            };
+            let err = local(config.clone(), request, tx).await.unwrap_err();
+            assert!(
+                err.to_string().contains("bad service name"),
+                "{name}: {err}"
+            );
+            assert!(rx.try_recv().is_err(), "{name}: something was sent");
+        }
+    }
+}
