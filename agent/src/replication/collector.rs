@@ -59,6 +59,12 @@ impl Collector {
     pub(crate) fn collect(&mut self, table: &Table, members: &Members, now_ms: u64) -> Vec<String> {
         self.next_at = Instant::now() + self.period;
         self.saw(members, now_ms);
+        // Nodes unseen for long are gone either way (unknown ones count from
+        // the agent's start): forget them, so churn doesn't grow the map.
+        let horizon = now_ms.saturating_sub(self.max_age_ms.saturating_mul(2));
+        if self.started_ms < horizon {
+            self.last_live.retain(|_, at| *at >= horizon);
+        }
         let gone = |node: &str| self.gone(members, node, now_ms);
         gc::garbage(
             table,
@@ -110,5 +116,10 @@ mod tests {
         // Never seen: counted from the agent's start.
         assert!(!c.gone(&only_a, "c", day));
         assert!(c.gone(&only_a, "c", day + 1));
+        // Churn doesn't grow the map, and a forgotten node stays gone.
+        c.collect(&Table::new(), &only_a, 100 * day);
+        assert!(!c.last_live.contains_key("b"));
+        assert!(c.last_live.contains_key("a"));
+        assert!(c.gone(&only_a, "b", 100 * day));
     }
 }
