@@ -324,6 +324,64 @@ fn removed_services_and_gone_nodes_are_forgotten_and_stay_forgotten() {
 }
 
 #[test]
+fn a_new_agent_keeps_claims_older_than_the_gc_age() {
+    // Claims older than gc_after must reach a new agent like any other
+    // record: dropping them would make it take slots over.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gc.toml");
+    std::fs::write(
+        &config,
+        "[table]\nanti_entropy_period = \"200ms\"\ngc_after = \"2s\"\n",
+    )
+    .unwrap();
+    let extra = ["--config".to_owned(), config.display().to_string()];
+    // One agent: the newcomer's first anti-entropy round is with it alone.
+    let mut agents = local_cluster_with(dir.path(), 1, &extra).unwrap();
+    for i in 0..10 {
+        agents[0].deploy(&spec(&format!("old-{i}"), 1)).unwrap();
+    }
+    let running = |a: &Agent| -> anyhow::Result<usize> {
+        Ok(a.services()?
+            .iter()
+            .flat_map(|s| s["slots"].as_array().cloned().unwrap_or_default())
+            .filter(|slot| slot["state"] == "running")
+            .count())
+    };
+    wait_until("ten services running", Duration::from_secs(10), || {
+        Ok(running(&agents[0])? == 10)
+    })
+    .unwrap();
+    let before = agents[0].services().unwrap();
+    // Let every claim age past gc_after.
+    let aged = std::time::Instant::now() + Duration::from_secs(3);
+    wait_until("the claims to age", Duration::from_secs(5), || {
+        Ok(std::time::Instant::now() >= aged)
+    })
+    .unwrap();
+    let key = dir.path().join("cluster.key");
+    let mut late = AgentSpec::local("n2", dir.path(), &key);
+    late.join.push(agents[0].addr);
+    late.extra = extra.to_vec();
+    agents.push(Agent::start(late).unwrap());
+    wait_until(
+        "the new agent to see ten running",
+        Duration::from_secs(15),
+        || Ok(running(&agents[1])? == 10),
+    )
+    .unwrap();
+    // A few reconcile rounds later, nothing moved.
+    let end = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < end {
+        assert!(agents[1].log_events("slot claimed").is_empty());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let nodes = |view: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        view.iter().map(|s| s["slots"][0]["node"].clone()).collect()
+    };
+    assert_eq!(nodes(&agents[0].services().unwrap()), nodes(&before));
+}
+
+#[test]
 fn a_damaged_table_file_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let mut agents = local_cluster(dir.path(), 1).unwrap();

@@ -48,7 +48,8 @@ pub(crate) fn spawn_supervised(
         .env("MOB_SERVICE", &service)
         .env("MOB_SLOT", instance.slot.to_string())
         .env("MOB_NODE", &instance.node)
-        .env(crate::leftovers::AGENT_ENV, &instance.agent)
+        .env("MOB_AGENT", &instance.agent)
+        .env(crate::leftovers::MARKER_ENV, &instance.agent)
         // The agent may have its cluster key from the environment: no
         // workload gets it.
         .env_remove("MOB_KEY")

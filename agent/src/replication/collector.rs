@@ -76,7 +76,8 @@ impl Collector {
     }
 
     /// Whether a record from a peer is one this node would forget at once
-    /// (and has no copy of): taking it would only bring it back.
+    /// whatever else it holds (and has no copy of): taking it would only
+    /// bring it back.
     pub(crate) fn refuses(
         &self,
         table: &Table,
@@ -87,8 +88,7 @@ impl Collector {
     ) -> bool {
         let gone = |node: &str| self.gone(members, node, now_ms);
         table.get(key).is_none()
-            && gc::is_garbage(
-                table,
+            && gc::is_garbage_alone(
                 key,
                 record,
                 &Horizon {
