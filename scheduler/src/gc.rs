@@ -12,9 +12,9 @@
 //!   longer than `max_age`, as the caller observed it).
 //!
 //! Forgetting is local and outside the merge laws: each node collects on
-//! its own, and refuses to take such records back from a peer that has not
-//! collected yet ([`is_garbage_alone`] on the way in), so they don't
-//! bounce.
+//! its own, and forgets again at once what a peer that has not collected
+//! yet sends back ([`is_garbage`] on the records a merge added), so they
+//! don't bounce.
 //!
 //! The cost of forgetting a deletion: an agent that was away for longer than
 //! `max_age` and comes back with an older copy of a record brings it back
@@ -55,29 +55,6 @@ pub fn is_garbage(table: &Table, key: &str, record: &Record, horizon: &Horizon<'
         Value::Node(_) => key
             .strip_prefix(NODE_PREFIX)
             .is_none_or(|node| (horizon.gone)(node)),
-    }
-}
-
-/// Whether `record` is garbage whatever else the table holds: a tombstone,
-/// a removed service, or a record of a node gone for good. The merge path
-/// refuses only these: whether a claim's or status's slot is live depends
-/// on a service record that may come in the same batch (a new agent has
-/// none yet), so those are left to the next collection.
-pub fn is_garbage_alone(key: &str, record: &Record, horizon: &Horizon<'_>) -> bool {
-    if record.ts.wall_ms >= horizon.before_ms {
-        return false;
-    }
-    match &record.value {
-        Value::Tombstone => true,
-        Value::Service(s) => s.spec.is_none(),
-        Value::Claim(_) => false,
-        Value::Status(_) => key
-            .strip_prefix(STATUS_PREFIX)
-            .and_then(|rest| rest.split_once('/'))
-            .is_some_and(|(node, _)| (horizon.gone)(node)),
-        Value::Node(_) => key
-            .strip_prefix(NODE_PREFIX)
-            .is_some_and(|node| (horizon.gone)(node)),
     }
 }
 
@@ -213,32 +190,6 @@ mod tests {
                 "status/alive/web/9".to_owned(),
                 status_key("gone", "web", 1),
                 service_key("old"),
-            ]
-        );
-    }
-
-    #[test]
-    fn on_the_way_in_only_what_needs_no_context_is_refused() {
-        // A new agent's empty table: an old claim of a live service is not
-        // garbage to it, whatever its own table lacks.
-        let source = table();
-        let gone = |node: &str| node == "gone";
-        let horizon = Horizon {
-            before_ms: 11 * DAY,
-            gone: &gone,
-        };
-        let refused: Vec<&String> = source
-            .iter()
-            .filter(|(k, r)| is_garbage_alone(k, r, &horizon))
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(
-            refused,
-            vec![
-                &node_key("gone"),
-                &"status/alive/web/9".to_owned(),
-                &status_key("gone", "web", 1),
-                &service_key("old"),
             ]
         );
     }

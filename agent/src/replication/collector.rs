@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use mob_scheduler::Table;
 use mob_scheduler::gc::{self, Horizon};
 use mob_scheduler::placement::Members;
-use mob_scheduler::{Record, Table};
 use tokio::time::Instant;
 
 /// Longest time between two collections.
@@ -75,27 +75,31 @@ impl Collector {
         )
     }
 
-    /// Whether a record from a peer is one this node would forget at once
-    /// whatever else it holds (and has no copy of): taking it would only
-    /// bring it back.
-    pub(crate) fn refuses(
+    /// Of `keys`, just merged in from a peer and new to this table, those
+    /// this node would forget at once: keeping them would only send them
+    /// back and forth. Judged on the table after the merge, so a claim
+    /// that came with its service's record (a newcomer's first round)
+    /// stays.
+    pub(crate) fn refused(
         &self,
         table: &Table,
         members: &Members,
-        key: &str,
-        record: &Record,
+        keys: &[String],
         now_ms: u64,
-    ) -> bool {
+    ) -> Vec<String> {
         let gone = |node: &str| self.gone(members, node, now_ms);
-        table.get(key).is_none()
-            && gc::is_garbage_alone(
-                key,
-                record,
-                &Horizon {
-                    before_ms: now_ms.saturating_sub(self.max_age_ms),
-                    gone: &gone,
-                },
-            )
+        let horizon = Horizon {
+            before_ms: now_ms.saturating_sub(self.max_age_ms),
+            gone: &gone,
+        };
+        keys.iter()
+            .filter(|key| {
+                table
+                    .get(key)
+                    .is_some_and(|record| gc::is_garbage(table, key, record, &horizon))
+            })
+            .cloned()
+            .collect()
     }
 }
 

@@ -727,16 +727,23 @@ impl TableTask {
                 .fetch_add(dropped as u64, Ordering::Relaxed);
             debug!(records = dropped, "malformed records from a peer dropped");
         }
-        if records
+        // Old records new to this table may be ones it already forgot.
+        let old = now.saturating_sub(self.config.gc_after_ms());
+        let fresh_old: Vec<String> = records
             .iter()
-            .any(|(_, r)| r.ts.wall_ms < now.saturating_sub(self.config.gc_after_ms()))
-        {
-            let members = self.members();
-            let table = self.replica.table();
-            records
-                .retain(|(key, record)| !self.collector.refuses(table, &members, key, record, now));
-        }
+            .filter(|(key, r)| r.ts.wall_ms < old && self.replica.table().get(key).is_none())
+            .map(|(key, _)| key.clone())
+            .collect();
         let (changed, changes) = self.replica.merge(records);
+        if !fresh_old.is_empty() {
+            let members = self.members();
+            let refused = self
+                .collector
+                .refused(self.replica.table(), &members, &fresh_old, now);
+            for key in &refused {
+                self.replica.forget(key);
+            }
+        }
         for change in &changes {
             log_change(change);
         }
