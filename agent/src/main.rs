@@ -113,13 +113,18 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             };
             let specs = mob_scheduler::spec_file::parse_specs(&text)?;
             let socket = socket_path(cli.agent, &env)?;
-            let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-            match control::client::request(&socket, RequestBody::Deploy(specs)).await? {
-                Response::Deployed(outcomes) => print!("{}", output::deployed(&outcomes)),
-                other => return Err(unexpected(other)),
-            }
+            let outcomes =
+                match control::client::request(&socket, RequestBody::Deploy(specs)).await? {
+                    Response::Deployed(outcomes) => outcomes,
+                    other => return Err(unexpected(other)),
+                };
+            print!("{}", output::deployed(&outcomes));
             if wait {
-                wait_running(&socket, &names).await?;
+                let versions: Vec<(String, u64)> = outcomes
+                    .iter()
+                    .map(|d| (d.name.clone(), d.version))
+                    .collect();
+                wait_running(&socket, &versions).await?;
             }
             Ok(())
         }
@@ -213,7 +218,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
 
 /// Polls `services` until every slot of `names` runs; fails on a failed
 /// slot or after 120 s.
-async fn wait_running(socket: &std::path::Path, names: &[String]) -> Result<(), Failure> {
+/// Waits until every slot of each service runs its deployed version (or
+/// newer); a failed slot ends the wait with an error.
+async fn wait_running(socket: &std::path::Path, versions: &[(String, u64)]) -> Result<(), Failure> {
     use mob_scheduler::record::InstanceState;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
@@ -223,12 +230,19 @@ async fn wait_running(socket: &std::path::Path, names: &[String]) -> Result<(), 
         };
         let slots: Vec<_> = services
             .iter()
-            .filter(|s| names.contains(&s.name))
-            .flat_map(|s| s.slots.iter().map(move |slot| (s, slot)))
+            .filter_map(|s| {
+                let (_, version) = versions.iter().find(|(name, _)| *name == s.name)?;
+                Some((s, *version))
+            })
+            .flat_map(|(s, version)| s.slots.iter().map(move |slot| (s, slot, version)))
             .collect();
-        if let Some((s, slot)) = slots
+        if let Some((s, slot, _)) = slots
             .iter()
-            .find(|(_, slot)| slot.state == InstanceState::Failed)
+            // A failure of an older version is not this deploy's: it is retried.
+            .find(|(_, slot, version)| {
+                slot.state == InstanceState::Failed
+                    && slot.version.is_none_or(|ran| ran >= *version)
+            })
         {
             return Err(Failure::Operation(anyhow::anyhow!(
                 "{} slot {} failed{}",
@@ -240,10 +254,9 @@ async fn wait_running(socket: &std::path::Path, names: &[String]) -> Result<(), 
                     .unwrap_or_default()
             )));
         }
-        if slots
-            .iter()
-            .all(|(_, slot)| slot.state == InstanceState::Running)
-        {
+        if slots.iter().all(|(_, slot, version)| {
+            slot.state == InstanceState::Running && slot.version >= Some(*version)
+        }) {
             println!("running");
             return Ok(());
         }

@@ -74,6 +74,7 @@ pub(crate) async fn run(
         self_cmds,
         statuses,
         versions: HashMap::new(),
+        last: HashMap::new(),
         stopping: HashSet::new(),
         pending: HashMap::new(),
         shutting_down: false,
@@ -84,6 +85,7 @@ pub(crate) async fn run(
                 if !task.forward(&report).await {
                     return;
                 }
+                task.last.insert((report.service.clone(), report.slot), report);
             }
             cmd = cmds.recv() => match cmd {
                 None => return,
@@ -100,6 +102,11 @@ pub(crate) async fn run(
                     task.stopping.remove(&key);
                     if let Some((spec, version)) = task.pending.remove(&key) {
                         task.start(spec, key.1, version).await;
+                    } else if task.supervisor.spec_of(&key.0, key.1).is_none() {
+                        // Gone for good: forget it, so services deployed and
+                        // removed over months don't grow these maps.
+                        task.versions.remove(&key);
+                        task.last.remove(&key);
                     }
                 }
                 Some(SupervisorCmd::Count(reply)) => {
@@ -129,6 +136,9 @@ struct SupervisionTask {
     statuses: mpsc::Sender<StatusUpdate>,
     /// Spec version each held instance runs, to stamp its reports.
     versions: HashMap<(String, u32), u64>,
+    /// Each held instance's latest report, to restamp when only the
+    /// version changes (a scale).
+    last: HashMap<(String, u32), Report>,
     /// Slots whose instance is stopping: nothing starts there until it has
     /// stopped (a docker container name is per slot).
     stopping: HashSet<(String, u32)>,
@@ -167,7 +177,13 @@ impl SupervisionTask {
             Some(running)
                 if same_instance(running, &spec) && (!ended || held_version == Some(version)) =>
             {
-                self.versions.insert(key, version);
+                self.versions.insert(key.clone(), version);
+                // The status says which version runs (`deploy --wait` reads it).
+                if held_version != Some(version)
+                    && let Some(report) = self.last.get(&key)
+                {
+                    self.forward(report).await;
+                }
                 return;
             }
             // Another spec, or a new version of an instance that ended:

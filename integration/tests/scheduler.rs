@@ -133,6 +133,46 @@ fn one_instance_runs_cluster_wide_and_its_logs_are_readable_from_any_agent() {
 }
 
 #[test]
+fn deploy_wait_waits_for_the_new_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let agents = local_cluster(dir.path(), 1).unwrap();
+    let m = marker(15);
+    let out = agents[0]
+        .cli_with_input(&["deploy", "-", "--wait"], &sleeper("upgraded", 1, &m))
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The update crashes at once: the old instance running must not count.
+    let broken = r#"{"name": "upgraded", "provider": "exec", "max_restarts": 1, "params": {"command": ["false"]}}"#;
+    let out = agents[0]
+        .cli_with_input(&["deploy", "-", "--wait"], broken)
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.contains("upgraded slot 0 failed"), "{stderr}");
+    // Scaling an unchanged spec restarts nothing, and --wait sees it run.
+    let scaled = sleeper("upgraded", 2, &m);
+    agents[0].deploy(&sleeper("upgraded", 1, &m)).unwrap();
+    wait_running(&agents, "upgraded", 1, &m, Duration::from_secs(10));
+    let out = agents[0]
+        .cli_with_input(&["deploy", "-", "--wait"], &scaled)
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(processes_with_arg(&m).len(), 2);
+}
+
+#[test]
 fn three_replicas_spread_one_per_node() {
     let dir = tempfile::tempdir().unwrap();
     let agents = local_cluster(dir.path(), 3).unwrap();

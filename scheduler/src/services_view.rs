@@ -25,6 +25,8 @@ pub struct SlotView {
     pub since_ms: Option<u64>,
     /// Why a slot is not running, when that needs saying.
     pub reason: Option<String>,
+    /// Version of the service spec the instance runs, if it reported.
+    pub version: Option<u64>,
 }
 
 /// One live service.
@@ -161,6 +163,7 @@ fn slot_view(
         pid: status.as_ref().filter(|_| !lost).and_then(|s| s.pid),
         restarts: status.as_ref().map_or(0, |s| s.restarts),
         since_ms: status.as_ref().map(|s| s.since_ms),
+        version: status.as_ref().map(|s| s.version),
         node: owner,
         reason,
     }

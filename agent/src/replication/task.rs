@@ -17,7 +17,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use super::anti_entropy;
 use super::collector::Collector;
@@ -40,6 +40,8 @@ const RECONCILE_PERIOD: Duration = Duration::from_secs(1);
 const ALONE_GRACE: Duration = Duration::from_secs(3);
 /// Longest a change waits to be saved while changes keep coming.
 const SAVE_MAX_DELAY: Duration = Duration::from_secs(1);
+/// Longest an operator's write waits for the table file.
+const SAVE_WAIT: Duration = Duration::from_secs(5);
 /// Quiet time after a change before the table is saved.
 const SAVE_DEBOUNCE: Duration = Duration::from_millis(200);
 const STREAM_TIMEOUT: Duration = Duration::from_secs(3);
@@ -794,7 +796,12 @@ impl TableTask {
         let seq = self.save_seq;
         let bytes = Arc::new(store::encode(self.replica.table()));
         if self.saver.send(Some((seq, bytes))).is_ok() {
-            let _ = self.saved.wait_for(|written| *written >= seq).await;
+            // A hung disk must not stall the table (reconcile, statuses,
+            // anti-entropy): the write goes on in the background.
+            let written = self.saved.wait_for(|written| *written >= seq);
+            if tokio::time::timeout(SAVE_WAIT, written).await.is_err() {
+                warn!(node = %self.me, "table file write is slow; answering before it is on disk");
+            }
         }
     }
 
