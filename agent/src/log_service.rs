@@ -64,7 +64,15 @@ pub(crate) async fn local(
     if request.follow {
         let (tx, mut rx) = mpsc::channel(1024);
         let follower = tokio::spawn(logs::follow(path, from, tx));
-        while let Some(line) = rx.recv().await {
+        loop {
+            let line = tokio::select! {
+                line = rx.recv() => line,
+                // Whoever asked is gone, however quiet the instance.
+                () = out.closed() => None,
+            };
+            let Some(line) = line else {
+                break;
+            };
             if out.send(vec![line]).await.is_err() {
                 break;
             }
@@ -79,7 +87,19 @@ pub(crate) async fn serve(mut stream: SealedStream, config: LogConfig) -> anyhow
     let request: LogRequest = stream.recv_within(TIMEOUT).await?;
     let (tx, mut rx) = mpsc::channel(64);
     let reader = tokio::spawn(local(config, request, tx));
-    while let Some(lines) = rx.recv().await {
+    loop {
+        let lines = tokio::select! {
+            lines = rx.recv() => lines,
+            // The requester sends nothing more: its end of the stream
+            // (or anything else) means it stopped following.
+            _ = stream.recv::<LogRequest>() => {
+                reader.abort();
+                return Ok(());
+            }
+        };
+        let Some(lines) = lines else {
+            break;
+        };
         stream.send(&LogChunk { lines, end: false }).await?;
     }
     if let Ok(Err(e)) = reader.await {

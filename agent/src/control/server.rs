@@ -169,9 +169,21 @@ async fn stream_logs(
         }
         None => tokio::spawn(log_service::local(state.logs.clone(), request, tx)),
     };
-    while let Some(lines) = rx.recv().await {
+    loop {
+        // A client says nothing while it follows: anything from it, or the
+        // end of its connection (Ctrl-C on `logs -f`), ends the stream, even
+        // if the instance is quiet.
+        let lines = tokio::select! {
+            lines = rx.recv() => lines,
+            _ = framed.next() => {
+                reader.abort();
+                return Ok(());
+            }
+        };
+        let Some(lines) = lines else {
+            break;
+        };
         if send(framed, &Response::LogLines(lines)).await.is_err() {
-            // The client hung up (Ctrl-C on `logs -f`).
             reader.abort();
             return Ok(());
         }
