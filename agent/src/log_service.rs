@@ -60,7 +60,7 @@ pub(crate) async fn local(
         request.slot,
         request.lines.min(MAX_LINES),
     )?;
-    out.send(lines).await?;
+    out.send(within_budget(lines)).await?;
     if request.follow {
         let (tx, mut rx) = mpsc::channel(1024);
         let follower = tokio::spawn(logs::follow(path, from, tx));
@@ -80,6 +80,34 @@ pub(crate) async fn local(
         follower.abort();
     }
     Ok(())
+}
+
+/// Most bytes of lines sent at once: one message must fit a stream frame
+/// (8 MiB) and a control frame (16 MiB).
+const MAX_TAIL_BYTES: usize = 4 * 1024 * 1024;
+
+/// The newest lines that fit [`MAX_TAIL_BYTES`], after a line saying how
+/// many older ones were left out.
+fn within_budget(mut lines: Vec<String>) -> Vec<String> {
+    let mut total = 0;
+    let keep = lines
+        .iter()
+        .rev()
+        .take_while(|line| {
+            total += line.len() + 8;
+            total <= MAX_TAIL_BYTES
+        })
+        .count();
+    let cut = lines.len() - keep;
+    if cut == 0 {
+        return lines;
+    }
+    let mut kept = lines.split_off(cut);
+    kept.insert(
+        0,
+        format!("[mob: {cut} older lines not shown; at most {MAX_TAIL_BYTES} bytes at once]"),
+    );
+    kept
 }
 
 /// Serves a peer's log request.
@@ -151,6 +179,19 @@ pub(crate) async fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_tail_is_cut_to_fit_a_frame() {
+        let line = "x".repeat(1000);
+        let lines = vec![line; 10_000];
+        let out = within_budget(lines);
+        let bytes: usize = out.iter().map(|l| l.len() + 8).sum();
+        assert!(bytes <= MAX_TAIL_BYTES + 200, "{bytes}");
+        assert!(out[0].starts_with("[mob: "), "{}", out[0]);
+        assert!(out.len() > 4000);
+        let short = within_budget(vec!["a".into(), "b".into()]);
+        assert_eq!(short, vec!["a", "b"]);
+    }
 
     #[tokio::test]
     async fn a_name_that_is_a_path_reads_nothing() {
