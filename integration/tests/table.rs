@@ -262,16 +262,21 @@ fn table_stat(agent: &Agent, counter: &str) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no {counter} in stats"))
 }
 
-#[test]
-fn removed_services_and_gone_nodes_are_forgotten_and_stay_forgotten() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gc.toml");
+/// `run` arguments for a config with garbage collected after 2 s.
+fn fast_gc(dir: &std::path::Path) -> Vec<String> {
+    let config = dir.join("gc.toml");
     std::fs::write(
         &config,
         "[table]\nanti_entropy_period = \"200ms\"\ngc_after = \"2s\"\n",
     )
     .unwrap();
-    let extra = ["--config".to_owned(), config.display().to_string()];
+    vec!["--config".to_owned(), config.display().to_string()]
+}
+
+#[test]
+fn removed_services_and_gone_nodes_are_forgotten_and_stay_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = fast_gc(dir.path());
     let mut agents = local_cluster_with(dir.path(), 3, &extra).unwrap();
     let records_everywhere = |agents: &[Agent], n: u64| -> anyhow::Result<bool> {
         for a in agents {
@@ -328,14 +333,7 @@ fn a_new_agent_keeps_claims_older_than_the_gc_age() {
     // Claims older than gc_after must reach a new agent like any other
     // record: dropping them would make it take slots over.
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gc.toml");
-    std::fs::write(
-        &config,
-        "[table]\nanti_entropy_period = \"200ms\"\ngc_after = \"2s\"\n",
-    )
-    .unwrap();
-    let extra = ["--config".to_owned(), config.display().to_string()];
-    // One agent: the newcomer's first anti-entropy round is with it alone.
+    let extra = fast_gc(dir.path());
     let mut agents = local_cluster_with(dir.path(), 1, &extra).unwrap();
     for i in 0..10 {
         agents[0].deploy(&spec(&format!("old-{i}"), 1)).unwrap();
