@@ -3,18 +3,21 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use mob_membership::{Membership, MembershipConfig, epoch, stream::DEFAULT_FRAME_LIMIT};
+use mob_membership::{Channel, Membership, MembershipConfig, epoch, stream::DEFAULT_FRAME_LIMIT};
+use mob_scheduler::Node;
+use mob_scheduler::node::{NodeConfig, Request};
 use tracing::{info, warn};
 
 use crate::config::{AgentConfig, KeySource};
 use crate::control::server::{self, ControlState, SocketFile};
 use crate::log_service;
-use crate::replication::replica::Replica;
-use crate::replication::task::{self as table_task, TableConfig, TableHandle, TableInputs};
+use crate::replication::handle::TableHandle;
+use crate::replication::task::{self as table_task, TableInputs};
 use crate::replication::{anti_entropy, store};
-use crate::supervision::{self, SupervisorCmd};
+use crate::supervisor_task::{self, SupervisorCmd};
+use crate::wall_clock::now_ms;
 
 /// Longest a graceful stop waits for this node's slots to run elsewhere.
 const SHUTDOWN_HANDOVER: Duration = Duration::from_secs(10);
@@ -55,12 +58,9 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let started = Instant::now();
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let table = load_table(&config, now_ms)?;
+    let table = load_table(&config, now_ms())?;
     let table_load_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let epoch = epoch::next_epoch(&config.data_dir, now_ms)?;
+    let epoch = epoch::next_epoch(&config.data_dir, now_ms())?;
     let socket_path = config.socket_path();
     let listener = server::bind(&socket_path)
         .await
@@ -73,9 +73,8 @@ pub(crate) async fn run(
     // The nodes the table remembers are seeds too: a restarted agent
     // started without --join still finds its cluster.
     let mut seeds = config.seeds.clone();
-    for (key, record) in table.with_prefix(mob_scheduler::record::NODE_PREFIX) {
-        if let mob_scheduler::Value::Node(node) = &record.value
-            && key[mob_scheduler::record::NODE_PREFIX.len()..] != config.name
+    for (name, node) in table.nodes() {
+        if name != config.name
             && let Ok(addr) = node.addr.parse::<std::net::SocketAddr>()
             && !seeds.contains(&addr)
         {
@@ -153,7 +152,7 @@ pub(crate) async fn run(
     );
     let (supervisor_tx, supervisor_rx) = tokio::sync::mpsc::channel(4096);
     let (statuses_tx, statuses) = tokio::sync::mpsc::channel(4096);
-    tokio::spawn(supervision::run(
+    tokio::spawn(supervisor_task::run(
         supervisor,
         supervisor_rx,
         supervisor_tx.clone(),
@@ -161,24 +160,31 @@ pub(crate) async fn run(
         statuses_tx,
     ));
 
+    let node = Node::new(
+        NodeConfig {
+            name: local.name.clone(),
+            addr: local.addr,
+            providers: offered.clone(),
+            tags: config.tags.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            has_seeds: !seeds.is_empty(),
+            broadcast_deltas: config.table.broadcast_deltas,
+            anti_entropy_period_ms: millis(config.table.anti_entropy_period),
+            gc_after_ms: millis(config.table.gc_after),
+            seed: rand::random(),
+        },
+        table,
+        now_ms(),
+    );
     let table = table_task::spawn(
-        Replica::new(&local.name, table),
+        node,
         membership.clone(),
         TableInputs {
             broadcasts: channels.broadcasts,
-            events: channels.events,
-            statuses,
+            reports: statuses,
             supervisor: supervisor_tx.clone(),
         },
-        TableConfig {
-            data_dir: config.data_dir.clone(),
-            anti_entropy_period: config.table.anti_entropy_period,
-            broadcast_deltas: config.table.broadcast_deltas,
-            gc_after: config.table.gc_after,
-            providers: offered.clone(),
-            tags: config.tags.clone(),
-            has_seeds: !seeds.is_empty(),
-        },
+        config.data_dir.clone(),
     );
     info!(node = %local.name, providers = ?offered, "providers offered");
     let streams = tokio::spawn(serve_streams(
@@ -241,7 +247,7 @@ async fn hand_over(
         .members()
         .iter()
         .any(|m| m.id.name != me && m.state.is_active());
-    if !others || table.leave().await.is_err() {
+    if !others || table.request(Request::Leave).await.is_err() {
         return;
     }
     let deadline = tokio::time::Instant::now() + SHUTDOWN_HANDOVER;
@@ -286,19 +292,19 @@ async fn serve_streams(
     while let Some(incoming) = streams.recv().await {
         let peer = incoming.stream.peer();
         match incoming.channel {
-            anti_entropy::CHANNEL => {
+            Channel::AntiEntropy => {
                 let table = table.clone();
                 tokio::spawn(async move {
                     match anti_entropy::serve(incoming.stream, &table).await {
-                        Ok(_) => table.converged().await,
-                        Err(e) if is_rejected_frame(&e) => {}
+                        Ok(_) => table.synced(peer).await,
+                        Err(e) if e.is_rejected_frame() => {}
                         Err(e) => {
                             tracing::debug!(peer = %peer, error = %e, "anti-entropy round failed")
                         }
                     }
                 });
             }
-            log_service::CHANNEL => {
+            Channel::Logs => {
                 let logs = logs.clone();
                 tokio::spawn(async move {
                     match log_service::serve(incoming.stream, logs).await {
@@ -309,8 +315,8 @@ async fn serve_streams(
                     }
                 });
             }
-            other => {
-                tracing::debug!(peer = %peer, channel = other, "stream on an unknown channel dropped")
+            Channel::PushPull => {
+                tracing::debug!(peer = %peer, "push-pull stream handed to the agent dropped")
             }
         }
     }
@@ -318,16 +324,16 @@ async fn serve_streams(
 
 fn write_ready_file(path: &std::path::Path, addr: &str, socket: &str) -> std::io::Result<()> {
     let body = serde_json::json!({ "addr": addr, "socket": socket }).to_string();
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, body)?;
-    std::fs::rename(&tmp, path)
+    mob_membership::atomic_file::write(path, body.as_bytes())
 }
 
-/// Whether `e` is a stream frame that failed to open or decode: counted and
-/// logged (rate-limited) where it was read, so not logged again.
-pub(crate) fn is_rejected_frame(e: &anyhow::Error) -> bool {
-    matches!(
-        e.downcast_ref::<mob_membership::Error>(),
-        Some(mob_membership::Error::Rejected(_))
-    )
+/// Whether a log stream ended on a frame that failed to open or decode
+/// (already counted and logged where it was read).
+fn is_rejected_frame(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<mob_membership::Error>()
+        .is_some_and(mob_membership::Error::is_rejected_frame)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -1,5 +1,5 @@
 //! `mob-agent logs` across the cluster: an instance's log lines come from
-//! the node that runs it, over a sealed stream on channel [`CHANNEL`].
+//! the node that runs it, over a sealed stream on channel `Logs`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,8 +9,6 @@ use mob_providers::logs::{self, LogConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-/// Stream channel of log fetching.
-pub(crate) const CHANNEL: u16 = 2;
 /// Most lines one request may ask for.
 pub(crate) const MAX_LINES: usize = 100_000;
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -155,7 +153,9 @@ pub(crate) async fn fetch(
     request: LogRequest,
     out: mpsc::Sender<Vec<String>>,
 ) -> anyhow::Result<()> {
-    let mut stream = membership.open_stream(addr, CHANNEL, TIMEOUT).await?;
+    let mut stream = membership
+        .open_stream(addr, mob_membership::Channel::Logs, TIMEOUT)
+        .await?;
     let follow = request.follow;
     stream.send(&request).await?;
     loop {

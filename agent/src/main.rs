@@ -6,9 +6,12 @@
 //! - `config`: flags + `--config` file + environment, resolved.
 //! - `agent`: `run`: membership and the control API, until SIGTERM/SIGINT.
 //! - `control`: the unix-socket API (protocol, server, client).
-//! - `replication`: the table replica, its file, deltas, anti-entropy, and
-//!   the reconcile loop.
-//! - `supervision`: the supervisor task: starts and stops instances.
+//! - `replication`: the table task (I/O around the node core
+//!   `mob_scheduler::Node`), its handle, the table file, anti-entropy.
+//! - `supervisor_task`: the agent's side of supervision: the task that
+//!   owns the providers' supervisor, starts and stops instances, and
+//!   reports their states.
+//! - `wall_clock`: unix milliseconds, the one clock of the agent.
 //! - `log_service`: instance logs from whichever node runs them.
 //! - `output`: tables and JSON for the CLI.
 //! - `logging`: tracing setup.
@@ -21,7 +24,8 @@ mod log_service;
 mod logging;
 mod output;
 mod replication;
-mod supervision;
+mod supervisor_task;
+mod wall_clock;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,7 +35,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{Cli, Command};
 use crate::config::{AgentConfig, Env, SOCKET_FILE};
-use crate::control::protocol::{RequestBody, Response};
+use crate::control::client::Client;
 
 fn main() -> ExitCode {
     // A panic in one task would leave a half-working agent (gossip up,
@@ -82,27 +86,21 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let env = Env::from_process();
+    let client = || socket_path(cli.agent.clone(), &env).map(Client::new);
     match cli.command {
-        Command::Keygen => {
-            println!("{}", mob_membership::ClusterKey::generate().to_base64());
-            Ok(())
-        }
+        Command::Keygen => println!("{}", mob_membership::ClusterKey::generate().to_base64()),
         Command::Run(args) => {
             let config = AgentConfig::resolve(*args, &env).map_err(|e| Failure::Usage(e.into()))?;
             logging::init(config.log_format);
             agent::run(config, shutdown_signal()?).await?;
-            Ok(())
         }
         Command::Members { json } => {
-            let socket = socket_path(cli.agent, &env)?;
-            match control::client::request(&socket, RequestBody::Members).await? {
-                Response::Members(members) if json => {
-                    println!("{}", output::members_json(&members))
-                }
-                Response::Members(members) => print!("{}", output::members_table(&members)),
-                other => return Err(unexpected(other)),
+            let members = client()?.members().await?;
+            if json {
+                println!("{}", output::members_json(&members));
+            } else {
+                print!("{}", output::members_table(&members));
             }
-            Ok(())
         }
         Command::Deploy { file, wait } => {
             let text = if file == "-" {
@@ -112,59 +110,35 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{file}: {e}"))?
             };
             let specs = mob_scheduler::spec_file::parse_specs(&text)?;
-            let socket = socket_path(cli.agent, &env)?;
-            let outcomes =
-                match control::client::request(&socket, RequestBody::Deploy(specs)).await? {
-                    Response::Deployed(outcomes) => outcomes,
-                    other => return Err(unexpected(other)),
-                };
+            let client = client()?;
+            let outcomes = client.deploy(specs).await?;
             print!("{}", output::deployed(&outcomes));
             if wait {
                 let versions: Vec<(String, u64)> = outcomes
                     .iter()
                     .map(|d| (d.name.clone(), d.version))
                     .collect();
-                wait_running(&socket, &versions).await?;
+                wait_running(&client, &versions).await?;
             }
-            Ok(())
         }
         Command::Remove { name } => {
-            let socket = socket_path(cli.agent, &env)?;
-            match control::client::request(&socket, RequestBody::Remove(name.clone())).await? {
-                Response::Written(version) => println!("removed {name} version {version}"),
-                other => return Err(unexpected(other)),
-            }
-            Ok(())
+            let version = client()?.remove(name.clone()).await?;
+            println!("removed {name} version {version}");
         }
         Command::Scale { name, replicas } => {
-            let socket = socket_path(cli.agent, &env)?;
-            match control::client::request(&socket, RequestBody::Scale(name.clone(), replicas))
-                .await?
-            {
-                Response::Written(version) => {
-                    println!("scaled {name} to {replicas} replicas, version {version}")
-                }
-                other => return Err(unexpected(other)),
-            }
-            Ok(())
+            let version = client()?.scale(name.clone(), replicas).await?;
+            println!("scaled {name} to {replicas} replicas, version {version}");
         }
         Command::Services { json } => {
-            let socket = socket_path(cli.agent, &env)?;
-            match control::client::request(&socket, RequestBody::Services).await? {
-                Response::Services(services) if json => {
-                    println!("{}", output::services_json(&services))
-                }
-                Response::Services(services) => print!("{}", output::services_table(&services)),
-                other => return Err(unexpected(other)),
+            let services = client()?.services().await?;
+            if json {
+                println!("{}", output::services_json(&services));
+            } else {
+                print!("{}", output::services_table(&services));
             }
-            Ok(())
         }
         Command::Status { name, json } => {
-            let socket = socket_path(cli.agent, &env)?;
-            let services = match control::client::request(&socket, RequestBody::Services).await? {
-                Response::Services(services) => services,
-                other => return Err(unexpected(other)),
-            };
+            let services = client()?.services().await?;
             let Some(service) = services.into_iter().find(|s| s.name == name) else {
                 return Err(Failure::Operation(anyhow::anyhow!(
                     "no service named {name:?}"
@@ -175,18 +149,14 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             } else {
                 print!("{}", output::status_text(&service));
             }
-            Ok(())
         }
         Command::Drain { undo } => {
-            let socket = socket_path(cli.agent, &env)?;
-            match control::client::request(&socket, RequestBody::Drain(!undo)).await? {
-                Response::Ok if undo => println!("drain undone: this node takes slots again"),
-                Response::Ok => {
-                    println!("draining: slots move to other nodes, then local instances stop")
-                }
-                other => return Err(unexpected(other)),
+            client()?.drain(!undo).await?;
+            if undo {
+                println!("drain undone: this node takes slots again");
+            } else {
+                println!("draining: slots move to other nodes, then local instances stop");
             }
-            Ok(())
         }
         Command::Logs {
             name,
@@ -194,40 +164,33 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             follow,
             lines,
         } => {
-            let socket = socket_path(cli.agent, &env)?;
             let request = log_service::LogRequest {
                 service: name,
                 slot,
                 lines,
                 follow,
             };
-            control::client::logs(&socket, request, |line| println!("{line}")).await?;
-            Ok(())
+            client()?.logs(request, |line| println!("{line}")).await?;
         }
         Command::Stats { json } => {
-            let socket = socket_path(cli.agent, &env)?;
-            match control::client::request(&socket, RequestBody::Stats).await? {
-                Response::Stats(stats) if json => println!("{}", output::stats_json(&stats)),
-                Response::Stats(stats) => print!("{}", output::stats_text(&stats)),
-                other => return Err(unexpected(other)),
+            let stats = client()?.stats().await?;
+            if json {
+                println!("{}", output::stats_json(&stats));
+            } else {
+                print!("{}", output::stats_text(&stats));
             }
-            Ok(())
         }
     }
+    Ok(())
 }
 
-/// Polls `services` until every slot of `names` runs; fails on a failed
-/// slot or after 120 s.
 /// Waits until every slot of each service runs its deployed version (or
-/// newer); a failed slot ends the wait with an error.
-async fn wait_running(socket: &std::path::Path, versions: &[(String, u64)]) -> Result<(), Failure> {
+/// newer); a failed slot ends the wait with an error, and so do 120 s.
+async fn wait_running(client: &Client, versions: &[(String, u64)]) -> Result<(), Failure> {
     use mob_scheduler::record::InstanceState;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
-        let services = match control::client::request(socket, RequestBody::Services).await? {
-            Response::Services(services) => services,
-            other => return Err(unexpected(other)),
-        };
+        let services = client.services().await?;
         let slots: Vec<_> = services
             .iter()
             .filter_map(|s| {
@@ -267,12 +230,6 @@ async fn wait_running(socket: &std::path::Path, versions: &[(String, u64)]) -> R
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-}
-
-fn unexpected(response: Response) -> Failure {
-    Failure::Operation(anyhow::anyhow!(
-        "unexpected response from the agent: {response:?}"
-    ))
 }
 
 fn socket_path(agent: Option<PathBuf>, env: &Env) -> Result<PathBuf, Failure> {

@@ -5,8 +5,8 @@ use mob_scheduler::services_view::{ServiceView, SlotView};
 use serde_json::json;
 
 use crate::control::protocol::StatsReport;
-use crate::replication::replica::{DeployKind, Deployed};
-use crate::replication::task::now_ms;
+use crate::wall_clock::now_ms;
+use mob_scheduler::node::{DeployKind, Deployed};
 
 /// `members --json`: `[{"name","addr","epoch","state"}]`.
 pub(crate) fn members_json(members: &[MemberView]) -> String {

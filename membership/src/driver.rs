@@ -24,7 +24,7 @@ use crate::member::{MemberEvent, MemberState, MemberView};
 use crate::push_pull::PushPull;
 use crate::reject_log::RejectLog;
 use crate::stats::Stats;
-use crate::stream::{PUSH_PULL, SealedStream};
+use crate::stream::{Channel, SealedStream};
 use crate::timings::{MAX_DATAGRAM, Timings};
 use crate::view::View;
 use crate::{Error, NodeId, epoch};
@@ -305,7 +305,7 @@ impl Driver {
             let round = async {
                 let mut stream = SealedStream::connect(
                     peer,
-                    PUSH_PULL,
+                    Channel::PushPull,
                     envelope,
                     limit,
                     stats,

@@ -4,7 +4,6 @@
 //! beats its old self even when its data dir was wiped, and two starts within
 //! one millisecond still differ.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::Error;
@@ -37,15 +36,8 @@ pub fn next_epoch(data_dir: &Path, now_ms: u64) -> Result<u64, Error> {
 /// temp file, fsync, rename.
 pub fn store_epoch(data_dir: &Path, epoch: u64) -> Result<(), Error> {
     let path = data_dir.join(EPOCH_FILE);
-    let tmp = data_dir.join(format!("{EPOCH_FILE}.tmp"));
-    let io = |source| Error::Io {
-        path: tmp.clone(),
-        source,
-    };
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    writeln!(file, "{epoch}").map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(|source| Error::Io { path, source })
+    crate::atomic_file::write(&path, format!("{epoch}\n").as_bytes())
+        .map_err(|source| Error::Io { path, source })
 }
 
 #[cfg(test)]

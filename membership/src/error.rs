@@ -71,3 +71,12 @@ pub enum Error {
     #[error("stream frame rejected: {0}")]
     Rejected(String),
 }
+
+impl Error {
+    /// Whether this is a stream frame that failed to open or decode:
+    /// counted and logged (rate-limited) where it was read, so callers
+    /// need not log it again.
+    pub fn is_rejected_frame(&self) -> bool {
+        matches!(self, Self::Rejected(_))
+    }
+}

@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`identity`]: [`NodeId`] `{ name, addr, epoch }` and its foca identity.
+//! - [`atomic_file`]: files replaced whole or not at all.
 //! - [`epoch`]: the epoch persisted in the data dir, newer on every start.
 //! - [`key`]: the 32-byte [`ClusterKey`].
 //! - [`envelope`]: seal and open, `MOB | version | nonce | AEAD`.
@@ -21,6 +22,7 @@
 //! - [`membership`]: [`Membership`], the handle the agent holds.
 //! - [`stats`]: counters such as rejected packets.
 
+pub mod atomic_file;
 pub mod envelope;
 pub mod epoch;
 mod error;
@@ -46,5 +48,5 @@ pub use key::ClusterKey;
 pub use member::{MemberEvent, MemberState, MemberView};
 pub use membership::{Channels, Membership, MembershipConfig};
 pub use stats::StatsSnapshot;
-pub use stream::{IncomingStream, SealedStream};
+pub use stream::{Channel, IncomingStream, SealedStream};
 pub use timings::Timings;

@@ -20,7 +20,7 @@ use crate::envelope::Envelope;
 use crate::member::{MemberEvent, MemberView};
 use crate::push_pull::PushPull;
 use crate::stats::{Stats, StatsSnapshot};
-use crate::stream::{HELLO_FRAME_LIMIT, Hello, IncomingStream, PUSH_PULL, SealedStream};
+use crate::stream::{Channel, HELLO_FRAME_LIMIT, Hello, IncomingStream, SealedStream};
 use crate::{ClusterKey, Error, NodeId, Timings};
 
 const CHANNEL_DEPTH: usize = 1024;
@@ -201,7 +201,7 @@ impl Membership {
     pub async fn open_stream(
         &self,
         addr: SocketAddr,
-        channel: u16,
+        channel: Channel,
         timeout: Duration,
     ) -> Result<SealedStream, Error> {
         SealedStream::connect(
@@ -324,13 +324,14 @@ async fn serve_stream(
     stream.hold(permit);
     let hello: Hello = stream.recv_within(HELLO_TIMEOUT).await?;
     stream.set_frame_limit(limit);
-    if hello.channel != PUSH_PULL {
-        return streams
-            .try_send(IncomingStream {
-                channel: hello.channel,
-                stream,
-            })
-            .map_err(|_| Error::Stream(format!("channel {} not served", hello.channel)));
+    match Channel::from_number(hello.channel) {
+        Some(Channel::PushPull) => {}
+        Some(channel) => {
+            return streams
+                .try_send(IncomingStream { channel, stream })
+                .map_err(|_| Error::Stream(format!("channel {channel:?} not served")));
+        }
+        None => return Err(Error::Stream(format!("unknown channel {}", hello.channel))),
     }
     let theirs: PushPull = stream.recv_within(STEP_TIMEOUT).await?;
     let cmds = cmds.upgrade().ok_or(Error::Stopped)?;

@@ -16,8 +16,35 @@ use crate::Error;
 use crate::envelope::Envelope;
 use crate::stats::Stats;
 
-/// Channel of the membership push-pull; other channels belong to the agent.
-pub const PUSH_PULL: u16 = 0;
+/// The protocol a stream speaks, named by number in its first frame.
+/// Membership serves push-pull; the agent serves the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// The membership exchange (0).
+    PushPull,
+    /// The table's anti-entropy rounds (1).
+    AntiEntropy,
+    /// Instance logs fetched from the node that runs them (2).
+    Logs,
+}
+
+impl Channel {
+    /// The number a [`Hello`] carries.
+    pub const fn number(self) -> u16 {
+        match self {
+            Self::PushPull => 0,
+            Self::AntiEntropy => 1,
+            Self::Logs => 2,
+        }
+    }
+
+    /// The channel a number names, if any.
+    pub fn from_number(number: u16) -> Option<Self> {
+        [Self::PushPull, Self::AntiEntropy, Self::Logs]
+            .into_iter()
+            .find(|c| c.number() == number)
+    }
+}
 
 /// Default cap on one frame, envelope included.
 pub const DEFAULT_FRAME_LIMIT: usize = 8 * 1024 * 1024;
@@ -83,7 +110,7 @@ impl SealedStream {
     /// Connects to `addr` and opens `channel`, within `timeout`.
     pub(crate) async fn connect(
         addr: SocketAddr,
-        channel: u16,
+        channel: Channel,
         envelope: Envelope,
         limit: usize,
         stats: Arc<Stats>,
@@ -94,7 +121,11 @@ impl SealedStream {
             .map_err(|_| Error::Stream(format!("connect to {addr} timed out")))?
             .map_err(|e| Error::Stream(format!("connect to {addr}: {e}")))?;
         let mut stream = Self::new(tcp, envelope, limit, stats)?;
-        stream.send(&Hello { channel }).await?;
+        stream
+            .send(&Hello {
+                channel: channel.number(),
+            })
+            .await?;
         Ok(stream)
     }
 
@@ -173,7 +204,7 @@ impl SealedStream {
 /// A stream a peer opened on a channel the agent (not membership) serves.
 pub struct IncomingStream {
     /// The channel from the peer's [`Hello`].
-    pub channel: u16,
+    pub channel: Channel,
     /// The stream, past its hello.
     pub stream: SealedStream,
 }

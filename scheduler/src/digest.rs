@@ -6,7 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::hash::{StableHasher, stable_hash};
+use crate::hash::StableHasher;
+use crate::key::Key;
 use crate::record::Record;
 
 /// Number of buckets.
@@ -16,16 +17,19 @@ pub const BUCKETS: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Digest(pub Vec<u64>);
 
-/// The bucket of a key.
-pub fn bucket_of(key: &str) -> usize {
-    (stable_hash(key.as_bytes()) % BUCKETS as u64) as usize
+/// The bucket of a key: the stable hash of its text form.
+pub fn bucket_of(key: &Key) -> usize {
+    let mut hasher = StableHasher::default();
+    key.write_text(&mut hasher);
+    (hasher.finish() % BUCKETS as u64) as usize
 }
 
 /// The hash of one record under its key.
-pub fn record_hash(key: &str, record: &Record) -> u64 {
+pub fn record_hash(key: &Key, record: &Record) -> u64 {
     let value = postcard::to_stdvec(&record.value).unwrap_or_default();
-    StableHasher::default()
-        .field(key.as_bytes())
+    let mut hasher = StableHasher::default();
+    key.hash_into(&mut hasher);
+    hasher
         .field(&record.ts.wall_ms.to_le_bytes())
         .field(&record.ts.counter.to_le_bytes())
         .field(record.ts.node.as_bytes())

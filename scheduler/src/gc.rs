@@ -21,7 +21,8 @@
 //! (like Cassandra's `gc_grace_seconds`). `max_age` (default 24 h) is the
 //! longest absence the cluster tolerates without that.
 
-use crate::record::{CLAIM_PREFIX, NODE_PREFIX, Record, SERVICE_PREFIX, STATUS_PREFIX, Value};
+use crate::key::Key;
+use crate::record::{Record, Value};
 use crate::table::Table;
 
 /// What collection may remove at one moment.
@@ -33,60 +34,62 @@ pub struct Horizon<'a> {
 }
 
 /// Whether `table` may forget (or refuse) `record` under `key`.
-pub fn is_garbage(table: &Table, key: &str, record: &Record, horizon: &Horizon<'_>) -> bool {
+pub fn is_garbage(table: &Table, key: &Key, record: &Record, horizon: &Horizon<'_>) -> bool {
+    is_garbage_in(key, record, horizon, &|service, slot| {
+        slot_is_live(table, service, slot)
+    })
+}
+
+/// [`is_garbage`], with `live(service, slot)` saying whether a slot exists.
+fn is_garbage_in(
+    key: &Key,
+    record: &Record,
+    horizon: &Horizon<'_>,
+    live: &dyn Fn(&str, u32) -> bool,
+) -> bool {
     if record.ts.wall_ms >= horizon.before_ms {
         return false;
     }
-    match &record.value {
-        Value::Tombstone => true,
-        Value::Service(s) => s.spec.is_none(),
-        Value::Claim(_) => key
-            .strip_prefix(CLAIM_PREFIX)
-            .and_then(split_slot)
-            .is_none_or(|(service, slot)| !slot_is_live(table, service, slot)),
-        Value::Status(_) => key
-            .strip_prefix(STATUS_PREFIX)
-            .and_then(|rest| rest.split_once('/'))
-            .is_none_or(|(node, rest)| {
-                (horizon.gone)(node)
-                    || split_slot(rest)
-                        .is_none_or(|(service, slot)| !slot_is_live(table, service, slot))
-            }),
-        Value::Node(_) => key
-            .strip_prefix(NODE_PREFIX)
-            .is_none_or(|node| (horizon.gone)(node)),
+    match (&record.value, key) {
+        (Value::Tombstone, _) => true,
+        (Value::Service(s), _) => s.spec.is_none(),
+        (Value::Claim(_), Key::Claim(service, slot)) => !live(service, *slot),
+        (Value::Status(_), Key::Status(node, service, slot)) => {
+            (horizon.gone)(node) || !live(service, *slot)
+        }
+        (Value::Node(_), Key::Node(node)) => (horizon.gone)(node),
+        // A value under another kind's key is never admitted; if one is
+        // there, nothing reads it.
+        _ => true,
     }
 }
 
 /// Every key of `table` that is garbage, in key order.
-pub fn garbage(table: &Table, horizon: &Horizon<'_>) -> Vec<String> {
+pub fn garbage(table: &Table, horizon: &Horizon<'_>) -> Vec<Key> {
+    // Every record is judged: look the live services up once.
+    let replicas: std::collections::HashMap<&str, u32> = table
+        .services()
+        .filter_map(|(name, _, s)| s.spec.as_ref().map(|spec| (name, spec.replicas)))
+        .collect();
+    let live = |service: &str, slot: u32| replicas.get(service).is_some_and(|r| slot < *r);
     table
         .iter()
-        .filter(|(key, record)| is_garbage(table, key, record, horizon))
+        .filter(|(key, record)| is_garbage_in(key, record, horizon, &live))
         .map(|(key, _)| key.clone())
         .collect()
 }
 
-fn split_slot(rest: &str) -> Option<(&str, u32)> {
-    let (service, slot) = rest.rsplit_once('/')?;
-    Some((service, slot.parse().ok()?))
-}
-
 fn slot_is_live(table: &Table, service: &str, slot: u32) -> bool {
-    match table
-        .get(&format!("{SERVICE_PREFIX}{service}"))
-        .map(|r| &r.value)
-    {
-        Some(Value::Service(s)) => s.spec.as_ref().is_some_and(|spec| slot < spec.replicas),
-        _ => false,
-    }
+    table
+        .live_service(service)
+        .is_some_and(|(spec, _)| slot < spec.replicas)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::hlc::Timestamp;
-    use crate::record::{Claim, ServiceRecord, claim_key, node_key, service_key, status_key};
+    use crate::record::{Claim, ServiceRecord};
     use crate::spec_file::parse_specs;
 
     const DAY: u64 = 86_400_000;
@@ -145,29 +148,32 @@ mod tests {
         let t = 10 * DAY;
         let records = [
             (
-                service_key("web"),
+                Key::Service("web".into()),
                 Value::Service(ServiceRecord {
                     version: 1,
                     spec: Some(spec),
                 }),
             ),
             (
-                service_key("old"),
+                Key::Service("old".into()),
                 Value::Service(ServiceRecord {
                     version: 2,
                     spec: None,
                 }),
             ),
-            (claim_key("web", 0), claim("alive")),
-            (claim_key("web", 1), claim("gone")),
-            (claim_key("web", 2), claim("alive")),
-            (claim_key("old", 0), claim("alive")),
-            (status_key("alive", "web", 0), status()),
-            (status_key("gone", "web", 1), status()),
-            (status_key("alive", "old", 0), status()),
-            (node_key("alive"), node_record()),
-            (node_key("gone"), node_record()),
-            ("status/alive/web/9".into(), Value::Tombstone),
+            (Key::Claim("web".into(), 0), claim("alive")),
+            (Key::Claim("web".into(), 1), claim("gone")),
+            (Key::Claim("web".into(), 2), claim("alive")),
+            (Key::Claim("old".into(), 0), claim("alive")),
+            (Key::Status("alive".into(), "web".into(), 0), status()),
+            (Key::Status("gone".into(), "web".into(), 1), status()),
+            (Key::Status("alive".into(), "old".into(), 0), status()),
+            (Key::Node("alive".into()), node_record()),
+            (Key::Node("gone".into()), node_record()),
+            (
+                Key::Status("alive".into(), "web".into(), 9),
+                Value::Tombstone,
+            ),
         ];
         Table::from_records(records.into_iter().map(|(k, v)| (k, at(t, v))))
     }
@@ -183,13 +189,13 @@ mod tests {
         assert_eq!(
             garbage(&table, &horizon),
             vec![
-                claim_key("old", 0),
-                claim_key("web", 2),
-                node_key("gone"),
-                status_key("alive", "old", 0),
-                "status/alive/web/9".to_owned(),
-                status_key("gone", "web", 1),
-                service_key("old"),
+                Key::Service("old".into()),
+                Key::Claim("old".into(), 0),
+                Key::Claim("web".into(), 2),
+                Key::Status("alive".into(), "old".into(), 0),
+                Key::Status("alive".into(), "web".into(), 9),
+                Key::Status("gone".into(), "web".into(), 1),
+                Key::Node("gone".into()),
             ]
         );
     }
@@ -214,8 +220,8 @@ mod tests {
             gone: &nobody_gone,
         };
         let garbage = garbage(&table, &horizon);
-        assert!(!garbage.contains(&node_key("gone")));
-        assert!(!garbage.contains(&status_key("gone", "web", 1)));
-        assert!(garbage.contains(&service_key("old")));
+        assert!(!garbage.contains(&Key::Node("gone".into())));
+        assert!(!garbage.contains(&Key::Status("gone".into(), "web".into(), 1)));
+        assert!(garbage.contains(&Key::Service("old".into())));
     }
 }

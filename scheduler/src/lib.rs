@@ -8,12 +8,15 @@
 //!   dependency cycles.
 //! - [`spec_file`]: TOML and JSON spec files, the seed's JSON included.
 //! - [`hlc`]: [`Clock`] and [`Timestamp`].
-//! - [`record`]: keys and values: `svc/`, `claim/`, `status/`, `node/`.
+//! - [`key`]: [`Key`], typed record keys: `svc/`, `claim/`, `status/`, `node/`.
+//! - [`record`]: the values stored under them.
 //! - [`table`]: [`Table`], the LWW map, with its merge laws.
 //! - [`digest`]: bucket digests for anti-entropy.
 //! - [`gc`]: which records the table can forget.
 //! - [`placement`]: rendezvous hashing with bounded loads, [`Members`].
 //! - [`mod@reconcile`]: `reconcile(table, members, me, now) -> Vec<Action>`.
+//! - [`node`]: [`Node`], the state machine every agent runs: operator
+//!   writes, merges, the reconcile gate, what to broadcast and save.
 //! - [`services_view`]: what `services` and `status` show, from the table.
 //! - [`hash`]: the stable hash everything that must agree uses.
 #![forbid(unsafe_code)]
@@ -22,6 +25,8 @@ pub mod digest;
 pub mod gc;
 pub mod hash;
 pub mod hlc;
+pub mod key;
+pub mod node;
 pub mod placement;
 pub mod reconcile;
 pub mod record;
@@ -32,8 +37,10 @@ pub mod table;
 
 pub use digest::Digest;
 pub use hlc::{Clock, Timestamp};
+pub use key::Key;
+pub use node::{Effect, Input, Node, NodeConfig};
 pub use placement::Members;
 pub use reconcile::{Action, reconcile};
-pub use record::{Record, ServiceRecord, Value};
+pub use record::{Record, Records, ServiceRecord, Value};
 pub use spec::{ServiceSpec, SpecError};
 pub use table::Table;

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::hash::StableHasher;
-use crate::record::{CLAIM_PREFIX, Claim, NodeRecord, Value, claim_key, node_key};
+use crate::record::{Claim, NodeRecord};
 use crate::spec::ServiceSpec;
 use crate::table::Table;
 
@@ -58,43 +58,30 @@ pub fn score(service: &str, slot: u32, node: &str) -> u64 {
         .finish()
 }
 
-/// The `node/` record of `node`.
-pub fn node_record<'a>(table: &'a Table, node: &str) -> Option<&'a NodeRecord> {
-    match table.get(&node_key(node)).map(|r| &r.value) {
-        Some(Value::Node(n)) => Some(n),
-        _ => None,
-    }
-}
-
-/// The claim of a slot.
-pub fn claim<'a>(table: &'a Table, service: &str, slot: u32) -> Option<&'a Claim> {
-    match table.get(&claim_key(service, slot)).map(|r| &r.value) {
-        Some(Value::Claim(c)) => Some(c),
-        _ => None,
-    }
-}
-
 /// Nodes where this slot failed, for the service's current `version`.
 pub fn failed_on<'a>(table: &'a Table, service: &str, slot: u32, version: u64) -> &'a [String] {
-    match claim(table, service, slot) {
+    match table.claim(service, slot) {
         Some(c) if c.version == version => &c.failed_on,
         _ => &[],
     }
 }
 
+/// Whether a node with `record` may run `spec` (liveness and failures
+/// aside): offers the provider, matches the tags, not draining.
+pub fn fits(record: &NodeRecord, spec: &ServiceSpec) -> bool {
+    !record.is_draining()
+        && record.providers.contains(&spec.params.provider())
+        && spec
+            .constraints
+            .tags
+            .iter()
+            .all(|(k, v)| record.tags.get(k) == Some(v))
+}
+
 /// Whether `node` may run `spec` (failures aside): live, has a record,
 /// offers the provider, matches the tags, not draining.
 pub fn eligible(table: &Table, members: &Members, spec: &ServiceSpec, node: &str) -> bool {
-    members.is_live(node)
-        && node_record(table, node).is_some_and(|n| {
-            !n.is_draining()
-                && n.providers.contains(&spec.params.provider())
-                && spec
-                    .constraints
-                    .tags
-                    .iter()
-                    .all(|(k, v)| n.tags.get(k) == Some(v))
-        })
+    members.is_live(node) && table.node(node).is_some_and(|n| fits(n, spec))
 }
 
 /// The owner of every placed slot: `(service, slot) -> node`, plus the
@@ -171,20 +158,11 @@ impl<'a> Index<'a> {
             orphan_claims: Vec::new(),
             nodes: members
                 .names()
-                .filter_map(|n| node_record(table, n).map(|r| (n, r)))
+                .filter_map(|n| table.node(n).map(|r| (n, r)))
                 .collect(),
         };
         let mut last = None;
-        for (key, record) in table.with_prefix(CLAIM_PREFIX) {
-            let Value::Claim(c) = &record.value else {
-                continue;
-            };
-            let Some((service, slot)) = key[CLAIM_PREFIX.len()..]
-                .rsplit_once('/')
-                .and_then(|(service, slot)| Some((service, slot.parse::<u32>().ok()?)))
-            else {
-                continue;
-            };
+        for (service, slot, c) in table.claims() {
             // Claims of one service are adjacent: look it up once.
             let si = match last {
                 Some((name, si)) if name == service => si,
@@ -232,21 +210,10 @@ impl<'a> Index<'a> {
         }
     }
 
-    fn fits(record: &NodeRecord, spec: &ServiceSpec) -> bool {
-        !record.is_draining()
-            && record.providers.contains(&spec.params.provider())
-            && spec
-                .constraints
-                .tags
-                .iter()
-                .all(|(k, v)| record.tags.get(k) == Some(v))
-    }
-
     /// Whether node `ni` may run the slot: fits, and it didn't fail there.
     fn can_run(&self, ni: usize, si: usize, slot: u32) -> bool {
         let (name, record) = self.nodes[ni];
-        Self::fits(record, self.services[si].0)
-            && !self.failed_on(si, slot).iter().any(|f| f == name)
+        fits(record, self.services[si].0) && !self.failed_on(si, slot).iter().any(|f| f == name)
     }
 
     /// Computes where every slot goes.
@@ -306,7 +273,7 @@ impl<'a> Index<'a> {
                     holds[si].push(ni);
                     Ok(ni)
                 }
-                None if self.nodes.iter().any(|(_, r)| Self::fits(r, spec)) => {
+                None if self.nodes.iter().any(|(_, r)| fits(r, spec)) => {
                     Err(Unplaced::FailedEverywhere)
                 }
                 None => Err(Unplaced::NoCandidate),

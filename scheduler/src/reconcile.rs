@@ -17,11 +17,19 @@
 //! - **stops** its instance when it doesn't own the slot. A draining node
 //!   keeps its instance until the new owner runs one, or
 //!   [`DRAIN_TIMEOUT_MS`] passed.
+//!
+//! A pass covers every slot ([`Scope::All`]) or only the slots a change
+//! touched ([`Scope::Slots`]): the decision for one slot reads that slot's
+//! claim and statuses, its service's dependencies, and, only when the slot
+//! is unowned, the whole placement. Both scopes decide a slot the same way
+//! (property-tested), so a node may reconcile only what changed and keep a
+//! periodic full pass as a safety net.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
-use crate::placement::{Index, Members, node_record};
-use crate::record::{InstanceState, STATUS_PREFIX, Status, Value, status_key};
+use crate::key::Key;
+use crate::placement::{Index, Members, Placed, fits};
+use crate::record::{Claim, InstanceState, Status};
 use crate::services_view::missing_dependency;
 use crate::spec::ServiceSpec;
 use crate::table::Table;
@@ -110,195 +118,323 @@ pub enum Action {
     /// Delete this node's stale status record of a slot that is gone.
     ForgetStatus {
         /// The `status/` key.
-        key: String,
+        key: Key,
     },
 }
 
-/// This node's status records.
-struct MyStatuses<'a> {
-    /// Of live slots, by flat slot number.
-    live: Vec<Option<&'a Status>>,
-    /// Of slots that are gone: (service, slot, key, status), in table order.
-    gone: Vec<(&'a str, u32, &'a String, &'a Status)>,
+/// Which slots a pass decides.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Every slot: live ones, and the gone ones this node still holds.
+    All,
+    /// The slots a change touched (`(service, slot)`, live or gone).
+    Slots(&'a BTreeSet<(String, u32)>),
 }
 
-fn my_statuses<'a>(table: &'a Table, index: &Index<'a>, me: &str) -> MyStatuses<'a> {
-    let prefix = format!("{STATUS_PREFIX}{me}/");
-    let mut live = vec![None; index.slot_count()];
-    let mut gone = Vec::new();
-    for (key, record) in table.with_prefix(&prefix) {
-        let Value::Status(status) = &record.value else {
-            continue;
-        };
-        let Some((service, slot)) = parse_slot(&key[prefix.len()..]) else {
-            continue;
-        };
+/// What one live slot's decision reads.
+struct Slot<'a> {
+    spec: &'a ServiceSpec,
+    version: u64,
+    slot: u32,
+    owner: Option<&'a str>,
+    /// Where placement puts it.
+    target: Option<&'a str>,
+    /// Nodes it failed on, for this version.
+    failed: &'a [String],
+    /// This node's status of it.
+    status: Option<&'a Status>,
+}
+
+/// This node's drain, as reconcile sees it.
+#[derive(Clone, Copy)]
+struct Drain {
+    /// Draining or leaving.
+    on: bool,
+    /// For longer than [`DRAIN_TIMEOUT_MS`].
+    over: bool,
+}
+
+fn drain_of(table: &Table, me: &str, now_ms: u64) -> Drain {
+    let record = table.node(me);
+    Drain {
+        on: record.is_some_and(|r| r.is_draining()),
+        over: record.is_some_and(|r| now_ms.saturating_sub(r.drain_started_ms) >= DRAIN_TIMEOUT_MS),
+    }
+}
+
+fn owner_runs(table: &Table, owner: &str, service: &str, slot: u32) -> bool {
+    table
+        .status(owner, service, slot)
+        .is_some_and(|s| s.state == InstanceState::Running)
+}
+
+/// Decides this node's actions over every slot. `now_ms` only bounds
+/// drains.
+pub fn reconcile(table: &Table, members: &Members, me: &str, now_ms: u64) -> Vec<Action> {
+    reconcile_scope(table, members, me, now_ms, Scope::All)
+}
+
+/// Decides this node's actions over the slots of `scope`.
+pub fn reconcile_scope(
+    table: &Table,
+    members: &Members,
+    me: &str,
+    now_ms: u64,
+    scope: Scope<'_>,
+) -> Vec<Action> {
+    let drain = drain_of(table, me, now_ms);
+    let mut out = Vec::new();
+    match scope {
+        Scope::All => reconcile_all(table, members, me, drain, &mut out),
+        Scope::Slots(slots) => {
+            let mut placement = None;
+            for (service, slot) in slots {
+                reconcile_one(
+                    table,
+                    members,
+                    me,
+                    drain,
+                    service,
+                    *slot,
+                    &mut placement,
+                    &mut out,
+                );
+            }
+        }
+    }
+    out
+}
+
+fn reconcile_all(table: &Table, members: &Members, me: &str, drain: Drain, out: &mut Vec<Action>) {
+    let index = Index::new(table, members);
+    let placed = index.place();
+    // This node's statuses: of live slots by flat number, of gone ones
+    // in table order.
+    let mut statuses = vec![None; index.slot_count()];
+    let mut gone_statuses = Vec::new();
+    for (key, service, slot, status) in table.statuses_of(me) {
         match index
             .service_index(service)
             .and_then(|si| index.slot_id(si, slot))
         {
-            Some(id) => live[id] = Some(status),
-            None => gone.push((service, slot, key, status)),
+            Some(id) => statuses[id] = Some(status),
+            None => gone_statuses.push((service, slot, key, status)),
         }
     }
-    MyStatuses { live, gone }
-}
-
-fn owner_runs(table: &Table, owner: &str, service: &str, slot: u32) -> bool {
-    matches!(table.get(&status_key(owner, service, slot)).map(|r| &r.value),
-        Some(Value::Status(s)) if s.state == InstanceState::Running)
-}
-
-/// Decides this node's actions. `now_ms` only bounds drains.
-pub fn reconcile(table: &Table, members: &Members, me: &str, now_ms: u64) -> Vec<Action> {
-    let index = Index::new(table, members);
-    let placed = index.place();
-    let me_record = node_record(table, me);
-    let draining = me_record.is_some_and(|r| r.is_draining());
-    let drain_over =
-        me_record.is_some_and(|r| now_ms.saturating_sub(r.drain_started_ms) >= DRAIN_TIMEOUT_MS);
-    let live = &index.services;
-    let mut actions = Vec::new();
-    let MyStatuses {
-        live: statuses,
-        gone: gone_statuses,
-    } = my_statuses(table, &index, me);
-
-    for (si, (spec, version)) in live.iter().enumerate() {
+    for (si, (spec, version)) in index.services.iter().enumerate() {
         for slot in 0..spec.replicas {
-            let name = spec.name.as_str();
-            let owner = index.claim(si, slot).and_then(|c| c.owner.as_deref());
-            let target = index.placed_on(&placed, si, slot);
-            let failed = index.failed_on(si, slot);
-            let status = index.slot_id(si, slot).and_then(|id| statuses[id]);
-            let active_here = status.is_some_and(|s| s.state.is_active());
-
-            if owner == Some(me) {
-                let failed_here = status
-                    .is_some_and(|s| s.state == InstanceState::Failed && s.version == *version);
-                if failed_here {
-                    let mut failed_on = failed.to_vec();
-                    failed_on.push(me.to_owned());
-                    actions.push(Action::Release {
-                        service: name.to_owned(),
-                        slot,
-                        version: *version,
-                        failed_on,
-                        reason: Reason::Failed,
-                    });
-                    actions.push(Action::Stop {
-                        service: name.to_owned(),
-                        slot,
-                        reason: Reason::Failed,
-                    });
-                } else if target == Some(me) {
-                    if missing_dependency(table, members, spec).is_none() {
-                        actions.push(Action::Start {
-                            slot,
-                            version: *version,
-                            spec: (*spec).clone(),
-                        });
-                    }
-                } else if !draining {
-                    actions.push(Action::Release {
-                        service: name.to_owned(),
-                        slot,
-                        version: *version,
-                        failed_on: failed.to_vec(),
-                        reason: Reason::Ineligible,
-                    });
-                    actions.push(Action::Stop {
-                        service: name.to_owned(),
-                        slot,
-                        reason: Reason::Ineligible,
-                    });
-                } else if drain_over {
-                    actions.push(Action::Stop {
-                        service: name.to_owned(),
-                        slot,
-                        reason: Reason::Drained,
-                    });
-                }
-                continue;
-            }
-            if target == Some(me) {
-                actions.push(Action::Claim {
-                    service: name.to_owned(),
-                    slot,
-                    version: *version,
-                    previous: owner.map(str::to_owned),
-                    failed_on: failed.to_vec(),
-                });
-                continue;
-            }
-            if active_here {
-                let replacement_runs = owner.is_some_and(|o| owner_runs(table, o, name, slot));
-                let keep = draining && !replacement_runs && !drain_over;
-                if !keep {
-                    let reason = if draining {
-                        Reason::Drained
-                    } else {
-                        Reason::OwnedElsewhere
-                    };
-                    actions.push(Action::Stop {
-                        service: name.to_owned(),
-                        slot,
-                        reason,
-                    });
-                }
-            }
+            let one = Slot {
+                spec,
+                version: *version,
+                slot,
+                owner: index.claim(si, slot).and_then(|c| c.owner.as_deref()),
+                target: index.placed_on(&placed, si, slot),
+                failed: index.failed_on(si, slot),
+                status: index.slot_id(si, slot).and_then(|id| statuses[id]),
+            };
+            decide(table, members, me, drain, &one, out);
         }
     }
-
     // Slots that are gone: this node's claims and instances of them.
-    let removed_reason = |service: &str| {
-        if index.service_index(service).is_some() {
-            Reason::ScaledDown
-        } else {
-            Reason::Removed
-        }
-    };
     let mut released: HashSet<(&str, u32)> = HashSet::new();
     for (service, slot, c) in &index.orphan_claims {
-        if c.owner.as_deref() != Some(me) {
-            continue;
+        if c.owner.as_deref() == Some(me) {
+            decide_gone(table, service, *slot, Some(c), None, out);
+            released.insert((service, *slot));
         }
-        let reason = removed_reason(service);
-        actions.push(Action::Release {
-            service: (*service).to_owned(),
-            slot: *slot,
+    }
+    for (service, slot, key, status) in gone_statuses {
+        if !released.contains(&(service, slot)) {
+            decide_gone(table, service, slot, None, Some((key, status)), out);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn reconcile_one<'a>(
+    table: &'a Table,
+    members: &'a Members,
+    me: &str,
+    drain: Drain,
+    service: &str,
+    slot: u32,
+    placement: &mut Option<(Index<'a>, Placed)>,
+    out: &mut Vec<Action>,
+) {
+    let claim = table.claim(service, slot);
+    let status_key = Key::Status(me.to_owned(), service.to_owned(), slot);
+    let status = match table.get(&status_key).map(|r| &r.value) {
+        Some(crate::record::Value::Status(s)) => Some(s),
+        _ => None,
+    };
+    let Some((spec, version)) = table
+        .live_service(service)
+        .filter(|(spec, _)| slot < spec.replicas)
+    else {
+        let mine = claim.filter(|c| c.owner.as_deref() == Some(me));
+        decide_gone(
+            table,
+            service,
+            slot,
+            mine,
+            status.map(|s| (&status_key, s)),
+            out,
+        );
+        return;
+    };
+    let failed: &[String] = match claim {
+        Some(c) if c.version == version => &c.failed_on,
+        _ => &[],
+    };
+    let owner = claim.and_then(|c| c.owner.as_deref());
+    // A live, eligible owner keeps the slot: no need for the placement.
+    let sticky = owner.filter(|o| {
+        members.is_live(o)
+            && table.node(o).is_some_and(|r| fits(r, spec))
+            && !failed.iter().any(|f| f == o)
+    });
+    let target = match sticky {
+        Some(o) => Some(o),
+        None => {
+            let (index, placed) = placement.get_or_insert_with(|| {
+                let index = Index::new(table, members);
+                let placed = index.place();
+                (index, placed)
+            });
+            index
+                .service_index(service)
+                .and_then(|si| index.placed_on(placed, si, slot))
+        }
+    };
+    let one = Slot {
+        spec,
+        version,
+        slot,
+        owner,
+        target,
+        failed,
+        status,
+    };
+    decide(table, members, me, drain, &one, out);
+}
+
+/// The rule for one live slot.
+fn decide(
+    table: &Table,
+    members: &Members,
+    me: &str,
+    drain: Drain,
+    one: &Slot<'_>,
+    out: &mut Vec<Action>,
+) {
+    let (name, slot, version) = (one.spec.name.as_str(), one.slot, one.version);
+    let release = |failed_on: Vec<String>, reason: Reason, out: &mut Vec<Action>| {
+        out.push(Action::Release {
+            service: name.to_owned(),
+            slot,
+            version,
+            failed_on,
+            reason,
+        });
+        out.push(Action::Stop {
+            service: name.to_owned(),
+            slot,
+            reason,
+        });
+    };
+    if one.owner == Some(me) {
+        let failed_here = one
+            .status
+            .is_some_and(|s| s.state == InstanceState::Failed && s.version == version);
+        if failed_here {
+            let mut failed_on = one.failed.to_vec();
+            failed_on.push(me.to_owned());
+            release(failed_on, Reason::Failed, out);
+        } else if one.target == Some(me) {
+            if missing_dependency(table, members, one.spec).is_none() {
+                out.push(Action::Start {
+                    slot,
+                    version,
+                    spec: one.spec.clone(),
+                });
+            }
+        } else if !drain.on {
+            release(one.failed.to_vec(), Reason::Ineligible, out);
+        } else if drain.over {
+            out.push(Action::Stop {
+                service: name.to_owned(),
+                slot,
+                reason: Reason::Drained,
+            });
+        }
+        return;
+    }
+    if one.target == Some(me) {
+        out.push(Action::Claim {
+            service: name.to_owned(),
+            slot,
+            version,
+            previous: one.owner.map(str::to_owned),
+            failed_on: one.failed.to_vec(),
+        });
+        return;
+    }
+    if one.status.is_some_and(|s| s.state.is_active()) {
+        let replacement_runs = one.owner.is_some_and(|o| owner_runs(table, o, name, slot));
+        let keep = drain.on && !replacement_runs && !drain.over;
+        if !keep {
+            let reason = if drain.on {
+                Reason::Drained
+            } else {
+                Reason::OwnedElsewhere
+            };
+            out.push(Action::Stop {
+                service: name.to_owned(),
+                slot,
+                reason,
+            });
+        }
+    }
+}
+
+/// The rule for a slot that is gone (its service removed, or scaled
+/// below it): release this node's claim and stop its instance, or delete
+/// its stale status.
+fn decide_gone(
+    table: &Table,
+    service: &str,
+    slot: u32,
+    mine: Option<&Claim>,
+    status: Option<(&Key, &Status)>,
+    out: &mut Vec<Action>,
+) {
+    let reason = if table.live_service(service).is_some() {
+        Reason::ScaledDown
+    } else {
+        Reason::Removed
+    };
+    if let Some(c) = mine {
+        out.push(Action::Release {
+            service: service.to_owned(),
+            slot,
             version: c.version,
             failed_on: Vec::new(),
             reason,
         });
-        actions.push(Action::Stop {
-            service: (*service).to_owned(),
-            slot: *slot,
+        out.push(Action::Stop {
+            service: service.to_owned(),
+            slot,
             reason,
         });
-        released.insert((service, *slot));
+        return;
     }
-    let mut stale: Vec<_> = gone_statuses
-        .into_iter()
-        .filter(|(service, slot, _, _)| !released.contains(&(*service, *slot)))
-        .collect();
-    stale.sort_by_key(|(service, slot, _, _)| (*service, *slot));
-    for (service, slot, key, s) in stale {
-        if s.state.is_active() {
-            actions.push(Action::Stop {
-                service: service.to_owned(),
-                slot,
-                reason: removed_reason(service),
-            });
-        } else {
-            actions.push(Action::ForgetStatus { key: key.clone() });
-        }
+    match status {
+        Some((_, s)) if s.state.is_active() => out.push(Action::Stop {
+            service: service.to_owned(),
+            slot,
+            reason,
+        }),
+        Some((key, _)) => out.push(Action::ForgetStatus { key: key.clone() }),
+        None => {}
     }
-    actions
-}
-
-/// `<service>/<slot>`.
-fn parse_slot(rest: &str) -> Option<(&str, u32)> {
-    let (service, slot) = rest.rsplit_once('/')?;
-    Some((service, slot.parse().ok()?))
 }

@@ -1,4 +1,5 @@
-//! The records of the table: keys, values, and their kinds.
+//! The records of the table: values and their kinds, under a
+//! [`Key`](crate::key::Key).
 //!
 //! | key | value | written by |
 //! |---|---|---|
@@ -8,40 +9,13 @@
 //! | `node/<node>` | [`NodeRecord`] | that node only |
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::Timestamp;
+use crate::key::Key;
 use crate::spec::{ProviderKind, ServiceSpec};
-
-/// Key prefix of services.
-pub const SERVICE_PREFIX: &str = "svc/";
-/// Key prefix of claims.
-pub const CLAIM_PREFIX: &str = "claim/";
-/// Key prefix of instance status.
-pub const STATUS_PREFIX: &str = "status/";
-/// Key prefix of node records.
-pub const NODE_PREFIX: &str = "node/";
-
-/// `svc/<name>`.
-pub fn service_key(name: &str) -> String {
-    format!("{SERVICE_PREFIX}{name}")
-}
-
-/// `claim/<name>/<slot>`.
-pub fn claim_key(name: &str, slot: u32) -> String {
-    format!("{CLAIM_PREFIX}{name}/{slot}")
-}
-
-/// `status/<node>/<name>/<slot>`.
-pub fn status_key(node: &str, name: &str, slot: u32) -> String {
-    format!("{STATUS_PREFIX}{node}/{name}/{slot}")
-}
-
-/// `node/<node>`.
-pub fn node_key(node: &str) -> String {
-    format!("{NODE_PREFIX}{node}")
-}
 
 /// A timestamped value: one LWW register of the table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +24,26 @@ pub struct Record {
     pub ts: Timestamp,
     /// What was written.
     pub value: Value,
+}
+
+/// Records with their keys, as they travel and merge. Shared: a record
+/// merged into many tables (the simulation's thousand nodes) is one value.
+pub type Records = Vec<(Key, Arc<Record>)>;
+
+impl Value {
+    /// Whether this value may be stored under `key`: each kind of key
+    /// takes its own kind of value, and a tombstone deletes a claim, a
+    /// status or a node record (a service is removed by a spec-less
+    /// [`ServiceRecord`], which keeps its version).
+    pub fn fits(&self, key: &Key) -> bool {
+        matches!(
+            (key, self),
+            (Key::Service(_), Value::Service(_))
+                | (Key::Claim(..), Value::Claim(_) | Value::Tombstone)
+                | (Key::Status(..), Value::Status(_) | Value::Tombstone)
+                | (Key::Node(_), Value::Node(_) | Value::Tombstone)
+        )
+    }
 }
 
 /// The value of a record.

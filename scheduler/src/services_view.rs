@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::placement::{Assignment, Members, assign};
-use crate::record::{InstanceState, Value, claim_key, status_key};
+use crate::record::{InstanceState, Status};
 use crate::spec::{ProviderKind, ServiceSpec};
 use crate::table::Table;
 
@@ -81,18 +81,20 @@ pub fn services(table: &Table, members: &Members) -> Vec<ServiceView> {
 
 /// Whether some slot of `service` is running on its live owner.
 pub fn is_running_somewhere(table: &Table, members: &Members, service: &str) -> bool {
-    let Some(Value::Service(s)) = table
-        .get(&crate::record::service_key(service))
-        .map(|r| &r.value)
-    else {
+    let Some((spec, _)) = table.live_service(service) else {
         return false;
     };
-    let replicas = s.spec.as_ref().map_or(0, |spec| spec.replicas);
-    (0..replicas).any(|slot| {
-        owner_status(table, service, slot).is_some_and(|(owner, st)| {
-            members.is_live(&owner) && st.state == InstanceState::Running
+    table
+        .claims_of(service)
+        .take_while(|(slot, _)| *slot < spec.replicas)
+        .any(|(slot, claim)| {
+            claim.owner.as_deref().is_some_and(|owner| {
+                members.is_live(owner)
+                    && table
+                        .status(owner, service, slot)
+                        .is_some_and(|st| st.state == InstanceState::Running)
+            })
         })
-    })
 }
 
 /// The first dependency of `spec` not running anywhere, if any.
@@ -107,17 +109,6 @@ pub fn missing_dependency<'a>(
         .map(String::as_str)
 }
 
-fn owner_status(table: &Table, name: &str, slot: u32) -> Option<(String, crate::record::Status)> {
-    let owner = match table.get(&claim_key(name, slot)).map(|r| &r.value) {
-        Some(Value::Claim(claim)) => claim.owner.clone()?,
-        _ => return None,
-    };
-    match table.get(&status_key(&owner, name, slot)).map(|r| &r.value) {
-        Some(Value::Status(status)) => Some((owner, status.clone())),
-        _ => None,
-    }
-}
-
 fn slot_view(
     table: &Table,
     members: &Members,
@@ -126,16 +117,10 @@ fn slot_view(
     slot: u32,
 ) -> SlotView {
     let name = spec.name.as_str();
-    let owner = match table.get(&claim_key(name, slot)).map(|r| &r.value) {
-        Some(Value::Claim(claim)) => claim.owner.clone(),
-        _ => None,
-    };
-    let status = owner.as_ref().and_then(|node| {
-        match table.get(&status_key(node, name, slot)).map(|r| &r.value) {
-            Some(Value::Status(status)) => Some(status.clone()),
-            _ => None,
-        }
-    });
+    let owner = table.claim(name, slot).and_then(|c| c.owner.clone());
+    let status: Option<&Status> = owner
+        .as_ref()
+        .and_then(|node| table.status(node, name, slot));
     let lost = owner.as_ref().is_some_and(|o| !members.is_live(o));
     let key = (name.to_owned(), slot);
     let state = if lost {

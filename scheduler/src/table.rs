@@ -20,12 +20,14 @@
 //! [`crate::gc`]) is a local step outside these laws.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, btree_map};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{BUCKETS, Digest, bucket_of, record_hash};
-use crate::record::{Record, SERVICE_PREFIX, ServiceRecord, Value};
+use crate::key::Key;
+use crate::record::{Claim, NodeRecord, Record, Records, ServiceRecord, Status, Value};
 
 /// Orders two records of one key: the greater one wins the merge.
 pub fn compare(a: &Record, b: &Record) -> Ordering {
@@ -40,11 +42,68 @@ pub fn compare(a: &Record, b: &Record) -> Ordering {
 }
 
 /// Every record the node knows, with a digest kept up to date.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct Table {
-    records: BTreeMap<String, Record>,
-    #[serde(skip, default = "empty_buckets")]
+    records: BTreeMap<Key, Entry>,
     buckets: Vec<u64>,
+}
+
+/// A record with its digest terms, computed once when it is stored.
+#[derive(Debug, Clone)]
+struct Entry {
+    record: Arc<Record>,
+    /// [`record_hash`] of the record under its key.
+    hash: u64,
+    /// [`bucket_of`] its key.
+    bucket: u16,
+}
+
+impl Entry {
+    fn new(key: &Key, record: Arc<Record>) -> Self {
+        Self {
+            hash: record_hash(key, &record),
+            bucket: bucket_of(key) as u16,
+            record,
+        }
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.record == other.record
+    }
+}
+
+/// The table's file and wire form: its records by key.
+impl Serialize for Table {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Records<'a>(&'a BTreeMap<Key, Entry>);
+        impl Serialize for Records<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_map(self.0.iter().map(|(k, e)| (k, &e.record)))
+            }
+        }
+        let mut table = serializer.serialize_struct("Table", 1)?;
+        table.serialize_field("records", &Records(&self.records))?;
+        table.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Table {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename = "Table")]
+        struct Form {
+            records: BTreeMap<Key, Arc<Record>>,
+        }
+        let form = Form::deserialize(deserializer)?;
+        let mut table = Table::new();
+        for (key, record) in form.records {
+            table.apply(key, record);
+        }
+        Ok(table)
+    }
 }
 
 fn empty_buckets() -> Vec<u64> {
@@ -69,7 +128,7 @@ impl Table {
     }
 
     /// Builds a table from records, merging duplicates.
-    pub fn from_records(records: impl IntoIterator<Item = (String, Record)>) -> Self {
+    pub fn from_records(records: impl IntoIterator<Item = (Key, Record)>) -> Self {
         let mut table = Self::new();
         for (key, record) in records {
             table.apply(key, record);
@@ -78,37 +137,46 @@ impl Table {
     }
 
     /// Merges one record. Returns whether it changed the table.
-    pub fn apply(&mut self, key: String, record: Record) -> bool {
+    pub fn apply(&mut self, key: Key, record: impl Into<Arc<Record>>) -> bool {
         if self.buckets.len() != BUCKETS {
             self.rebuild_digest();
         }
-        let bucket = bucket_of(&key);
-        match self.records.get(&key) {
-            Some(current) if compare(&record, current) != Ordering::Greater => false,
-            current => {
-                let old = current.map(|c| record_hash(&key, c));
-                let new = record_hash(&key, &record);
-                let slot = &mut self.buckets[bucket];
-                if let Some(old) = old {
-                    *slot = slot.wrapping_sub(old);
+        let record = record.into();
+        // One search: the entry is looked up once, then replaced in place.
+        match self.records.entry(key) {
+            btree_map::Entry::Occupied(mut current) => {
+                if compare(&record, &current.get().record) != Ordering::Greater {
+                    return false;
                 }
-                *slot = slot.wrapping_add(new);
-                self.records.insert(key, record);
-                true
+                let entry = Entry::new(current.key(), record);
+                let slot = &mut self.buckets[usize::from(entry.bucket)];
+                *slot = slot
+                    .wrapping_sub(current.get().hash)
+                    .wrapping_add(entry.hash);
+                current.insert(entry);
+            }
+            btree_map::Entry::Vacant(vacant) => {
+                let entry = Entry::new(vacant.key(), record);
+                let slot = &mut self.buckets[usize::from(entry.bucket)];
+                *slot = slot.wrapping_add(entry.hash);
+                vacant.insert(entry);
             }
         }
+        true
     }
 
     /// Merges every record of `other`; returns the keys that changed.
     /// Walks both tables in key order side by side (no lookups) and copies
     /// only the records that win.
-    pub fn merge(&mut self, other: &Table) -> Vec<String> {
+    pub fn merge(&mut self, other: &Table) -> Vec<Key> {
         let mut winners = Vec::new();
         let mut ours = self.records.iter().peekable();
         for (key, record) in &other.records {
             while ours.next_if(|(k, _)| *k < key).is_some() {}
             let wins = match ours.peek() {
-                Some((k, current)) if *k == key => compare(record, current) == Ordering::Greater,
+                Some((k, current)) if *k == key => {
+                    compare(&record.record, &current.record) == Ordering::Greater
+                }
                 _ => true,
             };
             if wins {
@@ -117,7 +185,7 @@ impl Table {
         }
         let mut changed = Vec::with_capacity(winners.len());
         for (key, record) in winners {
-            self.apply(key.clone(), record.clone());
+            self.apply(key.clone(), record.record.clone());
             changed.push(key.clone());
         }
         changed
@@ -125,34 +193,26 @@ impl Table {
 
     /// Forgets `key` (garbage collection; see [`crate::gc`]). Returns
     /// whether it was there.
-    pub fn forget(&mut self, key: &str) -> bool {
+    pub fn forget(&mut self, key: &Key) -> bool {
         if self.buckets.len() != BUCKETS {
             self.rebuild_digest();
         }
-        let Some(record) = self.records.remove(key) else {
+        let Some(entry) = self.records.remove(key) else {
             return false;
         };
-        let slot = &mut self.buckets[bucket_of(key)];
-        *slot = slot.wrapping_sub(record_hash(key, &record));
+        let slot = &mut self.buckets[usize::from(entry.bucket)];
+        *slot = slot.wrapping_sub(entry.hash);
         true
     }
 
     /// The record of `key`.
-    pub fn get(&self, key: &str) -> Option<&Record> {
-        self.records.get(key)
+    pub fn get(&self, key: &Key) -> Option<&Record> {
+        self.records.get(key).map(|e| &*e.record)
     }
 
     /// All records, by key.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Record)> {
-        self.records.iter()
-    }
-
-    /// Records whose key starts with `prefix`.
-    pub fn with_prefix(&self, prefix: &str) -> impl Iterator<Item = (&String, &Record)> + '_ {
-        let prefix = prefix.to_owned();
-        self.records
-            .range(prefix.clone()..)
-            .take_while(move |(k, _)| k.starts_with(&prefix))
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &Record)> {
+        self.records.iter().map(|(k, e)| (k, &*e.record))
     }
 
     /// Number of records (tombstones included).
@@ -167,11 +227,128 @@ impl Table {
 
     /// Service records (removed ones included), by name.
     pub fn services(&self) -> impl Iterator<Item = (&str, &Record, &ServiceRecord)> {
-        self.with_prefix(SERVICE_PREFIX)
-            .filter_map(|(k, r)| match &r.value {
-                Value::Service(s) => Some((&k[SERVICE_PREFIX.len()..], r, s)),
+        let first = Key::Service(String::new());
+        self.records
+            .range(first..)
+            .map_while(|(k, e)| match (k, &e.record.value) {
+                (Key::Service(name), value) => Some((name.as_str(), &*e.record, value)),
                 _ => None,
             })
+            .filter_map(|(name, r, value)| match value {
+                Value::Service(s) => Some((name, r, s)),
+                _ => None,
+            })
+    }
+
+    /// The service record of `name`.
+    pub fn service(&self, name: &str) -> Option<&ServiceRecord> {
+        match self.get(&Key::Service(name.to_owned())).map(|r| &r.value) {
+            Some(Value::Service(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The live spec of `name` and its version (`None` if removed).
+    pub fn live_service(&self, name: &str) -> Option<(&crate::ServiceSpec, u64)> {
+        self.service(name)
+            .and_then(|s| s.spec.as_ref().map(|spec| (spec, s.version)))
+    }
+
+    /// Every claim, by service then slot: `(service, slot, claim)`.
+    pub fn claims(&self) -> impl Iterator<Item = (&str, u32, &Claim)> {
+        self.claims_from(Key::Claim(String::new(), 0))
+    }
+
+    /// The claims of one service, by slot.
+    pub fn claims_of<'a>(&'a self, service: &'a str) -> impl Iterator<Item = (u32, &'a Claim)> {
+        self.claims_from(Key::Claim(service.to_owned(), 0))
+            .take_while(move |(s, _, _)| *s == service)
+            .map(|(_, slot, c)| (slot, c))
+    }
+
+    fn claims_from(&self, first: Key) -> impl Iterator<Item = (&str, u32, &Claim)> {
+        self.records
+            .range(first..)
+            .map_while(|(k, e)| match k {
+                Key::Claim(name, slot) => Some((name.as_str(), *slot, &e.record.value)),
+                _ => None,
+            })
+            .filter_map(|(name, slot, value)| match value {
+                Value::Claim(c) => Some((name, slot, c)),
+                _ => None,
+            })
+    }
+
+    /// The claim of a slot.
+    pub fn claim(&self, service: &str, slot: u32) -> Option<&Claim> {
+        match self
+            .get(&Key::Claim(service.to_owned(), slot))
+            .map(|r| &r.value)
+        {
+            Some(Value::Claim(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The status records of `node`, by service then slot:
+    /// `(key, service, slot, status)`.
+    pub fn statuses_of<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> impl Iterator<Item = (&'a Key, &'a str, u32, &'a Status)> {
+        self.records
+            .range(Key::Status(node.to_owned(), String::new(), 0)..)
+            .map_while(move |(k, e)| match k {
+                Key::Status(n, service, slot) if n == node => {
+                    Some((k, service.as_str(), *slot, &e.record.value))
+                }
+                _ => None,
+            })
+            .filter_map(|(k, service, slot, value)| match value {
+                Value::Status(s) => Some((k, service, slot, s)),
+                _ => None,
+            })
+    }
+
+    /// The slots of `service` that `node` has a status record of.
+    pub fn status_slots<'a>(
+        &'a self,
+        node: &'a str,
+        service: &'a str,
+    ) -> impl Iterator<Item = u32> + 'a {
+        self.records
+            .range(Key::Status(node.to_owned(), service.to_owned(), 0)..)
+            .map_while(move |(k, _)| match k {
+                Key::Status(n, s, slot) if n == node && s == service => Some(*slot),
+                _ => None,
+            })
+    }
+
+    /// The status `node` reports for a slot.
+    pub fn status(&self, node: &str, service: &str, slot: u32) -> Option<&Status> {
+        let key = Key::Status(node.to_owned(), service.to_owned(), slot);
+        match self.get(&key).map(|r| &r.value) {
+            Some(Value::Status(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Every node record, by name.
+    pub fn nodes(&self) -> impl Iterator<Item = (&str, &NodeRecord)> {
+        self.records
+            .range(Key::Node(String::new())..)
+            .filter_map(|(k, e)| match (k, &e.record.value) {
+                (Key::Node(name), Value::Node(n)) => Some((name.as_str(), n)),
+                _ => None,
+            })
+    }
+
+    /// The node record of `node`.
+    pub fn node(&self, node: &str) -> Option<&NodeRecord> {
+        match self.get(&Key::Node(node.to_owned())).map(|r| &r.value) {
+            Some(Value::Node(n)) => Some(n),
+            _ => None,
+        }
     }
 
     /// The digest: one hash per bucket of keys.
@@ -185,12 +362,12 @@ impl Table {
         }
     }
 
-    /// Recomputes the bucket hashes (after deserializing).
+    /// Recomputes the bucket hashes from the records.
     pub fn rebuild_digest(&mut self) {
         let mut buckets = empty_buckets();
-        for (key, record) in &self.records {
-            let slot = &mut buckets[bucket_of(key)];
-            *slot = slot.wrapping_add(record_hash(key, record));
+        for entry in self.records.values() {
+            let slot = &mut buckets[usize::from(entry.bucket)];
+            *slot = slot.wrapping_add(entry.hash);
         }
         self.buckets = buckets;
     }
@@ -205,7 +382,7 @@ impl Table {
     }
 
     /// Records in the given buckets: what a peer with that digest may lack.
-    pub fn records_in(&self, buckets: &[u16]) -> Vec<(String, Record)> {
+    pub fn records_in(&self, buckets: &[u16]) -> Records {
         let mut wanted = [false; BUCKETS];
         for b in buckets {
             if let Some(w) = wanted.get_mut(usize::from(*b)) {
@@ -214,13 +391,13 @@ impl Table {
         }
         self.records
             .iter()
-            .filter(|(k, _)| wanted[bucket_of(k)])
-            .map(|(k, r)| (k.clone(), r.clone()))
+            .filter(|(_, e)| wanted[usize::from(e.bucket)])
+            .map(|(k, e)| (k.clone(), e.record.clone()))
             .collect()
     }
 
     /// Records a peer with digest `theirs` may lack.
-    pub fn missing_from(&self, theirs: &Digest) -> Vec<(String, Record)> {
+    pub fn missing_from(&self, theirs: &Digest) -> Records {
         self.records_in(&self.differing_buckets(theirs))
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use mob_scheduler::record::{Claim, ServiceRecord, Value};
 use mob_scheduler::spec::{Constraints, Params, RestartPolicy};
 use mob_scheduler::spec_file::{parse_specs, to_json, to_toml};
-use mob_scheduler::{Record, ServiceSpec, Table, Timestamp};
+use mob_scheduler::{Key, Record, ServiceSpec, Table, Timestamp};
 use proptest::prelude::*;
 
 fn name() -> impl Strategy<Value = String> {
@@ -84,7 +84,7 @@ fn spec() -> impl Strategy<Value = ServiceSpec> {
 
 /// Records drawn from few keys and few timestamps, so keys collide and
 /// equal timestamps with different values occur.
-fn record() -> impl Strategy<Value = (String, Record)> {
+fn record() -> impl Strategy<Value = (Key, Record)> {
     let key = prop_oneof![
         Just("svc/a"),
         Just("svc/b"),
@@ -117,7 +117,7 @@ fn record() -> impl Strategy<Value = (String, Record)> {
             })
         ),
     ];
-    (key, ts, value).prop_map(|(k, ts, value)| (k.to_owned(), Record { ts, value }))
+    (key, ts, value).prop_map(|(k, ts, value)| (k.parse::<Key>().unwrap(), Record { ts, value }))
 }
 
 fn table() -> impl Strategy<Value = Table> {
@@ -178,13 +178,13 @@ proptest! {
     fn forgetting_keeps_the_digest_exact(a in table(), keep in any::<u64>()) {
         // Forget about half the records (chosen by `keep`'s bits).
         let mut forgot = a.clone();
-        let keys: Vec<String> = a.iter().map(|(k, _)| k.clone()).collect();
+        let keys: Vec<Key> = a.iter().map(|(k, _)| k.clone()).collect();
         for (i, key) in keys.iter().enumerate() {
             if keep >> (i % 64) & 1 == 0 {
                 prop_assert!(forgot.forget(key));
             }
         }
-        prop_assert!(!forgot.forget("svc/never-there"));
+        prop_assert!(!forgot.forget(&Key::Service("never-there".into())));
         let mut fresh = forgot.clone();
         fresh.rebuild_digest();
         prop_assert_eq!(fresh.digest(), forgot.digest());
@@ -225,26 +225,29 @@ fn a_stale_write_never_wins() {
         spec: None,
     });
     assert!(t.apply(
-        "svc/a".into(),
+        Key::Service("a".into()),
         Record {
             ts: ts(5),
             value: live.clone()
         }
     ));
     assert!(!t.apply(
-        "svc/a".into(),
+        Key::Service("a".into()),
         Record {
             ts: ts(4),
             value: Value::Tombstone
         }
     ));
-    assert_eq!(t.get("svc/a").unwrap().value, live);
+    assert_eq!(t.get(&Key::Service("a".into())).unwrap().value, live);
     assert!(t.apply(
-        "svc/a".into(),
+        Key::Service("a".into()),
         Record {
             ts: ts(6),
             value: Value::Tombstone
         }
     ));
-    assert_eq!(t.get("svc/a").unwrap().value, Value::Tombstone);
+    assert_eq!(
+        t.get(&Key::Service("a".into())).unwrap().value,
+        Value::Tombstone
+    );
 }

@@ -5,12 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use mob_scheduler::Key;
 use mob_scheduler::placement::{Members, assign};
 use mob_scheduler::reconcile::{Action, reconcile};
-use mob_scheduler::record::{
-    Claim, InstanceState, NodeRecord, ServiceRecord, Status, Value, claim_key, node_key,
-    service_key, status_key,
-};
+use mob_scheduler::record::{Claim, InstanceState, NodeRecord, ServiceRecord, Status, Value};
 use mob_scheduler::spec::ProviderKind;
 use mob_scheduler::spec_file::parse_specs;
 use mob_scheduler::{Record, Table, Timestamp};
@@ -29,7 +27,7 @@ impl World {
         }
     }
 
-    fn put(&mut self, key: String, value: Value) {
+    fn put(&mut self, key: Key, value: Value) {
         self.clock += 1;
         self.table.apply(
             key,
@@ -99,7 +97,9 @@ impl World {
     /// Lets every live node claim what the assignment gives it.
     fn settle(&mut self, members: &Members) {
         for ((service, slot), node) in assign(&self.table, members).owners {
-            let current = mob_scheduler::placement::claim(&self.table, &service, slot)
+            let current = self
+                .table
+                .claim(&service, slot)
                 .and_then(|c| c.owner.clone());
             if current.as_deref() != Some(node.as_str()) {
                 self.claim(&service, slot, Some(&node));
@@ -109,14 +109,8 @@ impl World {
 
     fn owners(&self) -> BTreeMap<(String, u32), String> {
         self.table
-            .with_prefix("claim/")
-            .filter_map(|(k, r)| match &r.value {
-                Value::Claim(c) => {
-                    let (svc, slot) = k["claim/".len()..].rsplit_once('/')?;
-                    Some(((svc.to_owned(), slot.parse().ok()?), c.owner.clone()?))
-                }
-                _ => None,
-            })
+            .claims()
+            .filter_map(|(svc, slot, c)| Some(((svc.to_owned(), slot), c.owner.clone()?)))
             .collect()
     }
 }
@@ -359,4 +353,20 @@ fn a_draining_node_hands_over_then_stops() {
         names_of(&reconcile(&w.table, &m, &first, 2_000)),
         ["stop web/0 Drained"]
     );
+}
+
+fn service_key(name: &str) -> Key {
+    Key::Service(name.to_owned())
+}
+
+fn claim_key(name: &str, slot: u32) -> Key {
+    Key::Claim(name.to_owned(), slot)
+}
+
+fn status_key(node: &str, name: &str, slot: u32) -> Key {
+    Key::Status(node.to_owned(), name.to_owned(), slot)
+}
+
+fn node_key(name: &str) -> Key {
+    Key::Node(name.to_owned())
 }

@@ -1,14 +1,20 @@
-//! The CLI's side of the control socket.
+//! The CLI's side of the control socket: [`Client`], one typed method per
+//! request, so the subcommands never match responses by hand.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use mob_membership::MemberView;
+use mob_scheduler::ServiceSpec;
+use mob_scheduler::node::Deployed;
+use mob_scheduler::services_view::ServiceView;
 use tokio::net::UnixStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use super::protocol::{MAX_FRAME, PROTOCOL_VERSION, Request, RequestBody, Response};
+use super::protocol::{MAX_FRAME, PROTOCOL_VERSION, Request, RequestBody, Response, StatsReport};
+use crate::log_service::LogRequest;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -25,7 +31,7 @@ pub(crate) enum ClientError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The exchange failed midway.
+    /// The exchange failed midway, or the answer was not the one asked for.
     #[error("control request failed: {0}")]
     Exchange(String),
     /// The agent answered with an error.
@@ -35,73 +41,137 @@ pub(crate) enum ClientError {
 
 type ControlFramed = Framed<UnixStream, LengthDelimitedCodec>;
 
-/// Connects to the agent and sends one request.
-async fn send_request(socket: &Path, body: RequestBody) -> Result<ControlFramed, ClientError> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|source| ClientError::Connect {
-            path: socket.display().to_string(),
-            source,
-        })?;
-    let codec = LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME)
-        .new_codec();
-    let mut framed = Framed::new(stream, codec);
-    let request = Request {
-        version: PROTOCOL_VERSION,
-        body,
-    };
-    let bytes = postcard::to_stdvec(&request).map_err(|e| ClientError::Exchange(e.to_string()))?;
-    framed
-        .send(Bytes::from(bytes))
-        .await
-        .map_err(|e| ClientError::Exchange(e.to_string()))?;
-    Ok(framed)
+/// A connection-per-request client of one agent's control socket.
+pub(crate) struct Client {
+    socket: PathBuf,
 }
 
-/// Streams log lines: calls `line` for each until the agent says the end.
-pub(crate) async fn logs(
-    socket: &Path,
-    request: crate::log_service::LogRequest,
-    mut line: impl FnMut(&str),
-) -> Result<(), ClientError> {
-    let mut framed = send_request(socket, RequestBody::Logs(request)).await?;
-    while let Some(frame) = framed.next().await {
-        let frame = frame.map_err(|e| ClientError::Exchange(e.to_string()))?;
-        match postcard::from_bytes::<Response>(&frame) {
-            Ok(Response::LogLines(lines)) => lines.iter().for_each(|l| line(l)),
-            Ok(Response::LogEnd) => return Ok(()),
-            Ok(Response::Error(message)) => return Err(ClientError::Agent(message)),
-            Ok(other) => {
-                return Err(ClientError::Exchange(format!(
-                    "unexpected response {other:?}"
-                )));
-            }
-            Err(e) => return Err(ClientError::Exchange(format!("malformed response: {e}"))),
+/// Unwraps the one response variant a request expects.
+macro_rules! expect {
+    ($response:expr, $variant:pat => $value:expr) => {
+        match $response {
+            $variant => Ok($value),
+            other => Err(ClientError::Exchange(format!(
+                "unexpected response {other:?}"
+            ))),
         }
+    };
+}
+
+impl Client {
+    /// A client of the agent listening at `socket`.
+    pub(crate) fn new(socket: PathBuf) -> Self {
+        Self { socket }
     }
-    Err(ClientError::Exchange(
-        "the agent closed the connection".into(),
-    ))
-}
 
-/// Sends one request and returns the agent's response (an error response
-/// becomes [`ClientError::Agent`]).
-pub(crate) async fn request(socket: &Path, body: RequestBody) -> Result<Response, ClientError> {
-    let exchange = async {
-        let mut framed = send_request(socket, body).await?;
-        match framed.next().await {
-            Some(Ok(frame)) => postcard::from_bytes::<Response>(&frame)
-                .map_err(|e| ClientError::Exchange(format!("malformed response: {e}"))),
-            Some(Err(e)) => Err(ClientError::Exchange(e.to_string())),
-            None => Err(ClientError::Exchange(
-                "the agent closed the connection".into(),
-            )),
+    /// The member list, this node first.
+    pub(crate) async fn members(&self) -> Result<Vec<MemberView>, ClientError> {
+        expect!(self.request(RequestBody::Members).await?, Response::Members(m) => m)
+    }
+
+    /// The agent's counters.
+    pub(crate) async fn stats(&self) -> Result<StatsReport, ClientError> {
+        expect!(self.request(RequestBody::Stats).await?, Response::Stats(s) => s)
+    }
+
+    /// Adds or updates services; per service, what was written.
+    pub(crate) async fn deploy(
+        &self,
+        specs: Vec<ServiceSpec>,
+    ) -> Result<Vec<Deployed>, ClientError> {
+        expect!(self.request(RequestBody::Deploy(specs)).await?, Response::Deployed(d) => d)
+    }
+
+    /// Removes a service; the version written.
+    pub(crate) async fn remove(&self, name: String) -> Result<u64, ClientError> {
+        expect!(self.request(RequestBody::Remove(name)).await?, Response::Written(v) => v)
+    }
+
+    /// Sets a service's replicas; the version written.
+    pub(crate) async fn scale(&self, name: String, replicas: u32) -> Result<u64, ClientError> {
+        expect!(self.request(RequestBody::Scale(name, replicas)).await?, Response::Written(v) => v)
+    }
+
+    /// Every live service with its slots.
+    pub(crate) async fn services(&self) -> Result<Vec<ServiceView>, ClientError> {
+        expect!(self.request(RequestBody::Services).await?, Response::Services(s) => s)
+    }
+
+    /// Drains this node (`true`) or undoes it.
+    pub(crate) async fn drain(&self, on: bool) -> Result<(), ClientError> {
+        expect!(self.request(RequestBody::Drain(on)).await?, Response::Ok => ())
+    }
+
+    /// Streams log lines: calls `line` for each until the agent says the end.
+    pub(crate) async fn logs(
+        &self,
+        request: LogRequest,
+        mut line: impl FnMut(&str),
+    ) -> Result<(), ClientError> {
+        let mut framed = self.send(RequestBody::Logs(request)).await?;
+        while let Some(frame) = framed.next().await {
+            let frame = frame.map_err(|e| ClientError::Exchange(e.to_string()))?;
+            match postcard::from_bytes::<Response>(&frame) {
+                Ok(Response::LogLines(lines)) => lines.iter().for_each(|l| line(l)),
+                Ok(Response::LogEnd) => return Ok(()),
+                Ok(Response::Error(message)) => return Err(ClientError::Agent(message)),
+                Ok(other) => {
+                    return Err(ClientError::Exchange(format!(
+                        "unexpected response {other:?}"
+                    )));
+                }
+                Err(e) => return Err(ClientError::Exchange(format!("malformed response: {e}"))),
+            }
         }
-    };
-    match tokio::time::timeout(TIMEOUT, exchange).await {
-        Err(_) => Err(ClientError::Exchange("timed out".into())),
-        Ok(Ok(Response::Error(message))) => Err(ClientError::Agent(message)),
-        Ok(result) => result,
+        Err(ClientError::Exchange(
+            "the agent closed the connection".into(),
+        ))
+    }
+
+    /// Connects and sends one request.
+    async fn send(&self, body: RequestBody) -> Result<ControlFramed, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    path: self.socket.display().to_string(),
+                    source,
+                })?;
+        let codec = LengthDelimitedCodec::builder()
+            .max_frame_length(MAX_FRAME)
+            .new_codec();
+        let mut framed = Framed::new(stream, codec);
+        let request = Request {
+            version: PROTOCOL_VERSION,
+            body,
+        };
+        let bytes =
+            postcard::to_stdvec(&request).map_err(|e| ClientError::Exchange(e.to_string()))?;
+        framed
+            .send(Bytes::from(bytes))
+            .await
+            .map_err(|e| ClientError::Exchange(e.to_string()))?;
+        Ok(framed)
+    }
+
+    /// Sends one request and returns the agent's response (an error
+    /// response becomes [`ClientError::Agent`]).
+    async fn request(&self, body: RequestBody) -> Result<Response, ClientError> {
+        let exchange = async {
+            let mut framed = self.send(body).await?;
+            match framed.next().await {
+                Some(Ok(frame)) => postcard::from_bytes::<Response>(&frame)
+                    .map_err(|e| ClientError::Exchange(format!("malformed response: {e}"))),
+                Some(Err(e)) => Err(ClientError::Exchange(e.to_string())),
+                None => Err(ClientError::Exchange(
+                    "the agent closed the connection".into(),
+                )),
+            }
+        };
+        match tokio::time::timeout(TIMEOUT, exchange).await {
+            Err(_) => Err(ClientError::Exchange("timed out".into())),
+            Ok(Ok(Response::Error(message))) => Err(ClientError::Agent(message)),
+            Ok(result) => result,
+        }
     }
 }

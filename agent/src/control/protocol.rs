@@ -7,7 +7,7 @@ use mob_scheduler::services_view::ServiceView;
 use serde::{Deserialize, Serialize};
 
 use crate::log_service::LogRequest;
-use crate::replication::replica::Deployed;
+use mob_scheduler::node::Deployed;
 
 /// Bumped on every incompatible change of [`Request`] or [`Response`].
 pub(crate) const PROTOCOL_VERSION: u16 = 4;

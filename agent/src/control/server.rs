@@ -8,13 +8,15 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use mob_membership::Membership;
+use mob_scheduler::node::{self, Reply};
+use mob_scheduler::services_view;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::debug;
 
 use crate::log_service::{self, LogRequest};
-use crate::replication::task::TableHandle;
+use crate::replication::handle::TableHandle;
 
 use super::protocol::{MAX_FRAME, PROTOCOL_VERSION, Request, RequestBody, Response, StatsReport};
 
@@ -101,26 +103,33 @@ async fn serve_connection(stream: UnixStream, state: &ControlState) -> std::io::
 
 async fn answer(body: RequestBody, state: &ControlState) -> Response {
     let table = &state.table;
+    let write = |request| table.request(request);
     let result = match body {
         RequestBody::Members => Ok(Response::Members(state.membership.members())),
         RequestBody::Stats => Ok(Response::Stats(stats(state))),
-        RequestBody::Deploy(specs) => table
-            .deploy(specs)
+        RequestBody::Deploy(specs) => write(node::Request::Deploy(specs)).await.map(response),
+        RequestBody::Remove(name) => write(node::Request::Remove(name)).await.map(response),
+        RequestBody::Scale(name, replicas) => write(node::Request::Scale(name, replicas))
             .await
-            .map(|r| r.map_or_else(|e| Response::Error(e.to_string()), Response::Deployed)),
-        RequestBody::Remove(name) => table
-            .remove(name)
+            .map(response),
+        RequestBody::Services => table
+            .read(|n| services_view::services(n.table(), n.members()))
             .await
-            .map(|r| r.map_or_else(|e| Response::Error(e.to_string()), Response::Written)),
-        RequestBody::Scale(name, replicas) => table
-            .scale(name, replicas)
-            .await
-            .map(|r| r.map_or_else(|e| Response::Error(e.to_string()), Response::Written)),
-        RequestBody::Services => table.services().await.map(Response::Services),
-        RequestBody::Drain(on) => table.drain(on).await.map(|()| Response::Ok),
+            .map(Response::Services),
+        RequestBody::Drain(on) => write(node::Request::Drain(on)).await.map(response),
         RequestBody::Logs(_) => Ok(Response::Error("logs are streamed".into())),
     };
     result.unwrap_or_else(|e| Response::Error(e.to_string()))
+}
+
+/// The control response of a write's reply.
+fn response(reply: Reply) -> Response {
+    match reply {
+        Reply::Deployed(Ok(outcomes)) => Response::Deployed(outcomes),
+        Reply::Written(Ok(version)) => Response::Written(version),
+        Reply::Done => Response::Ok,
+        Reply::Deployed(Err(e)) | Reply::Written(Err(e)) => Response::Error(e.to_string()),
+    }
 }
 
 type ControlFramed = Framed<UnixStream, LengthDelimitedCodec>;
@@ -137,9 +146,14 @@ async fn stream_logs(
     request: LogRequest,
 ) -> std::io::Result<()> {
     let me = state.membership.local().name.clone();
+    let (service, slot) = (request.service.clone(), request.slot);
     let owner = match state
         .table
-        .owner(request.service.clone(), request.slot)
+        .read(move |n| {
+            n.table()
+                .claim(&service, slot)
+                .and_then(|c| c.owner.clone())
+        })
         .await
     {
         Ok(owner) => owner,

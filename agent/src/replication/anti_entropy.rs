@@ -1,4 +1,4 @@
-//! Anti-entropy over a sealed stream, channel [`CHANNEL`]:
+//! Anti-entropy over a sealed stream, channel `AntiEntropy`:
 //!
 //! 0. initiator → peer: `Summary`, one hash of the whole digest; equal
 //!    tables end the round here (`InSync`), so an idle cluster's rounds
@@ -15,14 +15,24 @@
 
 use std::time::Duration;
 
-use mob_membership::SealedStream;
-use mob_scheduler::{Digest, Record};
+use mob_membership::{Error, SealedStream};
+use mob_scheduler::{Digest, Records};
 use serde::{Deserialize, Serialize};
 
-use super::task::TableHandle;
+use super::handle::{Stopped, TableHandle};
 
-/// Stream channel of anti-entropy.
-pub(crate) const CHANNEL: u16 = 1;
+impl From<Stopped> for Error {
+    fn from(_: Stopped) -> Self {
+        Error::Stopped
+    }
+}
+
+fn unexpected(expected: &str, got: &Message) -> Error {
+    Error::Stream(format!(
+        "anti-entropy: expected {expected}, got {}",
+        name(got)
+    ))
+}
 /// Target size of one chunk of records.
 const CHUNK_BYTES: usize = 1024 * 1024;
 /// Largest frame of a round: a chunk passes its target by one record at
@@ -43,7 +53,7 @@ enum Message {
     Digest(Digest),
     Records {
         buckets: Vec<u16>,
-        records: Vec<(String, Record)>,
+        records: Records,
         more: bool,
     },
 }
@@ -52,41 +62,48 @@ enum Message {
 pub(crate) async fn initiate(
     mut stream: SealedStream,
     table: &TableHandle,
-) -> anyhow::Result<usize> {
+) -> Result<usize, Error> {
     stream.set_frame_limit(FRAME_LIMIT);
-    let digest = table.digest().await?;
+    let digest = table.read(|n| n.table().digest()).await?;
     stream.send(&Message::Summary(summary(&digest))).await?;
     match stream.recv_within(STEP_TIMEOUT).await? {
         Message::InSync => return Ok(0),
         Message::NeedDigest => {}
-        other => anyhow::bail!("expected InSync or NeedDigest, got {}", name(&other)),
+        other => return Err(unexpected("InSync or NeedDigest", &other)),
     }
     stream.send(&Message::Digest(digest)).await?;
     let (buckets, theirs) = receive_records(&mut stream).await?;
     let received = theirs.len();
     table.merge(theirs).await?;
-    let ours = table.records_in(buckets.clone()).await?;
+    let wanted = buckets.clone();
+    let ours = table.read(move |n| n.table().records_in(&wanted)).await?;
     send_records(&mut stream, buckets, ours).await?;
     Ok(received)
 }
 
 /// Serves a round a peer initiated.
-pub(crate) async fn serve(mut stream: SealedStream, table: &TableHandle) -> anyhow::Result<usize> {
+pub(crate) async fn serve(mut stream: SealedStream, table: &TableHandle) -> Result<usize, Error> {
     stream.set_frame_limit(FRAME_LIMIT);
     let theirs = match stream.recv_within(STEP_TIMEOUT).await? {
         Message::Summary(theirs) => theirs,
-        other => anyhow::bail!("expected a summary, got {}", name(&other)),
+        other => return Err(unexpected("a summary", &other)),
     };
-    if theirs == summary(&table.digest().await?) {
+    if theirs == summary(&table.read(|n| n.table().digest()).await?) {
         stream.send(&Message::InSync).await?;
         return Ok(0);
     }
     stream.send(&Message::NeedDigest).await?;
     let digest = match stream.recv_within(STEP_TIMEOUT).await? {
         Message::Digest(digest) => digest,
-        other => anyhow::bail!("expected a digest, got {}", name(&other)),
+        other => return Err(unexpected("a digest", &other)),
     };
-    let (buckets, ours) = table.missing_from(digest).await?;
+    let (buckets, ours) = table
+        .read(move |n| {
+            let buckets = n.table().differing_buckets(&digest);
+            let records = n.table().records_in(&buckets);
+            (buckets, records)
+        })
+        .await?;
     send_records(&mut stream, buckets, ours).await?;
     let (_, theirs) = receive_records(&mut stream).await?;
     let received = theirs.len();
@@ -116,8 +133,8 @@ fn name(message: &Message) -> &'static str {
 async fn send_records(
     stream: &mut SealedStream,
     buckets: Vec<u16>,
-    records: Vec<(String, Record)>,
-) -> anyhow::Result<()> {
+    records: Records,
+) -> Result<(), Error> {
     let mut chunk = Vec::new();
     let mut size = 0;
     let mut records = records.into_iter().peekable();
@@ -144,9 +161,7 @@ async fn send_records(
     Ok(())
 }
 
-async fn receive_records(
-    stream: &mut SealedStream,
-) -> anyhow::Result<(Vec<u16>, Vec<(String, Record)>)> {
+async fn receive_records(stream: &mut SealedStream) -> Result<(Vec<u16>, Records), Error> {
     let mut all = Vec::new();
     for _ in 0..MAX_CHUNKS {
         match stream.recv_within(STEP_TIMEOUT).await? {
@@ -160,8 +175,10 @@ async fn receive_records(
                     return Ok((buckets, all));
                 }
             }
-            other => anyhow::bail!("expected records, got {}", name(&other)),
+            other => return Err(unexpected("records", &other)),
         }
     }
-    anyhow::bail!("peer sent more than {MAX_CHUNKS} chunks")
+    Err(Error::Stream(format!(
+        "anti-entropy: peer sent more than {MAX_CHUNKS} chunks"
+    )))
 }

@@ -1,16 +1,15 @@
-//! The agent's copy of the service table and how it spreads.
+//! The agent's side of the replicated table: I/O around the node core
+//! (`mob_scheduler::Node`), which takes every decision.
 //!
-//! - [`replica`]: the table, the clock, and the operations (deploy, remove,
-//!   scale, merge), pure: time comes in as an argument.
+//! - [`handle`]: [`handle::TableHandle`], how the control API and the
+//!   anti-entropy streams reach the table task.
+//! - [`task`]: the table task: one select loop turning sockets, channels,
+//!   timers and file results into the node's inputs, and its effects into
+//!   broadcasts, rounds, supervisor commands, saves and answers.
+//! - [`anti_entropy`]: the digest exchange over a sealed stream.
 //! - [`store`]: the table file: checksummed, written atomically.
-//! - [`anti_entropy`]: digest exchange over a sealed stream.
-//! - [`collector`]: when the table forgets old deletions and the records of
-//!   nodes gone for good.
-//! - [`task`]: the task that owns the replica; deltas out on the membership
-//!   broadcast, anti-entropy rounds, debounced saves.
 
 pub(crate) mod anti_entropy;
-pub(crate) mod collector;
-pub(crate) mod replica;
+pub(crate) mod handle;
 pub(crate) mod store;
 pub(crate) mod task;

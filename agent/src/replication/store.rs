@@ -8,7 +8,6 @@
 //! A file that fails any check is never overwritten: the agent refuses to
 //! start, unless told to reset, in which case the file is moved aside.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use mob_scheduler::Table;
@@ -113,23 +112,8 @@ pub(crate) fn set_aside(dir: &Path, now_ms: u64) -> Result<PathBuf, StoreError> 
 /// Writes encoded bytes atomically.
 pub(crate) fn save(dir: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let path = dir.join(TABLE_FILE);
-    let tmp = dir.join(format!("{TABLE_FILE}.tmp"));
-    let io = |source| StoreError::Io {
-        path: tmp.clone(),
-        source,
-    };
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(|source| StoreError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    // The rename is durable only once the directory is synced.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    mob_membership::atomic_file::write(&path, bytes)
+        .map_err(|source| StoreError::Io { path, source })
 }
 
 #[cfg(test)]
@@ -141,7 +125,7 @@ mod tests {
     fn table() -> Table {
         Table::from_records((0..20).map(|i| {
             (
-                format!("svc/s{i}"),
+                mob_scheduler::Key::Service(format!("s{i}")),
                 Record {
                     ts: Timestamp {
                         wall_ms: i,

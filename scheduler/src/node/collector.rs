@@ -1,38 +1,39 @@
 //! When the table forgets: the clock of garbage collection and who is gone
-//! for good. What is garbage is decided by `mob_scheduler::gc`.
+//! for good. What is garbage is decided by [`crate::gc`].
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use mob_scheduler::Table;
-use mob_scheduler::gc::{self, Horizon};
-use mob_scheduler::placement::Members;
-use tokio::time::Instant;
+use crate::gc::{self, Horizon};
+use crate::key::Key;
+use crate::placement::Members;
+use crate::table::Table;
 
 /// Longest time between two collections.
-const MAX_PERIOD: Duration = Duration::from_secs(60);
+const MAX_PERIOD_MS: u64 = 60_000;
 
 /// Tracks when each node was last seen live and when to collect next.
+#[derive(Debug, Clone)]
 pub(crate) struct Collector {
     max_age_ms: u64,
-    period: Duration,
-    /// Next collection.
-    pub(crate) next_at: Instant,
-    /// Unix ms this agent started: a node not seen since then counts as
-    /// last seen now, so a restarted agent forgets nobody for `max_age`.
+    period_ms: u64,
+    /// Next collection (unix ms).
+    pub(crate) next_at: u64,
+    /// When this node started: a node not seen since counts as last seen
+    /// then, so a restarted node forgets nobody for `max_age`.
     started_ms: u64,
-    /// Unix ms each node was last seen live.
+    /// When each node was last seen live.
     last_live: HashMap<String, u64>,
 }
 
 impl Collector {
-    /// Collects what is older than `max_age`, a few times per `max_age`.
-    pub(crate) fn new(max_age: Duration, now_ms: u64) -> Self {
-        let period = (max_age / 4).min(MAX_PERIOD);
+    /// Collects what is older than `max_age_ms`, a few times per
+    /// `max_age_ms`.
+    pub(crate) fn new(max_age_ms: u64, now_ms: u64) -> Self {
+        let period_ms = (max_age_ms / 4).clamp(1, MAX_PERIOD_MS);
         Self {
-            max_age_ms: u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX),
-            period,
-            next_at: Instant::now() + period,
+            max_age_ms,
+            period_ms,
+            next_at: now_ms.saturating_add(period_ms),
             started_ms: now_ms,
             last_live: HashMap::new(),
         }
@@ -56,11 +57,11 @@ impl Collector {
     }
 
     /// The keys to forget now; schedules the next collection.
-    pub(crate) fn collect(&mut self, table: &Table, members: &Members, now_ms: u64) -> Vec<String> {
-        self.next_at = Instant::now() + self.period;
+    pub(crate) fn collect(&mut self, table: &Table, members: &Members, now_ms: u64) -> Vec<Key> {
+        self.next_at = now_ms.saturating_add(self.period_ms);
         self.saw(members, now_ms);
         // Nodes unseen for long are gone either way (unknown ones count from
-        // the agent's start): forget them, so churn doesn't grow the map.
+        // the node's start): forget them, so churn doesn't grow the map.
         let horizon = now_ms.saturating_sub(self.max_age_ms.saturating_mul(2));
         if self.started_ms < horizon {
             self.last_live.retain(|_, at| *at >= horizon);
@@ -84,9 +85,9 @@ impl Collector {
         &self,
         table: &Table,
         members: &Members,
-        keys: &[String],
+        keys: &[Key],
         now_ms: u64,
-    ) -> Vec<String> {
+    ) -> Vec<Key> {
         let gone = |node: &str| self.gone(members, node, now_ms);
         let horizon = Horizon {
             before_ms: now_ms.saturating_sub(self.max_age_ms),
@@ -101,6 +102,11 @@ impl Collector {
             .cloned()
             .collect()
     }
+
+    /// The age after which records can be garbage.
+    pub(crate) fn max_age_ms(&self) -> u64 {
+        self.max_age_ms
+    }
 }
 
 #[cfg(test)]
@@ -110,14 +116,14 @@ mod tests {
     #[test]
     fn a_node_is_gone_only_after_max_age_unseen() {
         let day = 86_400_000;
-        let mut c = Collector::new(Duration::from_millis(day), 0);
+        let mut c = Collector::new(day, 0);
         let both = Members::new(["a".to_owned(), "b".to_owned()]);
         let only_a = Members::new(["a".to_owned()]);
         c.saw(&both, 10 * day);
         assert!(!c.gone(&only_a, "b", 10 * day + day / 2));
         assert!(c.gone(&only_a, "b", 11 * day + 1));
         assert!(!c.gone(&only_a, "a", 100 * day), "live is never gone");
-        // Never seen: counted from the agent's start.
+        // Never seen: counted from the node's start.
         assert!(!c.gone(&only_a, "c", day));
         assert!(c.gone(&only_a, "c", day + 1));
         // Churn doesn't grow the map, and a forgotten node stays gone.

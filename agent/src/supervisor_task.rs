@@ -1,17 +1,22 @@
-//! The task that owns the [`Supervisor`]: executes the Start and Stop
-//! actions of reconcile, and turns the supervisor's reports into status
-//! records (via the table task).
+//! The agent's side of supervision: the task that owns the providers'
+//! [`Supervisor`]. It carries out the node core's starts and stops (a
+//! start waits for a stop of the same slot to finish; a new version of a
+//! running instance replaces it, a scale only restamps it), and turns each
+//! [`Report`] into the [`InstanceReport`] the node records, once.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use mob_providers::Report;
 use mob_providers::Supervisor;
 use mob_providers::restart::Exit;
 use mob_scheduler::ServiceSpec;
+use mob_scheduler::node::InstanceReport;
 use mob_scheduler::record::{InstanceState, Status};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
+
+use crate::wall_clock::ms_of;
 
 /// What the table task asks of the supervisor.
 #[derive(Debug)]
@@ -33,14 +38,6 @@ pub(crate) enum SupervisorCmd {
     StopAll(oneshot::Sender<()>),
 }
 
-/// A status record to write, from a report.
-#[derive(Debug, Clone)]
-pub(crate) struct StatusUpdate {
-    pub(crate) service: String,
-    pub(crate) slot: u32,
-    pub(crate) status: Status,
-}
-
 fn status_of(report: &Report, version: u64) -> Status {
     let (last_exit, last_signal) = match report.exit {
         Some(Exit::Code(c)) => (Some(c), None),
@@ -51,10 +48,7 @@ fn status_of(report: &Report, version: u64) -> Status {
         state: report.state,
         pid: report.pid,
         restarts: report.restarts,
-        since_ms: report
-            .at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        since_ms: ms_of(report.at),
         last_exit,
         last_signal,
         version,
@@ -67,7 +61,7 @@ pub(crate) async fn run(
     mut cmds: mpsc::Receiver<SupervisorCmd>,
     self_cmds: mpsc::Sender<SupervisorCmd>,
     mut reports: mpsc::Receiver<Report>,
-    statuses: mpsc::Sender<StatusUpdate>,
+    statuses: mpsc::Sender<InstanceReport>,
 ) {
     let mut task = SupervisionTask {
         supervisor,
@@ -85,7 +79,6 @@ pub(crate) async fn run(
                 if !task.forward(&report).await {
                     return;
                 }
-                task.last.insert((report.service.clone(), report.slot), report);
             }
             cmd = cmds.recv() => match cmd {
                 None => return,
@@ -133,12 +126,12 @@ pub(crate) async fn run(
 struct SupervisionTask {
     supervisor: Supervisor,
     self_cmds: mpsc::Sender<SupervisorCmd>,
-    statuses: mpsc::Sender<StatusUpdate>,
+    statuses: mpsc::Sender<InstanceReport>,
     /// Spec version each held instance runs, to stamp its reports.
     versions: HashMap<(String, u32), u64>,
-    /// Each held instance's latest report, to restamp when only the
+    /// Each held instance's latest status, to restamp when only the
     /// version changes (a scale).
-    last: HashMap<(String, u32), Report>,
+    last: HashMap<(String, u32), Status>,
     /// Slots whose instance is stopping: nothing starts there until it has
     /// stopped (a docker container name is per slot).
     stopping: HashSet<(String, u32)>,
@@ -150,15 +143,21 @@ struct SupervisionTask {
 
 impl SupervisionTask {
     /// Turns a report into a status record; `false` once the table task is gone.
-    async fn forward(&self, report: &Report) -> bool {
+    async fn forward(&mut self, report: &Report) -> bool {
         let key = (report.service.clone(), report.slot);
         let version = self.versions.get(&key).copied().unwrap_or(0);
-        let update = StatusUpdate {
-            service: report.service.clone(),
-            slot: report.slot,
-            status: status_of(report, version),
+        let status = status_of(report, version);
+        self.last.insert(key, status.clone());
+        self.send(&report.service, report.slot, status).await
+    }
+
+    async fn send(&self, service: &str, slot: u32, status: Status) -> bool {
+        let report = InstanceReport {
+            service: service.to_owned(),
+            slot,
+            status,
         };
-        self.statuses.send(update).await.is_ok()
+        self.statuses.send(report).await.is_ok()
     }
 
     async fn start(&mut self, spec: ServiceSpec, slot: u32, version: u64) {
@@ -180,9 +179,10 @@ impl SupervisionTask {
                 self.versions.insert(key.clone(), version);
                 // The status says which version runs (`deploy --wait` reads it).
                 if held_version != Some(version)
-                    && let Some(report) = self.last.get(&key)
+                    && let Some(mut status) = self.last.get(&key).cloned()
                 {
-                    self.forward(report).await;
+                    status.version = version;
+                    self.send(&key.0, key.1, status).await;
                 }
                 return;
             }
@@ -202,14 +202,7 @@ impl SupervisionTask {
                 &report_now(&spec.name, slot, InstanceState::Failed),
                 version,
             );
-            let _ = self
-                .statuses
-                .send(StatusUpdate {
-                    service: spec.name.clone(),
-                    slot,
-                    status: failed,
-                })
-                .await;
+            self.send(&spec.name, slot, failed).await;
         }
     }
 
@@ -227,14 +220,7 @@ impl SupervisionTask {
             _ => {
                 // Nothing ran (any more): say so, so the status is not left active.
                 let stopped = status_of(&report_now(&service, slot, InstanceState::Stopped), 0);
-                let _ = self
-                    .statuses
-                    .send(StatusUpdate {
-                        service: service.clone(),
-                        slot,
-                        status: stopped,
-                    })
-                    .await;
+                self.send(&service, slot, stopped).await;
                 if let Some((spec, version)) = self.pending.remove(&(service, slot)) {
                     Box::pin(self.start(spec, slot, version)).await;
                 }

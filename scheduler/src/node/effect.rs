@@ -1,0 +1,123 @@
+//! What a [`Node`](super::Node) asks its caller to do: the effects of its
+//! state machine, and the events an operator sees in the logs.
+
+use std::net::SocketAddr;
+
+use super::input::RequestId;
+use super::ops::{Deployed, OpError, ServiceChange};
+use crate::reconcile::Reason;
+use crate::record::Records;
+use crate::spec::ServiceSpec;
+
+/// One thing to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Send each record as a delta on the gossip broadcast (best effort;
+    /// a record too big for a datagram is left to anti-entropy).
+    Broadcast(Records),
+    /// Run an anti-entropy round with this peer: periodic, a newcomer, or
+    /// the push of a bulk write.
+    Sync(SocketAddr),
+    /// Run a slot here (no-op if it runs already with this spec).
+    Start {
+        /// The spec.
+        spec: ServiceSpec,
+        /// Slot.
+        slot: u32,
+        /// Version of the spec.
+        version: u64,
+    },
+    /// Stop this node's instance of a slot (no-op if none).
+    Stop {
+        /// Service.
+        service: String,
+        /// Slot.
+        slot: u32,
+    },
+    /// Write [`Node::table`](super::Node::table), as it is right after this
+    /// call, to disk; then report [`Input::Saved`](super::Input::Saved)
+    /// with this number. Saves may be coalesced: writing a later one
+    /// answers the earlier ones too.
+    Save {
+        /// Number of the save, growing.
+        seq: u64,
+    },
+    /// The answer to a request.
+    Reply(RequestId, Reply),
+    /// Something an operator cares about.
+    Log(Event),
+}
+
+/// The answer to a [`Request`](super::Request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Of a deploy: per service, what was written.
+    Deployed(Result<Vec<Deployed>, OpError>),
+    /// Of a remove or a scale: the version written.
+    Written(Result<u64, OpError>),
+    /// Of a drain or a leave.
+    Done,
+}
+
+/// One line in the agent's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A service was deployed, updated or removed, here or by a peer.
+    Service(ServiceChange),
+    /// This node claimed an unowned slot.
+    SlotClaimed {
+        /// Service.
+        service: String,
+        /// Slot.
+        slot: u32,
+    },
+    /// This node took over a slot whose owner is down, left or ineligible.
+    SlotMoved {
+        /// Service.
+        service: String,
+        /// Slot.
+        slot: u32,
+        /// The owner before.
+        from: String,
+    },
+    /// This node gave a slot up.
+    SlotReleased {
+        /// Service.
+        service: String,
+        /// Slot.
+        slot: u32,
+        /// Why.
+        reason: Reason,
+    },
+    /// Another node owns a slot this node ran (a lost race, a heal).
+    SlotLost {
+        /// Service.
+        service: String,
+        /// Slot.
+        slot: u32,
+    },
+    /// An operator drained this node.
+    Draining,
+    /// An operator undid the drain.
+    DrainUndone,
+    /// The table caught up with a peer: claiming is enabled.
+    CaughtUp,
+    /// Records from a peer that this version would not write were dropped.
+    RecordsRejected {
+        /// How many.
+        count: usize,
+    },
+    /// Garbage collection forgot records.
+    Forgot {
+        /// How many.
+        count: usize,
+    },
+    /// A save failed.
+    SaveFailed {
+        /// The OS error.
+        error: String,
+    },
+    /// An operator's write is answered before it is on disk: the save is
+    /// overdue.
+    SaveSlow,
+}

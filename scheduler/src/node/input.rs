@@ -1,0 +1,106 @@
+//! What a [`Node`](super::Node) is told: the inputs of its state machine.
+
+use std::net::SocketAddr;
+
+use crate::record::{Records, Status};
+use crate::spec::ServiceSpec;
+
+/// Numbers a request, so its [`Reply`](super::Reply) can be matched.
+pub type RequestId = u64;
+
+/// One thing that happened to the node.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// An operator's request. Answered by one
+    /// [`Effect::Reply`](super::Effect::Reply) with the same id, once the
+    /// write is saved (or the save is overdue).
+    Request(RequestId, Request),
+    /// Records from a peer.
+    Records(Source, Records),
+    /// The member list, after every change (this node may be in it).
+    Members(Vec<Peer>),
+    /// An instance on this node changed state.
+    Instance(InstanceReport),
+    /// Time passed; do what is due. Call it at
+    /// [`Node::next_deadline`](super::Node::next_deadline) at the latest.
+    Tick,
+    /// An anti-entropy round with `peer` completed, whichever side began it:
+    /// the table has caught up with a peer.
+    Synced(SocketAddr),
+    /// The [`Effect::Save`](super::Effect::Save) numbered `seq` is done:
+    /// the table as of that effect (and every earlier save) is on disk, or
+    /// the write failed with the given message.
+    Saved {
+        /// Number of the save.
+        seq: u64,
+        /// What the disk said.
+        result: Result<(), String>,
+    },
+}
+
+/// An operator's write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Add or update services; all or nothing.
+    Deploy(Vec<ServiceSpec>),
+    /// Remove a live service.
+    Remove(String),
+    /// Set a live service's replicas.
+    Scale(String, u32),
+    /// Mark this node draining (`true`) or eligible again (`false`).
+    Drain(bool),
+    /// The agent stops gracefully: hand this node's slots over like a
+    /// drain, but don't remember it when the agent starts again.
+    Leave,
+}
+
+/// How records from a peer arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A delta on the gossip broadcast.
+    Delta,
+    /// An anti-entropy round (periodic, bulk push or newcomer).
+    AntiEntropy,
+}
+
+/// One member as membership sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Node name.
+    pub name: String,
+    /// Gossip address.
+    pub addr: SocketAddr,
+    /// Incarnation (a restart is a new one).
+    pub incarnation: u64,
+    /// Liveness.
+    pub state: PeerState,
+}
+
+/// A member's liveness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Answering probes.
+    Alive,
+    /// A probe failed; still counted as a member.
+    Suspect,
+    /// Down or left.
+    Gone,
+}
+
+impl PeerState {
+    /// Alive or suspect.
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Alive | Self::Suspect)
+    }
+}
+
+/// The state of one instance on this node, as its supervisor reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceReport {
+    /// Service.
+    pub service: String,
+    /// Slot.
+    pub slot: u32,
+    /// What the `status/` record says from now on.
+    pub status: Status,
+}

@@ -1,0 +1,676 @@
+//! [`Node`]: every decision an agent takes about the table, as one pure
+//! state machine. `handle(input, now) -> effects`: no I/O, no tokio, time
+//! passed in. The agent's table task feeds it sockets, channels, timers
+//! and file results, and carries out what it returns; the simulation
+//! (`tests/sim.rs`) drives the very same type over a virtual network.
+//!
+//! # Rules
+//! - **Operator writes** ([`Request`]) are planned by [`ops`], stamped by
+//!   the node's clock, broadcast, saved at once, and answered once the save
+//!   is done ([`saves`]).
+//! - **Peers' records** are admitted ([`admission`]), merged, and what a
+//!   merge brings back that garbage collection already forgot is forgotten
+//!   again ([`collector`]).
+//! - **Reconcile** decides only the slots a change touched ([`touched`]),
+//!   with a full pass every [`FULL_PASS_MS`] as a safety net. It claims,
+//!   starts and releases nothing until the table caught up with a peer
+//!   (one anti-entropy round), or the node has been alone for
+//!   [`ALONE_GRACE_MS`] (at once without seeds): a restarted node must not
+//!   act on a stale table. It claims nothing while another live member has
+//!   its name. A stop is sent once per slot until the instance reports it
+//!   stopped (again after [`STOP_RESEND_MS`]).
+//! - **Spreading**: the records written in one call go out as deltas, or,
+//!   more than [`MAX_DELTAS`] of them, by anti-entropy to
+//!   [`BULK_PEERS`] peers at once. Anti-entropy runs with a random alive peer
+//!   every `anti_entropy_period_ms` (±20 %), and with every newcomer.
+//!
+//! # Layout
+//! - [`input`]: [`Input`], [`Request`], [`Peer`], [`InstanceReport`].
+//! - [`effect`]: [`Effect`], [`Reply`], [`Event`].
+//! - [`ops`]: what `deploy`, `remove` and `scale` write.
+//! - [`admission`]: which records from peers are taken.
+//! - [`collector`]: when garbage collection runs and who is gone.
+//! - [`saves`]: save debouncing and answers waiting for saves.
+//! - [`touched`]: the slots a change touched.
+
+pub mod admission;
+pub mod collector;
+pub mod effect;
+pub mod input;
+pub mod ops;
+pub mod saves;
+pub mod touched;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+pub use effect::{Effect, Event, Reply};
+pub use input::{Input, InstanceReport, Peer, PeerState, Request, RequestId, Source};
+pub use ops::{ChangeKind, DeployKind, Deployed, OpError, ServiceChange};
+
+use self::collector::Collector;
+use self::saves::Saves;
+use self::touched::Touched;
+use crate::hlc::Clock;
+use crate::key::Key;
+use crate::placement::Members;
+use crate::reconcile::{Action, Reason, Scope, reconcile_scope};
+use crate::record::{Claim, NodeRecord, Record, Records, Value};
+use crate::spec::ProviderKind;
+use crate::table::Table;
+
+/// A write of more records than this skips the gossip deltas and pushes by
+/// anti-entropy instead, so bulk deploys don't flood the gossip queue.
+pub const MAX_DELTAS: usize = 32;
+/// Peers pushed to at once after a bulk write.
+pub const BULK_PEERS: usize = 3;
+/// Shortest time between two reconcile passes (changes in between batch up).
+pub const RECONCILE_GAP_MS: u64 = 5;
+/// A full reconcile pass at least this often, changes or not.
+pub const FULL_PASS_MS: u64 = 5_000;
+/// A node with seeds but no peer after this long claims without waiting
+/// for an anti-entropy round.
+pub const ALONE_GRACE_MS: u64 = 3_000;
+/// A stop not yet confirmed by the instance's report is sent again after
+/// this long.
+pub const STOP_RESEND_MS: u64 = 15_000;
+/// The first anti-entropy round, this long after start.
+const FIRST_SYNC_MS: u64 = 200;
+
+/// What a node is, and its tunables.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Node name, unique in the cluster.
+    pub name: String,
+    /// Gossip address this node advertises.
+    pub addr: SocketAddr,
+    /// Providers this node offers.
+    pub providers: Vec<ProviderKind>,
+    /// Tags for placement constraints.
+    pub tags: BTreeMap<String, String>,
+    /// mob version, written in the node record.
+    pub version: String,
+    /// Whether the node has seeds: then it waits to catch up with a peer
+    /// before claiming.
+    pub has_seeds: bool,
+    /// Send local writes as gossip deltas; off, anti-entropy alone spreads
+    /// them (for diagnosis).
+    pub broadcast_deltas: bool,
+    /// Period of anti-entropy with a random alive peer.
+    pub anti_entropy_period_ms: u64,
+    /// Age after which old deletions and the records of nodes gone for
+    /// good are forgotten.
+    pub gc_after_ms: u64,
+    /// Seed of the node's random choices (peers, jitter).
+    pub seed: u64,
+}
+
+/// Counters of a node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Records in the table (tombstones included).
+    pub records: u64,
+    /// Records from peers dropped as malformed.
+    pub records_rejected: u64,
+    /// Records forgotten by garbage collection.
+    pub forgotten: u64,
+    /// Records a merge brought back that garbage collection had
+    /// forgotten, forgotten again at once.
+    pub refused: u64,
+    /// Reconcile passes over every slot.
+    pub full_passes: u64,
+    /// Reconcile passes over the touched slots only.
+    pub partial_passes: u64,
+}
+
+/// One agent's view of the cluster's table and what it does about it.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    table: Table,
+    clock: Clock,
+    started_ms: u64,
+    /// Live members by name, this node included.
+    members: Members,
+    /// Alive peers (not this node): who anti-entropy picks from.
+    peers: Vec<SocketAddr>,
+    /// Identities of the active members: a new one gets a round at once.
+    known: HashSet<(String, SocketAddr, u64)>,
+    /// Another live member has this node's name.
+    clash: bool,
+    /// The table caught up with a peer (claims wait for it).
+    converged: bool,
+    /// Slots a stop was sent for, and when, until they report stopped.
+    stopping: HashMap<(String, u32), u64>,
+    /// The version each slot was last asked to start with.
+    starting: HashMap<(String, u32), u64>,
+    touched: Touched,
+    reconcile_at: Option<u64>,
+    last_reconcile: u64,
+    full_pass_at: u64,
+    sync_at: u64,
+    collector: Collector,
+    saves: Saves,
+    /// Records written during this call, to spread at its end.
+    outgoing: Records,
+    out: Vec<Effect>,
+    rng: StdRng,
+    stats: NodeStats,
+}
+
+impl Node {
+    /// A node over `table` (loaded from disk, or empty), started at `now`.
+    /// It writes its node record at once (an operator's drain outlives a
+    /// restart); call [`Node::handle`] with [`Input::Tick`] to get the
+    /// first effects.
+    pub fn new(config: NodeConfig, table: Table, now: u64) -> Self {
+        let mut clock = Clock::new(config.name.clone());
+        for (_, record) in table.iter() {
+            clock.observe(&record.ts);
+        }
+        let members = Members::new([config.name.clone()]);
+        let mut node = Self {
+            collector: Collector::new(config.gc_after_ms, now),
+            rng: StdRng::seed_from_u64(config.seed),
+            clock,
+            table,
+            started_ms: now,
+            members,
+            peers: Vec::new(),
+            known: HashSet::new(),
+            clash: false,
+            converged: !config.has_seeds,
+            stopping: HashMap::new(),
+            starting: HashMap::new(),
+            touched: Touched::default(),
+            reconcile_at: Some(now),
+            last_reconcile: now,
+            full_pass_at: now,
+            sync_at: now.saturating_add(FIRST_SYNC_MS),
+            saves: Saves::default(),
+            outgoing: Vec::new(),
+            out: Vec::new(),
+            stats: NodeStats::default(),
+            config,
+        };
+        node.touched.everything();
+        let draining = node
+            .table
+            .node(&node.config.name)
+            .is_some_and(|n| n.draining);
+        node.write_node_record(draining, false, now);
+        node
+    }
+
+    /// Handles one input at `now` (unix ms) and returns what to do.
+    pub fn handle(&mut self, input: Input, now: u64) -> Vec<Effect> {
+        match input {
+            Input::Request(id, request) => self.request(id, request, now),
+            Input::Records(_, records) => self.merge(records, now),
+            Input::Members(peers) => self.set_members(peers, now),
+            Input::Instance(report) => {
+                let key = (report.service.clone(), report.slot);
+                if !report.status.state.is_active() {
+                    self.stopping.remove(&key);
+                }
+                let status = Key::Status(self.config.name.clone(), report.service, report.slot);
+                self.write(status, Value::Status(report.status), now);
+            }
+            Input::Tick => {}
+            Input::Synced(_) => {
+                if !self.converged {
+                    self.converged = true;
+                    self.touched.everything();
+                    self.reconcile_soon(now);
+                    self.log(Event::CaughtUp);
+                }
+            }
+            Input::Saved { seq, result } => {
+                if let Err(error) = result {
+                    self.log(Event::SaveFailed { error });
+                }
+                for (id, reply) in self.saves.done(seq) {
+                    self.out.push(Effect::Reply(id, reply));
+                }
+            }
+        }
+        self.run_due(now);
+        self.flush();
+        self.stats.records = self.table.len() as u64;
+        std::mem::take(&mut self.out)
+    }
+
+    /// When [`Input::Tick`] is due next (unix ms).
+    pub fn next_deadline(&self) -> u64 {
+        let mut at = self
+            .full_pass_at
+            .min(self.sync_at)
+            .min(self.collector.next_at);
+        if let Some(r) = self.reconcile_at {
+            at = at.min(r);
+        }
+        if let Some(s) = self.saves.deadline() {
+            at = at.min(s);
+        }
+        if !self.converged {
+            at = at.min(self.started_ms.saturating_add(ALONE_GRACE_MS));
+        }
+        at
+    }
+
+    /// The table.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// The members this node believes live, itself included.
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Whether the table caught up with a peer (claims are enabled).
+    pub fn converged(&self) -> bool {
+        self.converged
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+
+    fn log(&mut self, event: Event) {
+        self.out.push(Effect::Log(event));
+    }
+
+    fn reconcile_soon(&mut self, now: u64) {
+        if self.reconcile_at.is_none() {
+            self.reconcile_at = Some(
+                self.last_reconcile
+                    .saturating_add(RECONCILE_GAP_MS)
+                    .max(now),
+            );
+        }
+    }
+
+    /// The table changed under `key`: decide its slots again, save soon.
+    fn changed(&mut self, key: &Key, now: u64) {
+        self.touched.key(key);
+        self.saves.changed(now);
+        self.reconcile_soon(now);
+    }
+
+    /// Writes one local record; it goes out at the end of the call.
+    fn write(&mut self, key: Key, value: Value, now: u64) {
+        let record = Arc::new(Record {
+            ts: self.clock.tick(now),
+            value,
+        });
+        let was_live =
+            matches!(&key, Key::Service(name) if self.table.live_service(name).is_some());
+        if self.table.apply(key.clone(), record.clone()) {
+            if let Some(change) = ops::service_change(was_live, &key, &record) {
+                self.log(Event::Service(change));
+            }
+            self.changed(&key, now);
+            self.outgoing.push((key, record));
+        }
+    }
+
+    fn write_node_record(&mut self, draining: bool, leaving: bool, now: u64) {
+        let record = NodeRecord {
+            addr: self.config.addr.to_string(),
+            providers: self.config.providers.clone(),
+            tags: self.config.tags.clone(),
+            draining,
+            drain_started_ms: if draining || leaving { now } else { 0 },
+            leaving,
+            version: self.config.version.clone(),
+            started_at_ms: self.started_ms,
+        };
+        self.write(
+            Key::Node(self.config.name.clone()),
+            Value::Node(record),
+            now,
+        );
+    }
+
+    fn request(&mut self, id: RequestId, request: Request, now: u64) {
+        let reply = match request {
+            Request::Deploy(specs) => match ops::deploy(&self.table, specs) {
+                Ok((outcomes, writes)) => {
+                    for (key, value) in writes {
+                        self.write(key, value, now);
+                    }
+                    Reply::Deployed(Ok(outcomes))
+                }
+                Err(e) => return self.out.push(Effect::Reply(id, Reply::Deployed(Err(e)))),
+            },
+            Request::Remove(name) => match ops::remove(&self.table, &name) {
+                Ok((version, (key, value))) => {
+                    self.write(key, value, now);
+                    Reply::Written(Ok(version))
+                }
+                Err(e) => return self.out.push(Effect::Reply(id, Reply::Written(Err(e)))),
+            },
+            Request::Scale(name, replicas) => match ops::scale(&self.table, &name, replicas) {
+                Ok((version, (key, value))) => {
+                    self.write(key, value, now);
+                    Reply::Written(Ok(version))
+                }
+                Err(e) => return self.out.push(Effect::Reply(id, Reply::Written(Err(e)))),
+            },
+            Request::Drain(on) => {
+                self.write_node_record(on, false, now);
+                self.log(if on {
+                    Event::Draining
+                } else {
+                    Event::DrainUndone
+                });
+                Reply::Done
+            }
+            Request::Leave => {
+                // Leaving keeps an operator's drain as it was.
+                let draining = self
+                    .table
+                    .node(&self.config.name)
+                    .is_some_and(|n| n.draining);
+                self.write_node_record(draining, true, now);
+                Reply::Done
+            }
+        };
+        // An acknowledged write survives a crash right after.
+        let seq = self.saves.save_now();
+        self.out.push(Effect::Save { seq });
+        self.saves.hold(id, seq, reply, now);
+    }
+
+    fn merge(&mut self, mut records: Records, now: u64) {
+        let received = records.len();
+        records.retain(|(key, record)| admission::admits(key, record, now));
+        let rejected = received - records.len();
+        if rejected > 0 {
+            self.stats.records_rejected += rejected as u64;
+            self.log(Event::RecordsRejected { count: rejected });
+        }
+        // Old records new to this table may be ones it already forgot.
+        let old = now.saturating_sub(self.collector.max_age_ms());
+        let mut fresh_old = Vec::new();
+        for (key, record) in records {
+            self.clock.observe(&record.ts);
+            if record.ts.wall_ms < old && self.table.get(&key).is_none() {
+                fresh_old.push(key.clone());
+            }
+            let was_live =
+                matches!(&key, Key::Service(name) if self.table.live_service(name).is_some());
+            let change = ops::service_change(was_live, &key, &record);
+            if self.table.apply(key.clone(), record) {
+                if let Some(change) = change {
+                    self.log(Event::Service(change));
+                }
+                self.changed(&key, now);
+            }
+        }
+        if !fresh_old.is_empty() {
+            for key in self
+                .collector
+                .refused(&self.table, &self.members, &fresh_old, now)
+            {
+                self.table.forget(&key);
+                self.stats.refused += 1;
+            }
+        }
+    }
+
+    fn set_members(&mut self, peers: Vec<Peer>, now: u64) {
+        let me = &self.config.name;
+        let members = Members::new(
+            peers
+                .iter()
+                .filter(|p| p.state.is_active())
+                .map(|p| p.name.clone())
+                .chain([me.clone()]),
+        );
+        let clash = peers
+            .iter()
+            .any(|p| p.name == *me && p.addr != self.config.addr && p.state.is_active());
+        let known: HashSet<_> = peers
+            .iter()
+            .filter(|p| p.state.is_active() && p.addr != self.config.addr)
+            .map(|p| (p.name.clone(), p.addr, p.incarnation))
+            .collect();
+        // A member that just came up gets our table at once.
+        let newcomers: Vec<SocketAddr> = known
+            .iter()
+            .filter(|id| !self.known.contains(*id))
+            .map(|(_, addr, _)| *addr)
+            .collect();
+        self.out.extend(newcomers.into_iter().map(Effect::Sync));
+        self.known = known;
+        self.peers = peers
+            .iter()
+            .filter(|p| p.state == PeerState::Alive && p.addr != self.config.addr)
+            .map(|p| p.addr)
+            .collect();
+        if members != self.members || clash != self.clash {
+            self.members = members;
+            self.clash = clash;
+            self.collector.saw(&self.members, now);
+            self.touched.everything();
+            self.reconcile_soon(now);
+        }
+    }
+
+    /// Up to `n` distinct alive peers, at random.
+    fn random_peers(&mut self, n: usize) -> Vec<SocketAddr> {
+        let mut peers = self.peers.clone();
+        let mut picked = Vec::with_capacity(n.min(peers.len()));
+        while picked.len() < n && !peers.is_empty() {
+            let i = self.rng.random_range(0..peers.len());
+            picked.push(peers.swap_remove(i));
+        }
+        picked
+    }
+
+    /// Does what is due at `now`.
+    fn run_due(&mut self, now: u64) {
+        if !self.converged
+            && now.saturating_sub(self.started_ms) >= ALONE_GRACE_MS
+            && self.members.names().count() <= 1
+        {
+            // Alone for a while: nobody to catch up with.
+            self.converged = true;
+            self.touched.everything();
+            self.reconcile_soon(now);
+        }
+        if now >= self.full_pass_at {
+            self.touched.everything();
+            self.reconcile_soon(now);
+        }
+        if self.reconcile_at.is_some_and(|at| at <= now) {
+            self.reconcile(now);
+        }
+        if now >= self.sync_at {
+            let jitter = self.rng.random_range(0.8..1.2);
+            let period = self.config.anti_entropy_period_ms as f64 * jitter;
+            self.sync_at = now.saturating_add(period as u64);
+            if let Some(peer) = self.random_peers(1).pop() {
+                self.out.push(Effect::Sync(peer));
+            }
+        }
+        if now >= self.collector.next_at {
+            let keys = self.collector.collect(&self.table, &self.members, now);
+            if !keys.is_empty() {
+                for key in &keys {
+                    self.table.forget(key);
+                    self.changed(key, now);
+                }
+                self.stats.forgotten += keys.len() as u64;
+                self.log(Event::Forgot { count: keys.len() });
+            }
+        }
+        if let Some(seq) = self.saves.take_due(now) {
+            self.out.push(Effect::Save { seq });
+        }
+        let overdue = self.saves.overdue(now);
+        if !overdue.is_empty() {
+            self.log(Event::SaveSlow);
+        }
+        for (id, reply) in overdue {
+            self.out.push(Effect::Reply(id, reply));
+        }
+    }
+
+    fn reconcile(&mut self, now: u64) {
+        self.reconcile_at = None;
+        self.last_reconcile = now;
+        if self.touched.is_empty() {
+            return;
+        }
+        let me = self.config.name.clone();
+        let actions = match self.touched.take(&self.table, &me) {
+            None => {
+                self.full_pass_at = now.saturating_add(FULL_PASS_MS);
+                self.stats.full_passes += 1;
+                // A full pass asks again for every start: the safety net
+                // for a start the supervisor never got.
+                self.starting.clear();
+                reconcile_scope(&self.table, &self.members, &me, now, Scope::All)
+            }
+            Some(slots) => {
+                self.stats.partial_passes += 1;
+                reconcile_scope(&self.table, &self.members, &me, now, Scope::Slots(&slots))
+            }
+        };
+        for action in actions {
+            self.execute(action, now);
+        }
+    }
+
+    fn execute(&mut self, action: Action, now: u64) {
+        // Until the table caught up with a peer, it may be stale: a
+        // restarted node must not restart or give away slots that were
+        // taken over while it was gone, nor take slots back.
+        let gated = matches!(
+            action,
+            Action::Claim { .. } | Action::Start { .. } | Action::Release { .. }
+        );
+        if gated && !self.converged {
+            return;
+        }
+        let me = self.config.name.clone();
+        match action {
+            Action::Claim {
+                service,
+                slot,
+                version,
+                previous,
+                failed_on,
+            } => {
+                // Claims are by name: with another live member of this
+                // name, claim nothing until an operator resolves it.
+                if self.clash {
+                    return;
+                }
+                let claim = Claim {
+                    owner: Some(me),
+                    failed_on,
+                    version,
+                };
+                self.write(Key::Claim(service.clone(), slot), Value::Claim(claim), now);
+                self.log(match previous {
+                    Some(from) => Event::SlotMoved {
+                        service,
+                        slot,
+                        from,
+                    },
+                    None => Event::SlotClaimed { service, slot },
+                });
+            }
+            Action::Release {
+                service,
+                slot,
+                version,
+                failed_on,
+                reason,
+            } => {
+                let claim = Claim {
+                    owner: None,
+                    failed_on,
+                    version,
+                };
+                self.write(Key::Claim(service.clone(), slot), Value::Claim(claim), now);
+                self.log(Event::SlotReleased {
+                    service,
+                    slot,
+                    reason,
+                });
+            }
+            Action::Start {
+                slot,
+                version,
+                spec,
+            } => {
+                let key = (spec.name.clone(), slot);
+                // A stop sent earlier is over once a start is asked for.
+                self.stopping.remove(&key);
+                if self.starting.get(&key) == Some(&version) {
+                    return;
+                }
+                self.starting.insert(key, version);
+                self.out.push(Effect::Start {
+                    spec,
+                    slot,
+                    version,
+                });
+            }
+            Action::Stop {
+                service,
+                slot,
+                reason,
+            } => {
+                let key = (service.clone(), slot);
+                self.starting.remove(&key);
+                if self
+                    .stopping
+                    .get(&key)
+                    .is_some_and(|at| now.saturating_sub(*at) < STOP_RESEND_MS)
+                {
+                    return;
+                }
+                self.stopping.insert(key, now);
+                if reason == Reason::OwnedElsewhere {
+                    self.log(Event::SlotLost {
+                        service: service.clone(),
+                        slot,
+                    });
+                }
+                self.out.push(Effect::Stop { service, slot });
+            }
+            Action::ForgetStatus { key } => self.write(key, Value::Tombstone, now),
+        }
+    }
+
+    /// Spreads what this call wrote.
+    fn flush(&mut self) {
+        let records = std::mem::take(&mut self.outgoing);
+        if records.is_empty() || !self.config.broadcast_deltas {
+            return;
+        }
+        if records.len() > MAX_DELTAS {
+            for peer in self.random_peers(BULK_PEERS) {
+                self.out.push(Effect::Sync(peer));
+            }
+        } else {
+            self.out.push(Effect::Broadcast(records));
+        }
+    }
+}
