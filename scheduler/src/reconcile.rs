@@ -21,9 +21,9 @@
 //! A pass covers every slot ([`Scope::All`]) or only the slots a change
 //! touched ([`Scope::Slots`]): the decision for one slot reads that slot's
 //! claim and statuses, its service's dependencies, and, only when the slot
-//! is unowned, the whole placement. Both scopes decide a slot the same way
-//! (property-tested), so a node may reconcile only what changed and keep a
-//! periodic full pass as a safety net.
+//! is unowned, the whole placement. Both scopes decide a slot by the same
+//! rule (one function), so a node may reconcile only what changed and
+//! keep a periodic full pass as a safety net.
 
 use std::collections::{BTreeSet, HashSet};
 

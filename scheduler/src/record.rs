@@ -1,5 +1,5 @@
 //! The records of the table: values and their kinds, under a
-//! [`Key`](crate::key::Key).
+//! [`Key`].
 //!
 //! | key | value | written by |
 //! |---|---|---|

@@ -674,3 +674,6 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

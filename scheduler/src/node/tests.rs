@@ -1,0 +1,568 @@
+//! One test per rule of the node core, with a fixed clock and no sockets.
+
+use std::net::SocketAddr;
+
+use super::*;
+use crate::record::{InstanceState, ServiceRecord, Status};
+use crate::spec_file::parse_specs;
+
+const T0: u64 = 1_000_000;
+
+fn addr(i: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, i], 7946))
+}
+
+fn config(name: &str, i: u8, has_seeds: bool) -> NodeConfig {
+    NodeConfig {
+        name: name.into(),
+        addr: addr(i),
+        providers: vec![ProviderKind::Exec, ProviderKind::Shell],
+        tags: BTreeMap::new(),
+        version: "test".into(),
+        has_seeds,
+        broadcast_deltas: true,
+        anti_entropy_period_ms: 2_000,
+        gc_after_ms: 86_400_000,
+        seed: 1,
+    }
+}
+
+fn peer(name: &str, i: u8) -> Peer {
+    Peer {
+        name: name.into(),
+        addr: addr(i),
+        incarnation: 1,
+        state: PeerState::Alive,
+    }
+}
+
+fn specs(text: &str) -> Vec<crate::ServiceSpec> {
+    parse_specs(text).unwrap()
+}
+
+const WEB: &str = r#"{"name":"web","provider":"shell","params":{"command":"sleep 100"}}"#;
+
+/// Everything a node wrote, by key, from its broadcasts.
+fn written(effects: &[Effect]) -> Vec<Key> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Broadcast(records) => Some(records.iter().map(|(k, _)| k.clone())),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn starts(effects: &[Effect]) -> usize {
+    effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Start { .. }))
+        .count()
+}
+
+fn reply(effects: &[Effect], id: RequestId) -> Option<&Reply> {
+    effects.iter().find_map(|e| match e {
+        Effect::Reply(i, r) if *i == id => Some(r),
+        _ => None,
+    })
+}
+
+fn save(effects: &[Effect]) -> Option<u64> {
+    effects.iter().find_map(|e| match e {
+        Effect::Save { seq } => Some(*seq),
+        _ => None,
+    })
+}
+
+/// A lone node without seeds, with `web` deployed and saved; and every
+/// effect it had.
+fn lone_with_web() -> (Node, Vec<Effect>) {
+    let mut node = Node::new(config("a", 1, false), Table::new(), T0);
+    let mut all = node.handle(Input::Tick, T0);
+    let out = node.handle(Input::Request(1, Request::Deploy(specs(WEB))), T0 + 10);
+    let seq = save(&out).unwrap();
+    all.extend(out);
+    all.extend(node.handle(
+        Input::Saved {
+            seq,
+            result: Ok(()),
+        },
+        T0 + 11,
+    ));
+    all.extend(node.handle(Input::Tick, T0 + 20));
+    (node, all)
+}
+
+#[test]
+fn an_operator_write_is_answered_only_once_saved() {
+    let mut node = Node::new(config("a", 1, false), Table::new(), T0);
+    node.handle(Input::Tick, T0);
+    let out = node.handle(Input::Request(7, Request::Deploy(specs(WEB))), T0 + 1);
+    assert!(reply(&out, 7).is_none(), "answered before the save");
+    let seq = save(&out).expect("saved at once");
+    assert!(written(&out).contains(&Key::Service("web".into())));
+    let out = node.handle(
+        Input::Saved {
+            seq,
+            result: Ok(()),
+        },
+        T0 + 2,
+    );
+    assert!(
+        matches!(reply(&out, 7), Some(Reply::Deployed(Ok(d))) if d[0].kind == DeployKind::Created)
+    );
+}
+
+#[test]
+fn a_hung_disk_delays_the_answer_by_at_most_the_wait() {
+    let mut node = Node::new(config("a", 1, false), Table::new(), T0);
+    let out = node.handle(Input::Request(7, Request::Remove("nope".into())), T0);
+    assert!(matches!(
+        reply(&out, 7),
+        Some(Reply::Written(Err(OpError::Unknown(_))))
+    ));
+    let out = node.handle(Input::Request(8, Request::Drain(true)), T0);
+    assert!(reply(&out, 8).is_none());
+    assert!(node.next_deadline() <= T0 + saves::WAIT_MS);
+    let out = node.handle(Input::Tick, T0 + saves::WAIT_MS);
+    assert_eq!(reply(&out, 8), Some(&Reply::Done));
+    assert!(out.contains(&Effect::Log(Event::SaveSlow)));
+}
+
+#[test]
+fn operator_write_errors_write_nothing() {
+    let (mut node, _) = lone_with_web();
+    let before = node.table().clone();
+    let cycle = specs(
+        r#"[{"name":"b","provider":"shell","depends_on":["c"],"params":{"command":"x"}},{"name":"c","provider":"shell","depends_on":["b"],"params":{"command":"x"}}]"#,
+    );
+    let out = node.handle(Input::Request(2, Request::Deploy(cycle)), T0 + 100);
+    assert!(
+        matches!(reply(&out, 2), Some(Reply::Deployed(Err(e))) if e.to_string().contains("cycle"))
+    );
+    let out = node.handle(
+        Input::Request(3, Request::Scale("web".into(), 1001)),
+        T0 + 101,
+    );
+    assert!(
+        matches!(reply(&out, 3), Some(Reply::Written(Err(e))) if e.to_string().contains("replicas"))
+    );
+    let out = node.handle(Input::Request(4, Request::Scale("zzz".into(), 1)), T0 + 102);
+    assert!(matches!(
+        reply(&out, 4),
+        Some(Reply::Written(Err(OpError::Unknown(_))))
+    ));
+    let mut huge = specs(WEB);
+    huge[0]
+        .env
+        .insert("BIG".into(), "x".repeat(ops::MAX_SPEC_BYTES));
+    let out = node.handle(Input::Request(5, Request::Deploy(huge)), T0 + 103);
+    assert!(
+        matches!(reply(&out, 5), Some(Reply::Deployed(Err(e))) if e.to_string().contains("bytes"))
+    );
+    assert_eq!(node.table(), &before);
+}
+
+#[test]
+fn deploy_update_unchanged_scale_remove_and_redeploy_continue_the_version() {
+    let (mut node, _) = lone_with_web();
+    let deploy = |node: &mut Node, id, at| {
+        let out = node.handle(Input::Request(id, Request::Deploy(specs(WEB))), at);
+        let seq = save(&out).unwrap();
+        let out = node.handle(
+            Input::Saved {
+                seq,
+                result: Ok(()),
+            },
+            at,
+        );
+        match reply(&out, id) {
+            Some(Reply::Deployed(Ok(d))) => (d[0].version, d[0].kind.clone()),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(deploy(&mut node, 2, T0 + 100), (1, DeployKind::Unchanged));
+    let out = node.handle(Input::Request(3, Request::Scale("web".into(), 3)), T0 + 200);
+    let seq = save(&out).unwrap();
+    let out = node.handle(
+        Input::Saved {
+            seq,
+            result: Ok(()),
+        },
+        T0 + 200,
+    );
+    assert_eq!(reply(&out, 3), Some(&Reply::Written(Ok(2))));
+    let out = node.handle(Input::Request(4, Request::Remove("web".into())), T0 + 300);
+    let seq = save(&out).unwrap();
+    let out = node.handle(
+        Input::Saved {
+            seq,
+            result: Ok(()),
+        },
+        T0 + 300,
+    );
+    assert_eq!(reply(&out, 4), Some(&Reply::Written(Ok(3))));
+    assert_eq!(deploy(&mut node, 5, T0 + 400), (4, DeployKind::Created));
+}
+
+#[test]
+fn redeploying_a_failed_service_retries_it() {
+    let (mut node, _) = lone_with_web();
+    let claim = Claim {
+        owner: None,
+        failed_on: vec!["a".into()],
+        version: 1,
+    };
+    let record = Record {
+        ts: crate::Timestamp {
+            wall_ms: T0 + 50,
+            counter: 0,
+            node: "b".into(),
+        },
+        value: Value::Claim(claim),
+    };
+    node.handle(
+        Input::Records(
+            Source::Delta,
+            vec![(Key::Claim("web".into(), 0), Arc::new(record))],
+        ),
+        T0 + 60,
+    );
+    let out = node.handle(Input::Request(2, Request::Deploy(specs(WEB))), T0 + 100);
+    let seq = save(&out).unwrap();
+    let out = node.handle(
+        Input::Saved {
+            seq,
+            result: Ok(()),
+        },
+        T0 + 100,
+    );
+    assert!(
+        matches!(reply(&out, 2), Some(Reply::Deployed(Ok(d))) if d[0].kind == DeployKind::Updated && d[0].version == 2)
+    );
+}
+
+#[test]
+fn a_lone_node_without_seeds_claims_and_starts_at_once() {
+    let (node, out) = lone_with_web();
+    assert!(node.converged());
+    assert!(written(&out).contains(&Key::Claim("web".into(), 0)));
+    assert_eq!(starts(&out), 1);
+}
+
+#[test]
+fn a_node_with_seeds_claims_nothing_until_it_caught_up_with_a_peer() {
+    let (lone, _) = lone_with_web();
+    let mut node = Node::new(config("b", 2, true), lone.table().clone(), T0);
+    node.handle(Input::Members(vec![peer("b", 2), peer("c", 3)]), T0);
+    // "a" is down: its slot is unowned and placed on "b" (the only
+    // candidate), but the table may be stale.
+    for t in [T0 + 10, T0 + 1_000, T0 + 10_000] {
+        let out = node.handle(Input::Tick, t);
+        assert!(
+            !written(&out).contains(&Key::Claim("web".into(), 0)),
+            "claimed at {t}"
+        );
+        assert_eq!(starts(&out), 0);
+    }
+    let out = node.handle(Input::Synced(addr(3)), T0 + 10_001);
+    assert!(out.contains(&Effect::Log(Event::CaughtUp)));
+    // Within the reconcile gap.
+    let out = node.handle(Input::Tick, T0 + 10_001 + RECONCILE_GAP_MS);
+    assert!(written(&out).contains(&Key::Claim("web".into(), 0)));
+}
+
+#[test]
+fn a_node_alone_for_the_grace_claims_without_a_peer() {
+    let (lone, _) = lone_with_web();
+    let mut node = Node::new(config("b", 2, true), lone.table().clone(), T0);
+    let out = node.handle(Input::Tick, T0 + ALONE_GRACE_MS - 1);
+    assert!(!node.converged());
+    assert!(!written(&out).contains(&Key::Claim("web".into(), 0)));
+    assert!(node.next_deadline() <= T0 + ALONE_GRACE_MS);
+    node.handle(Input::Tick, T0 + ALONE_GRACE_MS);
+    assert!(node.converged());
+    let out = node.handle(Input::Tick, T0 + ALONE_GRACE_MS + RECONCILE_GAP_MS);
+    assert!(written(&out).contains(&Key::Claim("web".into(), 0)));
+}
+
+#[test]
+fn a_name_clash_claims_nothing() {
+    let (lone, _) = lone_with_web();
+    let mut node = Node::new(config("b", 2, false), lone.table().clone(), T0);
+    let twin = Peer {
+        addr: addr(9),
+        ..peer("b", 9)
+    };
+    node.handle(Input::Members(vec![peer("b", 2), twin]), T0);
+    let out = node.handle(Input::Tick, T0 + 10);
+    assert!(!written(&out).contains(&Key::Claim("web".into(), 0)));
+    // The twin goes away: claims again.
+    let out = node.handle(Input::Members(vec![peer("b", 2)]), T0 + 20);
+    assert!(written(&out).contains(&Key::Claim("web".into(), 0)));
+}
+
+#[test]
+fn a_stop_is_sent_once_until_the_instance_reports_it_stopped() {
+    let (mut node, _) = lone_with_web();
+    node.handle(Input::Tick, T0 + 40);
+    let remove = node.handle(Input::Request(2, Request::Remove("web".into())), T0 + 100);
+    let stop = |effects: &[Effect]| {
+        effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Stop { .. }))
+            .count()
+    };
+    let mut stops = stop(&remove);
+    let running = Status {
+        state: InstanceState::Running,
+        pid: Some(9),
+        restarts: 0,
+        since_ms: T0,
+        last_exit: None,
+        last_signal: None,
+        version: 1,
+    };
+    // The instance still reports running (an old report): no second stop.
+    let report = InstanceReport {
+        service: "web".into(),
+        slot: 0,
+        status: running.clone(),
+    };
+    stops += stop(&node.handle(Input::Instance(report.clone()), T0 + 200));
+    stops += stop(&node.handle(Input::Tick, T0 + 10_000));
+    assert_eq!(stops, 1);
+    // Stopped, then running again (a start raced it): stopped again.
+    let stopped = InstanceReport {
+        status: Status {
+            state: InstanceState::Stopped,
+            ..running
+        },
+        ..report.clone()
+    };
+    node.handle(Input::Instance(stopped), T0 + 10_100);
+    let out = node.handle(Input::Instance(report), T0 + 10_200);
+    let out2 = node.handle(Input::Tick, T0 + 10_300);
+    assert_eq!(stop(&out) + stop(&out2), 1);
+}
+
+#[test]
+fn few_records_go_as_deltas_many_by_anti_entropy_to_a_few_peers() {
+    let mut node = Node::new(config("a", 1, false), Table::new(), T0);
+    node.handle(
+        Input::Members(vec![
+            peer("a", 1),
+            peer("b", 2),
+            peer("c", 3),
+            peer("d", 4),
+            peer("e", 5),
+        ]),
+        T0,
+    );
+    node.handle(Input::Tick, T0 + 1);
+    let out = node.handle(Input::Request(1, Request::Deploy(specs(WEB))), T0 + 10);
+    let deltas = written(&out);
+    assert!(deltas.contains(&Key::Service("web".into())) && deltas.len() <= MAX_DELTAS);
+    assert!(!out.iter().any(|e| matches!(e, Effect::Sync(_))));
+    let many: String = (0..=MAX_DELTAS)
+        .map(|i| format!(r#"{{"name":"s{i}","provider":"shell","params":{{"command":"x"}}}}"#))
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = node.handle(
+        Input::Request(2, Request::Deploy(specs(&format!("[{many}]")))),
+        T0 + 20,
+    );
+    assert!(written(&out).is_empty(), "a bulk write floods no deltas");
+    let pushed: Vec<_> = out
+        .iter()
+        .filter(|e| matches!(e, Effect::Sync(_)))
+        .collect();
+    assert_eq!(pushed.len(), BULK_PEERS);
+}
+
+#[test]
+fn a_newcomer_gets_a_round_at_once() {
+    let mut node = Node::new(config("a", 1, false), Table::new(), T0);
+    let out = node.handle(Input::Members(vec![peer("a", 1), peer("b", 2)]), T0);
+    assert_eq!(
+        out.iter().filter(|e| **e == Effect::Sync(addr(2))).count(),
+        1
+    );
+    let out = node.handle(Input::Members(vec![peer("a", 1), peer("b", 2)]), T0 + 1);
+    assert!(
+        !out.contains(&Effect::Sync(addr(2))),
+        "not again for the same incarnation"
+    );
+}
+
+#[test]
+fn records_from_peers_are_admitted_only_when_this_version_would_write_them() {
+    let (lone, _) = lone_with_web();
+    let good = lone
+        .table()
+        .get(&Key::Service("web".into()))
+        .unwrap()
+        .clone();
+    let now = good.ts.wall_ms;
+    let key = Key::Service("web".into());
+    assert!(admission::admits(&key, &good, now));
+    let mut ahead = good.clone();
+    ahead.ts.wall_ms = now + admission::MAX_CLOCK_AHEAD_MS;
+    assert!(
+        admission::admits(&key, &ahead, now),
+        "an hour ahead is fine"
+    );
+    ahead.ts.wall_ms += 1;
+    assert!(!admission::admits(&key, &ahead, now), "from the far future");
+    assert!(
+        !admission::admits(&Key::Service("other".into()), &good, now),
+        "named unlike its key"
+    );
+    assert!(
+        !admission::admits(&Key::Node("web".into()), &good, now),
+        "a service under node/"
+    );
+    let mut huge = good.clone();
+    if let Value::Service(ServiceRecord {
+        spec: Some(spec), ..
+    }) = &mut huge.value
+    {
+        spec.replicas = 1_000_000;
+    }
+    assert!(!admission::admits(&key, &huge, now));
+    let tombstone = Record {
+        value: Value::Tombstone,
+        ..good
+    };
+    assert!(admission::admits(
+        &Key::Status("a".into(), "web".into(), 0),
+        &tombstone,
+        now
+    ));
+    assert!(
+        !admission::admits(&key, &tombstone, now),
+        "services are removed, not tombstoned"
+    );
+    // Through the node: dropped and counted.
+    let mut node = Node::new(config("b", 2, false), Table::new(), T0);
+    let out = node.handle(
+        Input::Records(Source::Delta, vec![(key.clone(), Arc::new(huge))]),
+        now,
+    );
+    assert!(out.contains(&Effect::Log(Event::RecordsRejected { count: 1 })));
+    assert!(node.table().get(&key).is_none());
+    assert_eq!(node.stats().records_rejected, 1);
+}
+
+#[test]
+fn a_collected_record_a_peer_sends_back_is_refused() {
+    let day = 86_400_000;
+    let mut node = Node::new(config("a", 1, false), Table::new(), T0);
+    // Removed eleven days before `now`, a day past the GC age.
+    let old = Record {
+        ts: crate::Timestamp {
+            wall_ms: T0,
+            counter: 0,
+            node: "b".into(),
+        },
+        value: Value::Service(ServiceRecord {
+            version: 2,
+            spec: None,
+        }),
+    };
+    let now = T0 + 2 * day;
+    let key = Key::Service("gone".into());
+    node.handle(
+        Input::Records(
+            Source::AntiEntropy,
+            vec![(key.clone(), Arc::new(old.clone()))],
+        ),
+        now,
+    );
+    assert!(node.table().get(&key).is_none(), "garbage taken in");
+    assert_eq!(node.stats().refused, 1);
+    // A live service's claim of the same age comes with its service: kept.
+    let (lone, _) = lone_with_web();
+    let records: Records = lone
+        .table()
+        .iter()
+        .map(|(k, r)| (k.clone(), Arc::new(r.clone())))
+        .collect();
+    node.handle(Input::Records(Source::AntiEntropy, records), now);
+    assert!(node.table().claim("web", 0).is_some());
+}
+
+#[test]
+fn drain_hands_slots_over_and_leave_is_not_remembered() {
+    let (mut node, _) = lone_with_web();
+    let out = node.handle(Input::Request(2, Request::Drain(true)), T0 + 100);
+    assert!(out.contains(&Effect::Log(Event::Draining)));
+    assert!(node.table().node("a").is_some_and(|n| n.draining));
+    // A restart keeps an operator's drain...
+    let restarted = Node::new(config("a", 1, false), node.table().clone(), T0 + 200);
+    assert!(restarted.table().node("a").is_some_and(|n| n.draining));
+    // ...but not a leave.
+    let out = node.handle(Input::Request(3, Request::Drain(false)), T0 + 300);
+    assert!(out.contains(&Effect::Log(Event::DrainUndone)));
+    node.handle(Input::Request(4, Request::Leave), T0 + 400);
+    assert!(
+        node.table()
+            .node("a")
+            .is_some_and(|n| n.leaving && !n.draining)
+    );
+    let restarted = Node::new(config("a", 1, false), node.table().clone(), T0 + 500);
+    assert!(
+        restarted
+            .table()
+            .node("a")
+            .is_some_and(|n| !n.leaving && !n.draining)
+    );
+}
+
+#[test]
+fn a_peers_deploy_is_logged_once() {
+    let (lone, _) = lone_with_web();
+    let mut node = Node::new(config("b", 2, false), Table::new(), T0);
+    let key = Key::Service("web".into());
+    let record = lone.table().get(&key).unwrap().clone();
+    let records = vec![(key, Arc::new(record))];
+    let out = node.handle(Input::Records(Source::Delta, records.clone()), T0 + 50);
+    let deployed = |out: &[Effect]| {
+        out.iter()
+            .filter(|e| matches!(e, Effect::Log(Event::Service(c)) if c.kind == ChangeKind::Deployed && c.origin == "a"))
+            .count()
+    };
+    assert_eq!(deployed(&out), 1);
+    assert_eq!(
+        deployed(&node.handle(Input::Records(Source::Delta, records), T0 + 60)),
+        0
+    );
+}
+
+#[test]
+fn partial_passes_decide_touched_slots_and_a_full_pass_comes_periodically() {
+    let (mut node, _) = lone_with_web();
+    let before = node.stats();
+    let report = InstanceReport {
+        service: "web".into(),
+        slot: 0,
+        status: Status {
+            state: InstanceState::Running,
+            pid: Some(9),
+            restarts: 0,
+            since_ms: T0,
+            last_exit: None,
+            last_signal: None,
+            version: 1,
+        },
+    };
+    node.handle(Input::Instance(report), T0 + 40);
+    node.handle(Input::Tick, T0 + 50);
+    let after = node.stats();
+    assert!(after.partial_passes > before.partial_passes);
+    assert_eq!(after.full_passes, before.full_passes);
+    let full = after.full_passes;
+    node.handle(Input::Tick, T0 + FULL_PASS_MS + 1_000);
+    assert_eq!(node.stats().full_passes, full + 1);
+}
