@@ -1,26 +1,11 @@
 //! Membership with real `mob-agent` processes: forming, failure detection,
-//! graceful leave, restart, wrong keys, late seeds, partitions.
+//! graceful leave, restart, wrong keys, late seeds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-use std::collections::HashSet;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::time::Duration;
+mod common;
 
-use mob_integration::{Agent, AgentSpec, Netns, local_cluster, new_key_file, wait_until};
-
-fn names(agents: &[Agent]) -> Vec<String> {
-    agents.iter().map(|a| a.name().to_owned()).collect()
-}
-
-/// Log events of `agent` with this message about node `about`.
-fn events_about(agent: &Agent, message: &str, about: &str) -> usize {
-    agent
-        .log_events(message)
-        .iter()
-        .filter(|e| e["node"] == about)
-        .count()
-}
+use common::*;
 
 #[test]
 fn five_agents_form_a_cluster() {
@@ -249,17 +234,6 @@ fn agent_with_another_key_never_gets_in() {
     }
 }
 
-fn free_port() -> SocketAddr {
-    // Free for both UDP and TCP at the time of the call.
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = udp.local_addr().unwrap();
-        if TcpListener::bind(addr).is_ok() {
-            return addr;
-        }
-    }
-}
-
 #[test]
 fn agent_started_before_its_seed_joins_when_the_seed_comes_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -284,57 +258,4 @@ fn agent_started_before_its_seed_joins_when_the_seed_comes_up() {
         Ok(early.sees_alive(&["early", "seed"])? && seed.sees_alive(&["early", "seed"])?)
     })
     .unwrap();
-}
-
-#[test]
-fn partition_heals_within_15_seconds() {
-    if !Netns::usable() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let net = Netns::up("p", 5).unwrap();
-    let key = new_key_file(&dir.path().join("cluster.key")).unwrap();
-    let agents = net.start_agents(dir.path(), &key).unwrap();
-    let all = names(&agents);
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    let everyone_alive = || -> anyhow::Result<bool> {
-        for a in &agents {
-            if !a.sees_alive(&all)? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    };
-    wait_until(
-        "the cluster to form",
-        Duration::from_secs(20),
-        everyone_alive,
-    )
-    .unwrap();
-
-    // Cut h5 off until both sides have declared the other down.
-    net.cut(5).unwrap();
-    wait_until(
-        "both sides of the partition to see the other down",
-        Duration::from_secs(20),
-        || {
-            for a in &agents[..4] {
-                if a.state_of("h5")?.map(|m| m.state).as_deref() != Some("down") {
-                    return Ok(false);
-                }
-            }
-            let isolated = agents[4].members()?;
-            Ok(isolated.iter().skip(1).all(|m| m.state == "down"))
-        },
-    )
-    .unwrap();
-
-    net.heal(5).unwrap();
-    let took = wait_until(
-        "everyone alive again after the heal",
-        Duration::from_secs(15),
-        everyone_alive,
-    )
-    .unwrap();
-    eprintln!("partition healed in {took:?}");
 }

@@ -1,0 +1,185 @@
+//! Where services run, with real agents and real processes: one instance
+//! cluster-wide, spread over nodes, tag constraints, `deploy --wait`, and
+//! what an instance sees of its agent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+mod common;
+
+use common::*;
+
+#[test]
+fn one_instance_runs_cluster_wide_and_its_logs_are_readable_from_any_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let agents = local_cluster(dir.path(), 3).unwrap();
+    let m = marker(1);
+    let spec = format!(
+        r#"{{"name": "web", "provider": "shell", "params": {{"command": "echo web-says-hello; exec sleep {m}"}}}}"#
+    );
+    agents[1].deploy(&spec).unwrap();
+    let placed = wait_running(&agents, "web", 1, &m, Duration::from_secs(10));
+    stays_exactly(1, &m, Duration::from_secs(2));
+    // Every agent reports the same placement.
+    for a in &agents {
+        let view = slots(a, "web").unwrap();
+        assert_eq!(view[0]["node"], placed[0].1.as_str(), "{}", a.name());
+    }
+    for a in &agents {
+        let out = a.cli(&["logs", "web", "-n", "10"]).unwrap();
+        assert!(out.contains("stdout web-says-hello"), "{}: {out}", a.name());
+    }
+    let owner = agent_named(&agents, &placed[0].1);
+    assert_eq!(owner.log_events("slot claimed").len(), 1);
+    // Removing it stops the process.
+    agents[2].cli(&["remove", "web"]).unwrap();
+    wait_until("the instance to stop", Duration::from_secs(10), || {
+        Ok(processes_with_arg(&m).is_empty())
+    })
+    .unwrap();
+}
+
+#[test]
+fn deploy_wait_waits_for_the_new_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let agents = local_cluster(dir.path(), 1).unwrap();
+    let m = marker(15);
+    let out = agents[0]
+        .cli_with_input(&["deploy", "-", "--wait"], &sleeper("upgraded", 1, &m))
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The update crashes at once: the old instance running must not count.
+    let broken = r#"{"name": "upgraded", "provider": "exec", "max_restarts": 1, "params": {"command": ["false"]}}"#;
+    let out = agents[0]
+        .cli_with_input(&["deploy", "-", "--wait"], broken)
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.contains("upgraded slot 0 failed"), "{stderr}");
+    // Scaling an unchanged spec restarts nothing, and --wait sees it run.
+    let scaled = sleeper("upgraded", 2, &m);
+    agents[0].deploy(&sleeper("upgraded", 1, &m)).unwrap();
+    wait_running(&agents, "upgraded", 1, &m, Duration::from_secs(10));
+    let out = agents[0]
+        .cli_with_input(&["deploy", "-", "--wait"], &scaled)
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(processes_with_arg(&m).len(), 2);
+}
+
+#[test]
+fn three_replicas_spread_one_per_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let agents = local_cluster(dir.path(), 3).unwrap();
+    let m = marker(2);
+    // `deploy --wait` returns once every slot runs.
+    let out = agents[0]
+        .cli_with_input(&["deploy", "-", "--wait"], &sleeper("spread", 3, &m))
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("running\n"));
+    assert_eq!(
+        processes_with_arg(&m).len(),
+        3,
+        "deploy --wait returned before every slot ran"
+    );
+    let placed = wait_running(&agents, "spread", 3, &m, Duration::from_secs(10));
+    let nodes: BTreeSet<&String> = placed.iter().map(|p| &p.1).collect();
+    assert_eq!(nodes.len(), 3, "{placed:?}");
+    // Scale down: the highest slots go, the rest stay where they are.
+    agents[2].cli(&["scale", "spread", "1"]).unwrap();
+    let after = wait_running(&agents, "spread", 1, &m, Duration::from_secs(10));
+    assert_eq!(after[0], placed.iter().find(|p| p.0 == 0).unwrap().clone());
+}
+
+#[test]
+fn constraints_place_only_on_tagged_nodes_and_explain_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key_file(&dir.path().join("cluster.key")).unwrap();
+    let mut agents: Vec<Agent> = Vec::new();
+    for (i, zone) in ["a", "b", "b"].iter().enumerate() {
+        let mut spec = AgentSpec::local(&format!("n{}", i + 1), dir.path(), &key);
+        spec.extra = vec!["--tag".into(), format!("zone={zone}")];
+        if let Some(seed) = agents.first() {
+            spec.join.push(seed.addr);
+        }
+        agents.push(Agent::start(spec).unwrap());
+    }
+    wait_until("the cluster", Duration::from_secs(10), || {
+        Ok(agents
+            .iter()
+            .all(|a| a.sees_alive(&["n1", "n2", "n3"]).unwrap_or(false)))
+    })
+    .unwrap();
+    let m = marker(5);
+    let spec = format!(
+        r#"{{"name": "zoned", "provider": "exec", "replicas": 2, "constraints": {{"tags": {{"zone": "b"}}}}, "params": {{"command": ["sleep", "{m}"]}}}}"#
+    );
+    agents[0].deploy(&spec).unwrap();
+    let placed = wait_running(&agents, "zoned", 2, &m, Duration::from_secs(10));
+    let nodes: BTreeSet<&str> = placed.iter().map(|p| p.1.as_str()).collect();
+    assert_eq!(nodes, BTreeSet::from(["n2", "n3"]));
+
+    agents[0]
+        .deploy(r#"{"name": "nowhere", "provider": "exec", "constraints": {"tags": {"zone": "c"}}, "params": {"command": ["sleep", "1"]}}"#)
+        .unwrap();
+    let status: Value = wait_until_value(&agents[1], "nowhere");
+    assert_eq!(status["slots"][0]["state"], "pending");
+    assert_eq!(status["slots"][0]["node"], Value::Null);
+    let reason = status["slots"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("zone=c"), "{status}");
+    let text = agents[2].cli(&["status", "nowhere"]).unwrap();
+    assert!(
+        text.contains("slot 0: no live, non-draining node offers"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_instance_can_reach_its_agent_but_never_sees_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key_file(&dir.path().join("cluster.key")).unwrap();
+    let mut spec = AgentSpec::local("n1", dir.path(), &key);
+    let key_text = std::fs::read_to_string(&key).unwrap();
+    spec.env = vec![("MOB_KEY".into(), key_text.trim().to_owned())];
+    let agent = Agent::start(spec).unwrap();
+    let m = marker(14);
+    let bin = mob_integration::binary();
+    let command = format!(
+        "echo \"key=[$MOB_KEY]\"; {} services; exec sleep {m}",
+        bin.display()
+    );
+    let spec = serde_json::json!({
+        "name": "curious",
+        "provider": "shell",
+        "params": {"command": command},
+    });
+    agent.deploy(&spec.to_string()).unwrap();
+    let mut out = String::new();
+    wait_until("the instance's output", Duration::from_secs(10), || {
+        out = agent.cli(&["logs", "curious"])?;
+        Ok(out.contains("curious") && out.contains("key=["))
+    })
+    .unwrap();
+    assert!(out.contains("key=[]"), "{out}");
+    // `mob-agent services` inside the instance found its agent by MOB_AGENT.
+    assert!(out.contains("stdout curious"), "{out}");
+}
