@@ -66,15 +66,33 @@ fn is_garbage_in(
 
 /// Every key of `table` that is garbage, in key order.
 pub fn garbage(table: &Table, horizon: &Horizon<'_>) -> Vec<Key> {
-    // Every record is judged: look the live services up once.
-    let replicas: std::collections::HashMap<&str, u32> = table
-        .services()
-        .filter_map(|(name, _, s)| s.spec.as_ref().map(|spec| (name, spec.replicas)))
-        .collect();
-    let live = |service: &str, slot: u32| replicas.get(service).is_some_and(|r| slot < *r);
+    // Every record is judged, in key order: the records of one service or
+    // one node are neighbours, so remember the last answer.
+    // Names are never empty: "" means nothing remembered yet.
+    let last_service = std::cell::RefCell::new((String::new(), None::<u32>));
+    let live = |service: &str, slot: u32| {
+        let mut last = last_service.borrow_mut();
+        if last.0 != service {
+            let replicas = table.live_service(service).map(|(spec, _)| spec.replicas);
+            *last = (service.to_owned(), replicas);
+        }
+        last.1.is_some_and(|r| slot < r)
+    };
+    let last_node = std::cell::RefCell::new((String::new(), false));
+    let gone = |node: &str| {
+        let mut last = last_node.borrow_mut();
+        if last.0 != node {
+            *last = (node.to_owned(), (horizon.gone)(node));
+        }
+        last.1
+    };
+    let memo = Horizon {
+        before_ms: horizon.before_ms,
+        gone: &gone,
+    };
     table
         .iter()
-        .filter(|(key, record)| is_garbage_in(key, record, horizon, &live))
+        .filter(|(key, record)| is_garbage_in(key, record, &memo, &live))
         .map(|(key, _)| key.clone())
         .collect()
 }

@@ -13,6 +13,7 @@
 //! canonical form of a key (an empty or `/`-holding name, a slot with a
 //! sign or a leading zero) is refused, so two texts never name one record.
 
+use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
@@ -21,7 +22,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::hash::StableHasher;
 
 /// The key of one record.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Ordered by kind (`svc/` < `claim/` < `status/` < `node/`), then by its
+/// fields in order; [`KeyRef`] orders the same way, so a table is searched
+/// by a borrowed key without building one.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Key {
     /// `svc/<name>`: a service's spec, or its removal.
     Service(String),
@@ -31,6 +36,157 @@ pub enum Key {
     Status(String, String, u32),
     /// `node/<node>`: what a node offers.
     Node(String),
+}
+
+/// A borrowed [`Key`], for lookups that allocate nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyRef<'a> {
+    /// See [`Key::Service`].
+    Service(&'a str),
+    /// See [`Key::Claim`].
+    Claim(&'a str, u32),
+    /// See [`Key::Status`].
+    Status(&'a str, &'a str, u32),
+    /// See [`Key::Node`].
+    Node(&'a str),
+}
+
+impl KeyRef<'_> {
+    fn kind(&self) -> u8 {
+        match self {
+            Self::Service(_) => 0,
+            Self::Claim(..) => 1,
+            Self::Status(..) => 2,
+            Self::Node(_) => 3,
+        }
+    }
+}
+
+impl PartialOrd for KeyRef<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// By kind, then field by field; names byte-wise, as `str` orders them.
+impl Ord for KeyRef<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (Self::Service(a), Self::Service(b)) | (Self::Node(a), Self::Node(b)) => {
+                bytes_cmp(a, b)
+            }
+            (Self::Claim(a, x), Self::Claim(b, y)) => bytes_cmp(a, b).then(x.cmp(y)),
+            (Self::Status(n, a, x), Self::Status(m, b, y)) => {
+                bytes_cmp(n, m).then_with(|| bytes_cmp(a, b)).then(x.cmp(y))
+            }
+            _ => self.kind().cmp(&other.kind()),
+        }
+    }
+}
+
+/// `a.cmp(b)` for names, eight bytes at a time: the table's B-tree
+/// compares keys on every search, and names are short, so this beats a
+/// call into `memcmp`.
+fn bytes_cmp(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let common = a.len().min(b.len());
+    let word = |s: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_be_bytes(w)
+    };
+    let mut at = 0;
+    while at + 8 <= common {
+        let (x, y) = (word(a, at), word(b, at));
+        if x != y {
+            return x.cmp(&y);
+        }
+        at += 8;
+    }
+    while at < common {
+        if a[at] != b[at] {
+            return a[at].cmp(&b[at]);
+        }
+        at += 1;
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Anything that reads as a key: [`Key`] and [`KeyRef`]. Tables are
+/// searched through `&dyn AsKeyRef`, which a `Key` borrows as.
+pub trait AsKeyRef {
+    /// The key, borrowed.
+    fn key_ref(&self) -> KeyRef<'_>;
+}
+
+impl AsKeyRef for Key {
+    fn key_ref(&self) -> KeyRef<'_> {
+        match self {
+            Self::Service(name) => KeyRef::Service(name),
+            Self::Claim(name, slot) => KeyRef::Claim(name, *slot),
+            Self::Status(node, name, slot) => KeyRef::Status(node, name, *slot),
+            Self::Node(node) => KeyRef::Node(node),
+        }
+    }
+}
+
+impl AsKeyRef for KeyRef<'_> {
+    fn key_ref(&self) -> KeyRef<'_> {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn AsKeyRef + 'a> for Key {
+    fn borrow(&self) -> &(dyn AsKeyRef + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn AsKeyRef + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_ref() == other.key_ref()
+    }
+}
+
+impl Eq for dyn AsKeyRef + '_ {}
+
+/// The same hash as [`Key`]'s, so a table's index is searched with either.
+impl std::hash::Hash for dyn AsKeyRef + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key_ref().hash(state);
+    }
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key_ref().hash(state);
+    }
+}
+
+impl PartialOrd for dyn AsKeyRef + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn AsKeyRef + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key_ref().cmp(&other.key_ref())
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The same order as [`KeyRef`]'s, by construction (a table's B-tree is
+/// searched with either).
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key_ref().cmp(&other.key_ref())
+    }
 }
 
 /// A text that is not a key.
@@ -265,6 +421,13 @@ mod tests {
                 _ => Key::Node(b),
             };
             prop_assert_eq!(key.to_string().parse::<Key>().unwrap(), key);
+        }
+
+        #[test]
+        fn names_order_as_str_does(a in "[a-z0-9./_-]{0,20}", b in "[a-z0-9./_-]{0,20}") {
+            prop_assert_eq!(bytes_cmp(&a, &b), a.cmp(&b));
+            let (x, y) = (Key::Claim(a.clone(), 1), Key::Claim(b.clone(), 0));
+            prop_assert_eq!(x.cmp(&y), (a.as_str(), 1).cmp(&(b.as_str(), 0)));
         }
 
         #[test]

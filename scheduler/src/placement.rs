@@ -14,7 +14,7 @@
 //!   then score. Every node that sees the same table and members computes
 //!   the same assignment; that is what makes it leaderless.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::hash::StableHasher;
 use crate::record::{Claim, NodeRecord};
@@ -51,11 +51,14 @@ impl Members {
 
 /// Rendezvous score of `node` for a slot.
 pub fn score(service: &str, slot: u32, node: &str) -> u64 {
-    StableHasher::default()
-        .field(service.as_bytes())
-        .field(&slot.to_le_bytes())
-        .field(node.as_bytes())
-        .finish()
+    score_prefix(service, slot).field(node.as_bytes()).finish()
+}
+
+/// The score's hash state after the slot's fields, before the node's.
+fn score_prefix(service: &str, slot: u32) -> StableHasher {
+    let mut hasher = StableHasher::default();
+    hasher.field(service.as_bytes()).field(&slot.to_le_bytes());
+    hasher
 }
 
 /// Nodes where this slot failed, for the service's current `version`.
@@ -107,9 +110,6 @@ pub struct Assignment {
 pub(crate) struct Index<'a> {
     /// Live services with their versions, by name.
     pub(crate) services: Vec<(&'a ServiceSpec, u64)>,
-    /// Service index by name. Lookups hash instead of comparing: the
-    /// names sit all over the heap, and every comparison is a cache miss.
-    by_name: HashMap<&'a str, usize>,
     base: Vec<usize>,
     /// Claims, by flat slot.
     claims: Vec<Option<&'a Claim>>,
@@ -145,14 +145,8 @@ impl<'a> Index<'a> {
             base.push(total);
             total += spec.replicas as usize;
         }
-        let by_name = services
-            .iter()
-            .enumerate()
-            .map(|(si, (spec, _))| (spec.name.as_str(), si))
-            .collect();
         let mut index = Self {
             services,
-            by_name,
             base,
             claims: vec![None; total],
             orphan_claims: Vec::new(),
@@ -180,9 +174,11 @@ impl<'a> Index<'a> {
         index
     }
 
-    /// Index of the live service `name`.
+    /// Index of the live service `name` (services are in name order).
     pub(crate) fn service_index(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).copied()
+        self.services
+            .binary_search_by(|(spec, _)| spec.name.as_str().cmp(name))
+            .ok()
     }
 
     /// Flat number of slot `slot` of service index `si`, if it exists.
@@ -218,12 +214,6 @@ impl<'a> Index<'a> {
 
     /// Computes where every slot goes.
     pub(crate) fn place(&self) -> Placed {
-        let node_by_name: HashMap<&str, usize> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(ni, (n, _))| (*n, ni))
-            .collect();
         let mut placed: Placed = vec![Err(Unplaced::NoCandidate); self.slot_count()];
         let mut load = vec![0usize; self.nodes.len()];
         // Nodes holding a slot of each service (a handful per service).
@@ -243,7 +233,7 @@ impl<'a> Index<'a> {
                 let id = self.base[si] + slot as usize;
                 let kept = self.claims[id]
                     .and_then(|c| c.owner.as_deref())
-                    .and_then(|o| node_by_name.get(o).copied())
+                    .and_then(|o| self.nodes.binary_search_by(|(n, _)| (*n).cmp(o)).ok())
                     .filter(|ni| self.can_run(*ni, si, slot));
                 match kept {
                     Some(ni) => {
@@ -258,13 +248,15 @@ impl<'a> Index<'a> {
         // Then every open slot, in canonical order.
         for (si, slot) in open {
             let spec = self.services[si].0;
+            // The hash of (service, slot) is shared by every candidate.
+            let prefix = score_prefix(&spec.name, slot);
             let best = (0..self.nodes.len())
                 .filter(|ni| self.can_run(*ni, si, slot))
                 .max_by_key(|ni| {
                     (
                         !holds[si].contains(ni),
                         load[*ni] < cap,
-                        score(&spec.name, slot, self.nodes[*ni].0),
+                        prefix.clone().field(self.nodes[*ni].0.as_bytes()).finish(),
                     )
                 });
             placed[self.base[si] + slot as usize] = match best {

@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use crate::key::Key;
+use crate::key::{Key, KeyRef};
 use crate::placement::{Index, Members, Placed, fits};
 use crate::record::{Claim, InstanceState, Status};
 use crate::services_view::missing_dependency;
@@ -99,12 +99,12 @@ pub enum Action {
     },
     /// Run the slot here (no-op if it runs already with this spec).
     Start {
+        /// Service (its spec is the table's live one).
+        service: String,
         /// Slot.
         slot: u32,
         /// Version of the spec.
         version: u64,
-        /// The spec.
-        spec: ServiceSpec,
     },
     /// Stop this node's instance of the slot (no-op if none).
     Stop {
@@ -188,13 +188,17 @@ pub fn reconcile_scope(
         Scope::All => reconcile_all(table, members, me, drain, &mut out),
         Scope::Slots(slots) => {
             let mut placement = None;
+            let mut group = Group::default();
             for (service, slot) in slots {
+                if group.service != service.as_str() {
+                    group = Group::new(table, me, service);
+                }
                 reconcile_one(
                     table,
                     members,
                     me,
                     drain,
-                    service,
+                    &mut group,
                     *slot,
                     &mut placement,
                     &mut out,
@@ -250,36 +254,65 @@ fn reconcile_all(table: &Table, members: &Members, me: &str, drain: Drain, out: 
     }
 }
 
+/// What the touched slots of one service share: looked up once.
+#[derive(Default)]
+struct Group<'a> {
+    service: &'a str,
+    /// The live spec and version.
+    live: Option<(&'a ServiceSpec, u64)>,
+    /// Whether this node's record fits the spec.
+    fits_here: bool,
+    /// Owners seen, and whether they are live and fit the spec.
+    owners: Vec<(&'a str, bool)>,
+}
+
+impl<'a> Group<'a> {
+    fn new(table: &'a Table, me: &str, service: &'a str) -> Self {
+        let live = table.live_service(service);
+        Self {
+            service,
+            live,
+            fits_here: live.is_some_and(|(spec, _)| table.node(me).is_some_and(|r| fits(r, spec))),
+            owners: Vec::new(),
+        }
+    }
+
+    /// Whether `owner` is live and fits the spec (failures aside).
+    fn owner_fits(&mut self, table: &'a Table, members: &Members, owner: &'a str) -> bool {
+        if let Some((_, ok)) = self.owners.iter().find(|(o, _)| *o == owner) {
+            return *ok;
+        }
+        let ok = self.live.is_some_and(|(spec, _)| {
+            members.is_live(owner) && table.node(owner).is_some_and(|r| fits(r, spec))
+        });
+        self.owners.push((owner, ok));
+        ok
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn reconcile_one<'a>(
     table: &'a Table,
     members: &'a Members,
     me: &str,
     drain: Drain,
-    service: &str,
+    group: &mut Group<'a>,
     slot: u32,
     placement: &mut Option<(Index<'a>, Placed)>,
     out: &mut Vec<Action>,
 ) {
+    let service = group.service;
     let claim = table.claim(service, slot);
-    let status_key = Key::Status(me.to_owned(), service.to_owned(), slot);
-    let status = match table.get(&status_key).map(|r| &r.value) {
-        Some(crate::record::Value::Status(s)) => Some(s),
-        _ => None,
+    let status = match table.get_key_value(KeyRef::Status(me, service, slot)) {
+        Some((key, record)) => match &record.value {
+            crate::record::Value::Status(s) => Some((key, s)),
+            _ => None,
+        },
+        None => None,
     };
-    let Some((spec, version)) = table
-        .live_service(service)
-        .filter(|(spec, _)| slot < spec.replicas)
-    else {
+    let Some((spec, version)) = group.live.filter(|(spec, _)| slot < spec.replicas) else {
         let mine = claim.filter(|c| c.owner.as_deref() == Some(me));
-        decide_gone(
-            table,
-            service,
-            slot,
-            mine,
-            status.map(|s| (&status_key, s)),
-            out,
-        );
+        decide_gone(table, service, slot, mine, status, out);
         return;
     };
     let failed: &[String] = match claim {
@@ -288,13 +321,14 @@ fn reconcile_one<'a>(
     };
     let owner = claim.and_then(|c| c.owner.as_deref());
     // A live, eligible owner keeps the slot: no need for the placement.
-    let sticky = owner.filter(|o| {
-        members.is_live(o)
-            && table.node(o).is_some_and(|r| fits(r, spec))
-            && !failed.iter().any(|f| f == o)
-    });
+    let sticky =
+        owner.filter(|o| group.owner_fits(table, members, o) && !failed.iter().any(|f| f == *o));
+    // Only "is it here?" matters of an unowned slot's target: a node that
+    // can't run the slot needs no placement to know.
+    let here = group.fits_here && !failed.iter().any(|f| f == me);
     let target = match sticky {
         Some(o) => Some(o),
+        None if !here => None,
         None => {
             let (index, placed) = placement.get_or_insert_with(|| {
                 let index = Index::new(table, members);
@@ -313,7 +347,7 @@ fn reconcile_one<'a>(
         owner,
         target,
         failed,
-        status,
+        status: status.map(|(_, s)| s),
     };
     decide(table, members, me, drain, &one, out);
 }
@@ -353,9 +387,9 @@ fn decide(
         } else if one.target == Some(me) {
             if missing_dependency(table, members, one.spec).is_none() {
                 out.push(Action::Start {
+                    service: name.to_owned(),
                     slot,
                     version,
-                    spec: one.spec.clone(),
                 });
             }
         } else if !drain.on {

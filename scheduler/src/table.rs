@@ -26,7 +26,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{BUCKETS, Digest, bucket_of, record_hash};
-use crate::key::Key;
+use crate::key::{AsKeyRef, Key, KeyRef};
 use crate::record::{Claim, NodeRecord, Record, Records, ServiceRecord, Status, Value};
 
 /// Orders two records of one key: the greater one wins the merge.
@@ -72,6 +72,19 @@ impl PartialEq for Entry {
     fn eq(&self, other: &Self) -> bool {
         self.record == other.record
     }
+}
+
+/// A record that wins over what a table holds; see [`Table::winners`].
+#[derive(Debug, Clone)]
+pub struct Winner {
+    /// Its key.
+    pub key: Key,
+    /// The record.
+    pub record: Arc<Record>,
+    /// Whether the table held a record under the key.
+    pub existed: bool,
+    /// Whether that record was a live service.
+    pub was_live_service: bool,
 }
 
 /// The table's file and wire form: its records by key.
@@ -145,7 +158,10 @@ impl Table {
         // One search: the entry is looked up once, then replaced in place.
         match self.records.entry(key) {
             btree_map::Entry::Occupied(mut current) => {
-                if compare(&record, &current.get().record) != Ordering::Greater {
+                // The very record again (shared by a merge): nothing to compare.
+                if Arc::ptr_eq(&record, &current.get().record)
+                    || compare(&record, &current.get().record) != Ordering::Greater
+                {
                     return false;
                 }
                 let entry = Entry::new(current.key(), record);
@@ -163,6 +179,44 @@ impl Table {
             }
         }
         true
+    }
+
+    /// Of `records`, those that would change this table (newer than what it
+    /// holds under their key, or new), in their order, each with whether
+    /// its key was there and held a live service. Read-only; apply them
+    /// with [`Table::apply`]. A large sorted batch (an anti-entropy chunk)
+    /// is walked side by side with the table, with no lookups.
+    pub fn winners(&self, records: Records) -> Vec<Winner> {
+        let sorted = records.windows(2).all(|w| w[0].0 < w[1].0);
+        let walk = sorted && records.len().saturating_mul(8) > self.records.len();
+        let mut ours = self.records.iter().peekable();
+        let mut out = Vec::new();
+        for (key, record) in records {
+            let current = if walk {
+                while ours.next_if(|(k, _)| **k < key).is_some() {}
+                match ours.peek() {
+                    Some((k, e)) if **k == key => Some(&*e.record),
+                    _ => None,
+                }
+            } else {
+                self.get(&key)
+            };
+            let wins = current.is_none_or(|c| {
+                !std::ptr::eq(c, &*record) && compare(&record, c) == Ordering::Greater
+            });
+            if wins {
+                out.push(Winner {
+                    existed: current.is_some(),
+                    was_live_service: matches!(
+                        current.map(|c| &c.value),
+                        Some(Value::Service(s)) if s.spec.is_some()
+                    ),
+                    key,
+                    record,
+                });
+            }
+        }
+        out
     }
 
     /// Merges every record of `other`; returns the keys that changed.
@@ -207,7 +261,26 @@ impl Table {
 
     /// The record of `key`.
     pub fn get(&self, key: &Key) -> Option<&Record> {
-        self.records.get(key).map(|e| &*e.record)
+        self.get_ref(key.key_ref())
+    }
+
+    /// The record of a borrowed key.
+    pub fn get_ref(&self, key: KeyRef<'_>) -> Option<&Record> {
+        self.records.get(&key as &dyn AsKeyRef).map(|e| &*e.record)
+    }
+
+    /// The stored key and record of a borrowed key.
+    pub fn get_key_value(&self, key: KeyRef<'_>) -> Option<(&Key, &Record)> {
+        self.records
+            .get_key_value(&key as &dyn AsKeyRef)
+            .map(|(k, e)| (k, &*e.record))
+    }
+
+    /// Entries from `first` on, in key order.
+    fn starting_at<'a>(&'a self, first: KeyRef<'_>) -> btree_map::Range<'a, Key, Entry> {
+        use std::ops::Bound;
+        self.records
+            .range::<dyn AsKeyRef, _>((Bound::Included(&first as &dyn AsKeyRef), Bound::Unbounded))
     }
 
     /// All records, by key.
@@ -227,9 +300,7 @@ impl Table {
 
     /// Service records (removed ones included), by name.
     pub fn services(&self) -> impl Iterator<Item = (&str, &Record, &ServiceRecord)> {
-        let first = Key::Service(String::new());
-        self.records
-            .range(first..)
+        self.starting_at(KeyRef::Service(""))
             .map_while(|(k, e)| match (k, &e.record.value) {
                 (Key::Service(name), value) => Some((name.as_str(), &*e.record, value)),
                 _ => None,
@@ -242,33 +313,32 @@ impl Table {
 
     /// The service record of `name`.
     pub fn service(&self, name: &str) -> Option<&ServiceRecord> {
-        match self.get(&Key::Service(name.to_owned())).map(|r| &r.value) {
+        match self.get_ref(KeyRef::Service(name)).map(|r| &r.value) {
             Some(Value::Service(s)) => Some(s),
             _ => None,
         }
     }
 
     /// The live spec of `name` and its version (`None` if removed).
-    pub fn live_service(&self, name: &str) -> Option<(&crate::ServiceSpec, u64)> {
+    pub fn live_service(&self, name: &str) -> Option<(&crate::spec::ServiceSpec, u64)> {
         self.service(name)
             .and_then(|s| s.spec.as_ref().map(|spec| (spec, s.version)))
     }
 
     /// Every claim, by service then slot: `(service, slot, claim)`.
     pub fn claims(&self) -> impl Iterator<Item = (&str, u32, &Claim)> {
-        self.claims_from(Key::Claim(String::new(), 0))
+        self.claims_from(KeyRef::Claim("", 0))
     }
 
     /// The claims of one service, by slot.
     pub fn claims_of<'a>(&'a self, service: &'a str) -> impl Iterator<Item = (u32, &'a Claim)> {
-        self.claims_from(Key::Claim(service.to_owned(), 0))
+        self.claims_from(KeyRef::Claim(service, 0))
             .take_while(move |(s, _, _)| *s == service)
             .map(|(_, slot, c)| (slot, c))
     }
 
-    fn claims_from(&self, first: Key) -> impl Iterator<Item = (&str, u32, &Claim)> {
-        self.records
-            .range(first..)
+    fn claims_from(&self, first: KeyRef<'_>) -> impl Iterator<Item = (&str, u32, &Claim)> {
+        self.starting_at(first)
             .map_while(|(k, e)| match k {
                 Key::Claim(name, slot) => Some((name.as_str(), *slot, &e.record.value)),
                 _ => None,
@@ -281,10 +351,7 @@ impl Table {
 
     /// The claim of a slot.
     pub fn claim(&self, service: &str, slot: u32) -> Option<&Claim> {
-        match self
-            .get(&Key::Claim(service.to_owned(), slot))
-            .map(|r| &r.value)
-        {
+        match self.get_ref(KeyRef::Claim(service, slot)).map(|r| &r.value) {
             Some(Value::Claim(c)) => Some(c),
             _ => None,
         }
@@ -296,8 +363,7 @@ impl Table {
         &'a self,
         node: &'a str,
     ) -> impl Iterator<Item = (&'a Key, &'a str, u32, &'a Status)> {
-        self.records
-            .range(Key::Status(node.to_owned(), String::new(), 0)..)
+        self.starting_at(KeyRef::Status(node, "", 0))
             .map_while(move |(k, e)| match k {
                 Key::Status(n, service, slot) if n == node => {
                     Some((k, service.as_str(), *slot, &e.record.value))
@@ -316,8 +382,7 @@ impl Table {
         node: &'a str,
         service: &'a str,
     ) -> impl Iterator<Item = u32> + 'a {
-        self.records
-            .range(Key::Status(node.to_owned(), service.to_owned(), 0)..)
+        self.starting_at(KeyRef::Status(node, service, 0))
             .map_while(move |(k, _)| match k {
                 Key::Status(n, s, slot) if n == node && s == service => Some(*slot),
                 _ => None,
@@ -326,8 +391,10 @@ impl Table {
 
     /// The status `node` reports for a slot.
     pub fn status(&self, node: &str, service: &str, slot: u32) -> Option<&Status> {
-        let key = Key::Status(node.to_owned(), service.to_owned(), slot);
-        match self.get(&key).map(|r| &r.value) {
+        match self
+            .get_ref(KeyRef::Status(node, service, slot))
+            .map(|r| &r.value)
+        {
             Some(Value::Status(s)) => Some(s),
             _ => None,
         }
@@ -335,8 +402,7 @@ impl Table {
 
     /// Every node record, by name.
     pub fn nodes(&self) -> impl Iterator<Item = (&str, &NodeRecord)> {
-        self.records
-            .range(Key::Node(String::new())..)
+        self.starting_at(KeyRef::Node(""))
             .filter_map(|(k, e)| match (k, &e.record.value) {
                 (Key::Node(name), Value::Node(n)) => Some((name.as_str(), n)),
                 _ => None,
@@ -345,7 +411,7 @@ impl Table {
 
     /// The node record of `node`.
     pub fn node(&self, node: &str) -> Option<&NodeRecord> {
-        match self.get(&Key::Node(node.to_owned())).map(|r| &r.value) {
+        match self.get_ref(KeyRef::Node(node)).map(|r| &r.value) {
             Some(Value::Node(n)) => Some(n),
             _ => None,
         }

@@ -217,7 +217,7 @@ fn names_of(actions: &[Action]) -> Vec<String> {
                 reason,
                 ..
             } => format!("release {service}/{slot} {reason:?}"),
-            Action::Start { spec, slot, .. } => format!("start {}/{slot}", spec.name),
+            Action::Start { service, slot, .. } => format!("start {service}/{slot}"),
             Action::Stop {
                 service,
                 slot,

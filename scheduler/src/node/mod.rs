@@ -41,7 +41,7 @@ pub mod ops;
 pub mod saves;
 pub mod touched;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -128,6 +128,8 @@ pub struct NodeStats {
 }
 
 /// One agent's view of the cluster's table and what it does about it.
+/// Deterministic: the same inputs at the same times give the same effects
+/// (ordered maps only, a seeded random source).
 #[derive(Debug)]
 pub struct Node {
     config: NodeConfig,
@@ -139,15 +141,15 @@ pub struct Node {
     /// Alive peers (not this node): who anti-entropy picks from.
     peers: Vec<SocketAddr>,
     /// Identities of the active members: a new one gets a round at once.
-    known: HashSet<(String, SocketAddr, u64)>,
+    known: BTreeSet<(String, SocketAddr, u64)>,
     /// Another live member has this node's name.
     clash: bool,
     /// The table caught up with a peer (claims wait for it).
     converged: bool,
     /// Slots a stop was sent for, and when, until they report stopped.
-    stopping: HashMap<(String, u32), u64>,
+    stopping: BTreeMap<(String, u32), u64>,
     /// The version each slot was last asked to start with.
-    starting: HashMap<(String, u32), u64>,
+    starting: BTreeMap<(String, u32), u64>,
     touched: Touched,
     reconcile_at: Option<u64>,
     last_reconcile: u64,
@@ -181,11 +183,11 @@ impl Node {
             started_ms: now,
             members,
             peers: Vec::new(),
-            known: HashSet::new(),
+            known: BTreeSet::new(),
             clash: false,
             converged: !config.has_seeds,
-            stopping: HashMap::new(),
-            starting: HashMap::new(),
+            stopping: BTreeMap::new(),
+            starting: BTreeMap::new(),
             touched: Touched::default(),
             reconcile_at: Some(now),
             last_reconcile: now,
@@ -403,20 +405,20 @@ impl Node {
         }
         // Old records new to this table may be ones it already forgot.
         let old = now.saturating_sub(self.collector.max_age_ms());
-        let mut fresh_old = Vec::new();
-        for (key, record) in records {
+        for (_, record) in &records {
             self.clock.observe(&record.ts);
-            if record.ts.wall_ms < old && self.table.get(&key).is_none() {
-                fresh_old.push(key.clone());
+        }
+        let mut fresh_old = Vec::new();
+        for winner in self.table.winners(records) {
+            let change = ops::service_change(winner.was_live_service, &winner.key, &winner.record);
+            if winner.record.ts.wall_ms < old && !winner.existed {
+                fresh_old.push(winner.key.clone());
             }
-            let was_live =
-                matches!(&key, Key::Service(name) if self.table.live_service(name).is_some());
-            let change = ops::service_change(was_live, &key, &record);
-            if self.table.apply(key.clone(), record) {
+            if self.table.apply(winner.key.clone(), winner.record) {
                 if let Some(change) = change {
                     self.log(Event::Service(change));
                 }
-                self.changed(&key, now);
+                self.changed(&winner.key, now);
             }
         }
         if !fresh_old.is_empty() {
@@ -442,7 +444,7 @@ impl Node {
         let clash = peers
             .iter()
             .any(|p| p.name == *me && p.addr != self.config.addr && p.state.is_active());
-        let known: HashSet<_> = peers
+        let known: BTreeSet<_> = peers
             .iter()
             .filter(|p| p.state.is_active() && p.addr != self.config.addr)
             .map(|p| (p.name.clone(), p.addr, p.incarnation))
@@ -615,16 +617,20 @@ impl Node {
                 });
             }
             Action::Start {
+                service,
                 slot,
                 version,
-                spec,
             } => {
-                let key = (spec.name.clone(), slot);
+                let key = (service, slot);
                 // A stop sent earlier is over once a start is asked for.
                 self.stopping.remove(&key);
                 if self.starting.get(&key) == Some(&version) {
                     return;
                 }
+                let Some((spec, _)) = self.table.live_service(&key.0) else {
+                    return;
+                };
+                let spec = spec.clone();
                 self.starting.insert(key, version);
                 self.out.push(Effect::Start {
                     spec,

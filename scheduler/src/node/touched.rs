@@ -11,15 +11,16 @@ use std::collections::{BTreeSet, HashMap};
 use crate::key::Key;
 use crate::table::Table;
 
-/// Slots touched since the last pass.
+/// Slots touched since the last pass. Pushed as they come (a merge
+/// touches thousands), sorted and deduplicated once, when taken.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Touched {
     all: bool,
-    slots: BTreeSet<(String, u32)>,
-    services: BTreeSet<String>,
+    slots: Vec<(String, u32)>,
+    services: Vec<String>,
     /// Services whose slots' owners or states changed: their dependents
     /// are touched too.
-    depended_on: BTreeSet<String>,
+    depended_on: Vec<String>,
 }
 
 impl Touched {
@@ -29,12 +30,12 @@ impl Touched {
             return;
         }
         match key {
-            Key::Service(name) => {
-                self.services.insert(name.clone());
-            }
+            Key::Service(name) => self.services.push(name.clone()),
             Key::Claim(name, slot) | Key::Status(_, name, slot) => {
-                self.slots.insert((name.clone(), *slot));
-                self.depended_on.insert(name.clone());
+                self.slots.push((name.clone(), *slot));
+                if self.depended_on.last() != Some(name) {
+                    self.depended_on.push(name.clone());
+                }
             }
             Key::Node(_) => self.everything(),
         }
@@ -60,15 +61,16 @@ impl Touched {
         if touched.all {
             return None;
         }
-        let mut services = touched.services;
+        let mut services: BTreeSet<String> = touched.services.into_iter().collect();
         if !touched.depended_on.is_empty() {
+            let depended_on: BTreeSet<&String> = touched.depended_on.iter().collect();
             for (dependent, dependencies) in dependents(table) {
-                if dependencies.iter().any(|d| touched.depended_on.contains(d)) {
+                if dependencies.iter().any(|d| depended_on.contains(d)) {
                     services.insert(dependent);
                 }
             }
         }
-        let mut slots = touched.slots;
+        let mut slots: BTreeSet<(String, u32)> = touched.slots.into_iter().collect();
         for service in &services {
             let replicas = table.live_service(service).map_or(0, |(s, _)| s.replicas);
             slots.extend((0..replicas).map(|k| (service.clone(), k)));
