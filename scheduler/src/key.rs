@@ -29,14 +29,19 @@ use crate::hash::StableHasher;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Key {
     /// `svc/<name>`: a service's spec, or its removal.
-    Service(String),
+    Service(Name),
     /// `claim/<name>/<slot>`: who owns a slot.
-    Claim(String, u32),
+    Claim(Name, u32),
     /// `status/<node>/<name>/<slot>`: the instance a node runs for a slot.
-    Status(String, String, u32),
+    Status(Name, Name, u32),
     /// `node/<node>`: what a node offers.
-    Node(String),
+    Node(Name),
 }
+
+/// A service or node name in a key: shared, so that copying a key (into
+/// every table a record reaches, into the sets of touched slots) copies
+/// no bytes.
+pub type Name = std::sync::Arc<str>;
 
 /// A borrowed [`Key`], for lookups that allocate nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -286,14 +291,14 @@ impl fmt::Display for Key {
     }
 }
 
-fn name(part: &str) -> Result<String, &'static str> {
+fn name(part: &str) -> Result<Name, &'static str> {
     if part.is_empty() {
         return Err("a name is empty");
     }
     if part.contains('/') {
         return Err("a name holds '/'");
     }
-    Ok(part.to_owned())
+    Ok(part.into())
 }
 
 fn slot(part: &str) -> Result<u32, &'static str> {
@@ -415,10 +420,10 @@ mod tests {
             kind in 0..4u8,
         ) {
             let key = match kind {
-                0 => Key::Service(a),
-                1 => Key::Claim(a, slot),
-                2 => Key::Status(b, a, slot),
-                _ => Key::Node(b),
+                0 => Key::Service(a.into()),
+                1 => Key::Claim(a.into(), slot),
+                2 => Key::Status(b.into(), a.into(), slot),
+                _ => Key::Node(b.into()),
             };
             prop_assert_eq!(key.to_string().parse::<Key>().unwrap(), key);
         }
@@ -426,7 +431,7 @@ mod tests {
         #[test]
         fn names_order_as_str_does(a in "[a-z0-9./_-]{0,20}", b in "[a-z0-9./_-]{0,20}") {
             prop_assert_eq!(bytes_cmp(&a, &b), a.cmp(&b));
-            let (x, y) = (Key::Claim(a.clone(), 1), Key::Claim(b.clone(), 0));
+            let (x, y) = (Key::Claim(a.as_str().into(), 1), Key::Claim(b.as_str().into(), 0));
             prop_assert_eq!(x.cmp(&y), (a.as_str(), 1).cmp(&(b.as_str(), 0)));
         }
 

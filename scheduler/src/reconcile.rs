@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use crate::key::{Key, KeyRef};
+use crate::key::{Key, KeyRef, Name};
 use crate::placement::{Index, Members, Placed, fits};
 use crate::record::{Claim, InstanceState, Status};
 use crate::services_view::missing_dependency;
@@ -128,7 +128,7 @@ pub enum Scope<'a> {
     /// Every slot: live ones, and the gone ones this node still holds.
     All,
     /// The slots a change touched (`(service, slot)`, live or gone).
-    Slots(&'a BTreeSet<(String, u32)>),
+    Slots(&'a BTreeSet<(Name, u32)>),
 }
 
 /// What one live slot's decision reads.
@@ -190,7 +190,7 @@ pub fn reconcile_scope(
             let mut placement = None;
             let mut group = Group::default();
             for (service, slot) in slots {
-                if group.service != service.as_str() {
+                if group.service != &**service {
                     group = Group::new(table, me, service);
                 }
                 reconcile_one(

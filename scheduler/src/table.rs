@@ -302,7 +302,7 @@ impl Table {
     pub fn services(&self) -> impl Iterator<Item = (&str, &Record, &ServiceRecord)> {
         self.starting_at(KeyRef::Service(""))
             .map_while(|(k, e)| match (k, &e.record.value) {
-                (Key::Service(name), value) => Some((name.as_str(), &*e.record, value)),
+                (Key::Service(name), value) => Some((&**name, &*e.record, value)),
                 _ => None,
             })
             .filter_map(|(name, r, value)| match value {
@@ -340,7 +340,7 @@ impl Table {
     fn claims_from(&self, first: KeyRef<'_>) -> impl Iterator<Item = (&str, u32, &Claim)> {
         self.starting_at(first)
             .map_while(|(k, e)| match k {
-                Key::Claim(name, slot) => Some((name.as_str(), *slot, &e.record.value)),
+                Key::Claim(name, slot) => Some((&**name, *slot, &e.record.value)),
                 _ => None,
             })
             .filter_map(|(name, slot, value)| match value {
@@ -365,8 +365,8 @@ impl Table {
     ) -> impl Iterator<Item = (&'a Key, &'a str, u32, &'a Status)> {
         self.starting_at(KeyRef::Status(node, "", 0))
             .map_while(move |(k, e)| match k {
-                Key::Status(n, service, slot) if n == node => {
-                    Some((k, service.as_str(), *slot, &e.record.value))
+                Key::Status(n, service, slot) if &**n == node => {
+                    Some((k, &**service, *slot, &e.record.value))
                 }
                 _ => None,
             })
@@ -384,7 +384,7 @@ impl Table {
     ) -> impl Iterator<Item = u32> + 'a {
         self.starting_at(KeyRef::Status(node, service, 0))
             .map_while(move |(k, _)| match k {
-                Key::Status(n, s, slot) if n == node && s == service => Some(*slot),
+                Key::Status(n, s, slot) if &**n == node && &**s == service => Some(*slot),
                 _ => None,
             })
     }
@@ -404,7 +404,7 @@ impl Table {
     pub fn nodes(&self) -> impl Iterator<Item = (&str, &NodeRecord)> {
         self.starting_at(KeyRef::Node(""))
             .filter_map(|(k, e)| match (k, &e.record.value) {
-                (Key::Node(name), Value::Node(n)) => Some((name.as_str(), n)),
+                (Key::Node(name), Value::Node(n)) => Some((&**name, n)),
                 _ => None,
             })
     }

@@ -356,17 +356,17 @@ fn a_draining_node_hands_over_then_stops() {
 }
 
 fn service_key(name: &str) -> Key {
-    Key::Service(name.to_owned())
+    Key::Service(name.into())
 }
 
 fn claim_key(name: &str, slot: u32) -> Key {
-    Key::Claim(name.to_owned(), slot)
+    Key::Claim(name.into(), slot)
 }
 
 fn status_key(node: &str, name: &str, slot: u32) -> Key {
-    Key::Status(node.to_owned(), name.to_owned(), slot)
+    Key::Status(node.into(), name.into(), slot)
 }
 
 fn node_key(name: &str) -> Key {
-    Key::Node(name.to_owned())
+    Key::Node(name.into())
 }

@@ -125,7 +125,7 @@ mod tests {
     fn table() -> Table {
         Table::from_records((0..20).map(|i| {
             (
-                mob_scheduler::Key::Service(format!("s{i}")),
+                mob_scheduler::Key::Service(format!("s{i}").into()),
                 Record {
                     ts: Timestamp {
                         wall_ms: i,

@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("detection") => detection(number(1, 10)?),
         Some("idle") => idle(number(1, 60)?),
+        Some("idle-big") => idle_big(number(1, 10_000)?, number(2, 60)?),
         Some("spread") => spread(number(1, 20)?),
         Some("big") => big(number(1, 10_000)?),
         Some("restart") => restart(number(1, 100)?),
@@ -45,7 +46,7 @@ fn main() -> anyhow::Result<()> {
         Some("failover") => failover(number(1, 20)?, false),
         Some("graceful") => failover(number(1, 10)?, true),
         _ => bail!(
-            "usage: mob-bench detection|idle|spread|big|restart|deploy-run|rss|failover|graceful [N]"
+            "usage: mob-bench detection|idle|idle-big|spread|big|restart|deploy-run|rss|failover|graceful [N]"
         ),
     }
 }
@@ -260,6 +261,44 @@ fn spread(trials: u64) -> anyhow::Result<()> {
         "{}",
         summary("deploy (CLI) → visible on all 5 agents", &mut all)
     );
+    Ok(())
+}
+
+/// CPU of idle agents holding `count` services: 3 agents, the services
+/// constrained to a tag no node has (so they stay pending and no process
+/// runs), measured over `secs` once every agent holds them all.
+fn idle_big(count: u64, secs: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let agents = local_cluster(dir.path(), 3)?;
+    let specs: Vec<String> = (0..count)
+        .map(|i| format!(r#"{{"name":"svc-{i:05}","provider":"exec","constraints":{{"tags":{{"zone":"nowhere"}}}},"params":{{"command":["sleep","100"]}}}}"#))
+        .collect();
+    agents[0].deploy(&format!("[{}]", specs.join(",")))?;
+    for agent in &agents {
+        wait_until(
+            "every agent to hold every service",
+            Duration::from_secs(120),
+            || Ok(records(agent)? >= count + agents.len() as u64),
+        )?;
+    }
+    // Let the saves and the first full passes settle.
+    std::thread::sleep(Duration::from_secs(15));
+    let before: Vec<f64> = agents
+        .iter()
+        .map(|a| Ok(proc_stat(a.pid().context("pid")?)?.0))
+        .collect::<anyhow::Result<_>>()?;
+    std::thread::sleep(Duration::from_secs(secs));
+    println!("| agent | services held | RSS (MiB) | CPU (%) over {secs} s |");
+    println!("|---|---|---|---|");
+    for (a, cpu0) in agents.iter().zip(before) {
+        let (cpu1, rss) = proc_stat(a.pid().context("pid")?)?;
+        println!(
+            "| {} | {count} | {:.1} | {:.2} |",
+            a.name(),
+            rss as f64 / 1024.0,
+            100.0 * (cpu1 - cpu0) / secs as f64
+        );
+    }
     Ok(())
 }
 

@@ -26,7 +26,7 @@ pub fn admits(key: &Key, record: &Record, now_ms: u64) -> bool {
         (Key::Service(name), Value::Service(s)) => s
             .spec
             .as_ref()
-            .is_none_or(|spec| spec.name == *name && spec.validate().is_ok()),
+            .is_none_or(|spec| *spec.name == **name && spec.validate().is_ok()),
         _ => true,
     }
 }

@@ -133,6 +133,8 @@ pub struct NodeStats {
 #[derive(Debug)]
 pub struct Node {
     config: NodeConfig,
+    /// This node's name, as keys hold it.
+    me: crate::key::Name,
     table: Table,
     clock: Clock,
     started_ms: u64,
@@ -176,6 +178,7 @@ impl Node {
         }
         let members = Members::new([config.name.clone()]);
         let mut node = Self {
+            me: config.name.as_str().into(),
             collector: Collector::new(config.gc_after_ms, now),
             rng: StdRng::seed_from_u64(config.seed),
             clock,
@@ -219,7 +222,7 @@ impl Node {
                 if !report.status.state.is_active() {
                     self.stopping.remove(&key);
                 }
-                let status = Key::Status(self.config.name.clone(), report.service, report.slot);
+                let status = Key::Status(self.me.clone(), report.service.into(), report.slot);
                 self.write(status, Value::Status(report.status), now);
             }
             Input::Tick => {}
@@ -338,11 +341,7 @@ impl Node {
             version: self.config.version.clone(),
             started_at_ms: self.started_ms,
         };
-        self.write(
-            Key::Node(self.config.name.clone()),
-            Value::Node(record),
-            now,
-        );
+        self.write(Key::Node(self.me.clone()), Value::Node(record), now);
     }
 
     fn request(&mut self, id: RequestId, request: Request, now: u64) {
@@ -587,7 +586,11 @@ impl Node {
                     failed_on,
                     version,
                 };
-                self.write(Key::Claim(service.clone(), slot), Value::Claim(claim), now);
+                self.write(
+                    Key::Claim(service.as_str().into(), slot),
+                    Value::Claim(claim),
+                    now,
+                );
                 self.log(match previous {
                     Some(from) => Event::SlotMoved {
                         service,
@@ -609,7 +612,11 @@ impl Node {
                     failed_on,
                     version,
                 };
-                self.write(Key::Claim(service.clone(), slot), Value::Claim(claim), now);
+                self.write(
+                    Key::Claim(service.as_str().into(), slot),
+                    Value::Claim(claim),
+                    now,
+                );
                 self.log(Event::SlotReleased {
                     service,
                     slot,

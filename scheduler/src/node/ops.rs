@@ -84,7 +84,7 @@ pub fn service_change(was_live: bool, key: &Key, record: &Record) -> Option<Serv
     };
     Some(ServiceChange {
         kind,
-        name: name.clone(),
+        name: name.to_string(),
         version: s.version,
         origin: record.ts.node.clone(),
     })
@@ -147,7 +147,7 @@ pub fn deploy(
         };
         if kind != DeployKind::Unchanged {
             writes.push((
-                Key::Service(name.clone()),
+                Key::Service(name.as_str().into()),
                 Value::Service(ServiceRecord {
                     version,
                     spec: Some(spec),
@@ -173,7 +173,7 @@ pub fn remove(table: &Table, name: &str) -> Result<(u64, Write), OpError> {
         version,
         spec: None,
     });
-    Ok((version, (Key::Service(name.to_owned()), value)))
+    Ok((version, (Key::Service(name.into()), value)))
 }
 
 /// Plans setting the replicas of a live service.
@@ -196,5 +196,5 @@ pub fn scale(table: &Table, name: &str, replicas: u32) -> Result<(u64, Write), O
         version,
         spec: Some(spec),
     });
-    Ok((version, (Key::Service(name.to_owned()), value)))
+    Ok((version, (Key::Service(name.into()), value)))
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::key::Key;
+use crate::key::{Key, Name};
 use crate::table::Table;
 
 /// Slots touched since the last pass. Pushed as they come (a merge
@@ -16,11 +16,11 @@ use crate::table::Table;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Touched {
     all: bool,
-    slots: Vec<(String, u32)>,
-    services: Vec<String>,
+    slots: Vec<(Name, u32)>,
+    services: Vec<Name>,
     /// Services whose slots' owners or states changed: their dependents
     /// are touched too.
-    depended_on: Vec<String>,
+    depended_on: Vec<Name>,
 }
 
 impl Touched {
@@ -56,21 +56,24 @@ impl Touched {
 
     /// The slots to decide, and clears; `None` means every slot. `me`'s
     /// statuses name slots of services that may be gone.
-    pub(crate) fn take(&mut self, table: &Table, me: &str) -> Option<BTreeSet<(String, u32)>> {
+    pub(crate) fn take(&mut self, table: &Table, me: &str) -> Option<BTreeSet<(Name, u32)>> {
         let touched = std::mem::take(self);
         if touched.all {
             return None;
         }
-        let mut services: BTreeSet<String> = touched.services.into_iter().collect();
+        let mut services: BTreeSet<Name> = touched.services.into_iter().collect();
         if !touched.depended_on.is_empty() {
-            let depended_on: BTreeSet<&String> = touched.depended_on.iter().collect();
+            let depended_on: BTreeSet<&str> = touched.depended_on.iter().map(|n| &**n).collect();
             for (dependent, dependencies) in dependents(table) {
-                if dependencies.iter().any(|d| depended_on.contains(d)) {
-                    services.insert(dependent);
+                if dependencies
+                    .iter()
+                    .any(|d| depended_on.contains(d.as_str()))
+                {
+                    services.insert(dependent.as_str().into());
                 }
             }
         }
-        let mut slots: BTreeSet<(String, u32)> = touched.slots.into_iter().collect();
+        let mut slots: BTreeSet<(Name, u32)> = touched.slots.into_iter().collect();
         for service in &services {
             let replicas = table.live_service(service).map_or(0, |(s, _)| s.replicas);
             slots.extend((0..replicas).map(|k| (service.clone(), k)));
