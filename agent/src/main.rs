@@ -185,10 +185,14 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
 }
 
 /// Waits until every slot of each service runs its deployed version (or
-/// newer); a failed slot ends the wait with an error, and so do 120 s.
+/// newer), seen running by the same process on two polls in a row: an
+/// instance that crashes at once is not counted as running in the moment
+/// between its start and its exit. A failed slot ends the wait with an
+/// error, and so do 120 s.
 async fn wait_running(client: &Client, versions: &[(String, u64)]) -> Result<(), Failure> {
     use mob_scheduler::record::InstanceState;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut seen_before: Vec<(String, u32, Option<u32>)> = Vec::new();
     loop {
         let services = client.services().await?;
         let slots: Vec<_> = services
@@ -217,12 +221,22 @@ async fn wait_running(client: &Client, versions: &[(String, u64)]) -> Result<(),
                     .unwrap_or_default()
             )));
         }
-        if slots.iter().all(|(_, slot, version)| {
-            slot.state == InstanceState::Running && slot.version >= Some(*version)
-        }) {
+        let running: Vec<(String, u32, Option<u32>)> = slots
+            .iter()
+            .filter(|(_, slot, version)| {
+                slot.state == InstanceState::Running && slot.version >= Some(*version)
+            })
+            .map(|(s, slot, _)| (s.name.clone(), slot.slot, slot.pid))
+            .collect();
+        if running.len() == slots.len() && running == seen_before {
             println!("running");
             return Ok(());
         }
+        seen_before = if running.len() == slots.len() {
+            running
+        } else {
+            Vec::new()
+        };
         if tokio::time::Instant::now() >= deadline {
             return Err(Failure::Operation(anyhow::anyhow!(
                 "not every slot runs after 120 s; see `mob-agent services`"
