@@ -498,17 +498,8 @@ impl Sim {
         }
         if crashes && self.rng.random_bool(0.05) {
             // An instance exits for good: its restart budget is spent.
-            let i = self.rng.random_range(0..self.hosts.len());
-            let running: Vec<_> = self.hosts[i]
-                .instances
-                .iter()
-                .filter(|(_, v)| v.running)
-                .map(|(k, v)| (k.clone(), v.version))
-                .collect();
-            if !running.is_empty() {
-                let (key, version) = running[self.rng.random_range(0..running.len())].clone();
+            if let Some((i, key, version)) = self.stop_random_instance() {
                 if let Some(inst) = self.hosts[i].instances.get_mut(&key) {
-                    inst.running = false;
                     inst.failed = true;
                 }
                 self.failed += 1;
@@ -517,18 +508,7 @@ impl Sim {
         }
         if crashes && self.rng.random_bool(0.3) {
             // An instance crashes; its restart policy brings it back.
-            let i = self.rng.random_range(0..self.hosts.len());
-            let running: Vec<_> = self.hosts[i]
-                .instances
-                .iter()
-                .filter(|(_, v)| v.running)
-                .map(|(k, v)| (k.clone(), v.version))
-                .collect();
-            if !running.is_empty() {
-                let (key, version) = running[self.rng.random_range(0..running.len())].clone();
-                if let Some(inst) = self.hosts[i].instances.get_mut(&key) {
-                    inst.running = false;
-                }
+            if let Some((i, key, version)) = self.stop_random_instance() {
                 self.report(i, &key, InstanceState::Backoff, version);
                 let incarnation = self.hosts[i].incarnation;
                 self.later(
@@ -552,6 +532,25 @@ impl Sim {
             }
         }
         self.check_collected();
+    }
+
+    /// Ends a random running instance's process: (host, slot, version).
+    fn stop_random_instance(&mut self) -> Option<(usize, (String, u32), u64)> {
+        let i = self.rng.random_range(0..self.hosts.len());
+        let running: Vec<_> = self.hosts[i]
+            .instances
+            .iter()
+            .filter(|(_, v)| v.running)
+            .map(|(k, v)| (k.clone(), v.version))
+            .collect();
+        if running.is_empty() {
+            return None;
+        }
+        let (key, version) = running[self.rng.random_range(0..running.len())].clone();
+        if let Some(inst) = self.hosts[i].instances.get_mut(&key) {
+            inst.running = false;
+        }
+        Some((i, key, version))
     }
 
     fn request(&mut self, i: usize, request: Request) -> u64 {

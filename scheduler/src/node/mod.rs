@@ -330,6 +330,23 @@ impl Node {
         }
     }
 
+    fn write_claim(
+        &mut self,
+        service: &str,
+        slot: u32,
+        owner: Option<String>,
+        failed_on: Vec<String>,
+        version: u64,
+        now: u64,
+    ) {
+        let claim = Claim {
+            owner,
+            failed_on,
+            version,
+        };
+        self.write(Key::Claim(service.into(), slot), Value::Claim(claim), now);
+    }
+
     fn write_node_record(&mut self, draining: bool, leaving: bool, now: u64) {
         let record = NodeRecord {
             addr: self.config.addr.to_string(),
@@ -581,16 +598,7 @@ impl Node {
                 if self.clash {
                     return;
                 }
-                let claim = Claim {
-                    owner: Some(me),
-                    failed_on,
-                    version,
-                };
-                self.write(
-                    Key::Claim(service.as_str().into(), slot),
-                    Value::Claim(claim),
-                    now,
-                );
+                self.write_claim(&service, slot, Some(me), failed_on, version, now);
                 self.log(match previous {
                     Some(from) => Event::SlotMoved {
                         service,
@@ -607,16 +615,7 @@ impl Node {
                 failed_on,
                 reason,
             } => {
-                let claim = Claim {
-                    owner: None,
-                    failed_on,
-                    version,
-                };
-                self.write(
-                    Key::Claim(service.as_str().into(), slot),
-                    Value::Claim(claim),
-                    now,
-                );
+                self.write_claim(&service, slot, None, failed_on, version, now);
                 self.log(Event::SlotReleased {
                     service,
                     slot,
