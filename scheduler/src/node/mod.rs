@@ -362,30 +362,17 @@ impl Node {
     }
 
     fn request(&mut self, id: RequestId, request: Request, now: u64) {
-        let reply = match request {
-            Request::Deploy(specs) => match ops::deploy(&self.table, specs) {
-                Ok((outcomes, writes)) => {
-                    for (key, value) in writes {
-                        self.write(key, value, now);
-                    }
-                    Reply::Deployed(Ok(outcomes))
-                }
-                Err(e) => return self.out.push(Effect::Reply(id, Reply::Deployed(Err(e)))),
-            },
-            Request::Remove(name) => match ops::remove(&self.table, &name) {
-                Ok((version, (key, value))) => {
-                    self.write(key, value, now);
-                    Reply::Written(Ok(version))
-                }
-                Err(e) => return self.out.push(Effect::Reply(id, Reply::Written(Err(e)))),
-            },
-            Request::Scale(name, replicas) => match ops::scale(&self.table, &name, replicas) {
-                Ok((version, (key, value))) => {
-                    self.write(key, value, now);
-                    Reply::Written(Ok(version))
-                }
-                Err(e) => return self.out.push(Effect::Reply(id, Reply::Written(Err(e)))),
-            },
+        // A refused write writes nothing and is answered at once.
+        let planned = match request {
+            Request::Deploy(specs) => ops::deploy(&self.table, specs)
+                .map(|(outcomes, writes)| (Reply::Deployed(Ok(outcomes)), writes))
+                .map_err(|e| Reply::Deployed(Err(e))),
+            Request::Remove(name) => ops::remove(&self.table, &name)
+                .map(|(version, write)| (Reply::Written(Ok(version)), vec![write]))
+                .map_err(|e| Reply::Written(Err(e))),
+            Request::Scale(name, replicas) => ops::scale(&self.table, &name, replicas)
+                .map(|(version, write)| (Reply::Written(Ok(version)), vec![write]))
+                .map_err(|e| Reply::Written(Err(e))),
             Request::Drain(on) => {
                 self.write_node_record(on, false, now);
                 self.log(if on {
@@ -393,7 +380,7 @@ impl Node {
                 } else {
                     Event::DrainUndone
                 });
-                Reply::Done
+                Ok((Reply::Done, Vec::new()))
             }
             Request::Leave => {
                 // Leaving keeps an operator's drain as it was.
@@ -402,7 +389,19 @@ impl Node {
                     .node(&self.config.name)
                     .is_some_and(|n| n.draining);
                 self.write_node_record(draining, true, now);
-                Reply::Done
+                Ok((Reply::Done, Vec::new()))
+            }
+        };
+        let reply = match planned {
+            Ok((reply, writes)) => {
+                for (key, value) in writes {
+                    self.write(key, value, now);
+                }
+                reply
+            }
+            Err(refused) => {
+                self.out.push(Effect::Reply(id, refused));
+                return;
             }
         };
         // An acknowledged write survives a crash right after.
