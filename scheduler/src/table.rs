@@ -74,9 +74,9 @@ impl PartialEq for Entry {
     }
 }
 
-/// A record that wins over what a table holds; see [`Table::winners`].
+/// A record a merge took; see [`Table::merge_records`].
 #[derive(Debug, Clone)]
-pub struct Winner {
+pub struct Merged {
     /// Its key.
     pub key: Key,
     /// The record.
@@ -151,72 +151,83 @@ impl Table {
 
     /// Merges one record. Returns whether it changed the table.
     pub fn apply(&mut self, key: Key, record: impl Into<Arc<Record>>) -> bool {
+        self.apply_winning(key, record.into()).is_some()
+    }
+
+    /// Merges records from a peer; returns those that changed the table, in
+    /// their order, each with whether its key was there and held a live
+    /// service. A large sorted batch (an anti-entropy chunk) is first
+    /// walked side by side with the table to drop what it holds already;
+    /// a small one is merged record by record, one search each.
+    pub fn merge_records(&mut self, records: Records) -> Vec<Merged> {
+        let sorted = records.windows(2).all(|w| w[0].0 < w[1].0);
+        let walk = sorted && records.len().saturating_mul(8) > self.records.len();
+        let candidates = if walk {
+            let mut ours = self.records.iter().peekable();
+            records
+                .into_iter()
+                .filter(|(key, record)| {
+                    while ours.next_if(|(k, _)| *k < key).is_some() {}
+                    match ours.peek() {
+                        Some((k, e)) if *k == key => {
+                            !Arc::ptr_eq(&e.record, record)
+                                && compare(record, &e.record) == Ordering::Greater
+                        }
+                        _ => true,
+                    }
+                })
+                .collect()
+        } else {
+            records
+        };
+        candidates
+            .into_iter()
+            .filter_map(|(key, record)| {
+                let (existed, was_live_service) =
+                    self.apply_winning(key.clone(), record.clone())?;
+                Some(Merged {
+                    key,
+                    record,
+                    existed,
+                    was_live_service,
+                })
+            })
+            .collect()
+    }
+
+    /// [`Table::apply`], saying what it replaced: `None` if the record
+    /// doesn't win, else whether the key was there and held a live service.
+    fn apply_winning(&mut self, key: Key, record: Arc<Record>) -> Option<(bool, bool)> {
         if self.buckets.len() != BUCKETS {
             self.rebuild_digest();
         }
-        let record = record.into();
-        // One search: the entry is looked up once, then replaced in place.
         match self.records.entry(key) {
             btree_map::Entry::Occupied(mut current) => {
-                // The very record again (shared by a merge): nothing to compare.
                 if Arc::ptr_eq(&record, &current.get().record)
                     || compare(&record, &current.get().record) != Ordering::Greater
                 {
-                    return false;
+                    return None;
                 }
+                let was_live = matches!(
+                    &current.get().record.value,
+                    Value::Service(s) if s.spec.is_some()
+                );
                 let entry = Entry::new(current.key(), record);
                 let slot = &mut self.buckets[usize::from(entry.bucket)];
                 *slot = slot
                     .wrapping_sub(current.get().hash)
                     .wrapping_add(entry.hash);
                 current.insert(entry);
+                Some((true, was_live))
             }
             btree_map::Entry::Vacant(vacant) => {
                 let entry = Entry::new(vacant.key(), record);
                 let slot = &mut self.buckets[usize::from(entry.bucket)];
                 *slot = slot.wrapping_add(entry.hash);
                 vacant.insert(entry);
+                Some((false, false))
             }
         }
-        true
-    }
-
-    /// Of `records`, those that would change this table (newer than what it
-    /// holds under their key, or new), in their order, each with whether
-    /// its key was there and held a live service. Read-only; apply them
-    /// with [`Table::apply`]. A large sorted batch (an anti-entropy chunk)
-    /// is walked side by side with the table, with no lookups.
-    pub fn winners(&self, records: Records) -> Vec<Winner> {
-        let sorted = records.windows(2).all(|w| w[0].0 < w[1].0);
-        let walk = sorted && records.len().saturating_mul(8) > self.records.len();
-        let mut ours = self.records.iter().peekable();
-        let mut out = Vec::new();
-        for (key, record) in records {
-            let current = if walk {
-                while ours.next_if(|(k, _)| **k < key).is_some() {}
-                match ours.peek() {
-                    Some((k, e)) if **k == key => Some(&*e.record),
-                    _ => None,
-                }
-            } else {
-                self.get(&key)
-            };
-            let wins = current.is_none_or(|c| {
-                !std::ptr::eq(c, &*record) && compare(&record, c) == Ordering::Greater
-            });
-            if wins {
-                out.push(Winner {
-                    existed: current.is_some(),
-                    was_live_service: matches!(
-                        current.map(|c| &c.value),
-                        Some(Value::Service(s)) if s.spec.is_some()
-                    ),
-                    key,
-                    record,
-                });
-            }
-        }
-        out
     }
 
     /// Merges every record of `other`; returns the keys that changed.

@@ -879,19 +879,24 @@ fn run(seed: u64, nodes: usize, services: usize, rounds: usize) -> Outcome {
             sim.topology += 1;
             sim.clash = Some(name);
             // New slots while the name is shared: some are placed on it.
-            for k in 0..10 {
-                let name = format!("twin-{k}");
-                let from = (twin + 1) % nodes;
-                let id = sim.request(
-                    from,
-                    Request::Deploy(parse_specs(&spec_json(&name, 2)).unwrap()),
-                );
-                sim.step(false);
-                if matches!(sim.replies.get(&id), Some(Reply::Deployed(Ok(_)))) {
-                    expected.insert(name);
-                }
+            let names: Vec<String> = (0..10).map(|k| format!("twin-{k}")).collect();
+            let text = format!(
+                "[{}]",
+                names
+                    .iter()
+                    .map(|n| spec_json(n, 2))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            let id = sim.request(
+                (twin + 1) % nodes,
+                Request::Deploy(parse_specs(&text).unwrap()),
+            );
+            sim.step(false);
+            if matches!(sim.replies.get(&id), Some(Reply::Deployed(Ok(_)))) {
+                expected.extend(names);
             }
-            for _ in 0..30 {
+            for _ in 0..20 {
                 sim.step(false);
             }
             sim.clash = None;

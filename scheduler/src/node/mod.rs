@@ -424,17 +424,16 @@ impl Node {
             self.clock.observe(&record.ts);
         }
         let mut fresh_old = Vec::new();
-        for winner in self.table.winners(records) {
-            let change = ops::service_change(winner.was_live_service, &winner.key, &winner.record);
-            if winner.record.ts.wall_ms < old && !winner.existed {
-                fresh_old.push(winner.key.clone());
+        for merged in self.table.merge_records(records) {
+            if merged.record.ts.wall_ms < old && !merged.existed {
+                fresh_old.push(merged.key.clone());
             }
-            if self.table.apply(winner.key.clone(), winner.record) {
-                if let Some(change) = change {
-                    self.log(Event::Service(change));
-                }
-                self.changed(&winner.key, now);
+            if let Some(change) =
+                ops::service_change(merged.was_live_service, &merged.key, &merged.record)
+            {
+                self.log(Event::Service(change));
             }
+            self.changed(&merged.key, now);
         }
         if !fresh_old.is_empty() {
             for key in self
