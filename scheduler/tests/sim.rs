@@ -636,6 +636,18 @@ impl Sim {
             .collect();
         let first = self.hosts.iter().find_map(|h| h.node.as_ref())?;
         let reference = first.table();
+        // What runs where, borrowed: looked up once per slot below.
+        let running: BTreeSet<(usize, &str, u32)> = self
+            .hosts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, h)| {
+                h.instances
+                    .iter()
+                    .filter(|(_, inst)| inst.running)
+                    .map(move |((name, slot), _)| (i, name.as_str(), *slot))
+            })
+            .collect();
         let mut owners: BTreeMap<(&str, u32), usize> = BTreeMap::new();
         let mut live = 0;
         for (name, _, service) in reference.services() {
@@ -653,11 +665,7 @@ impl Sim {
                 if !eligible(reference, members, spec, owner) {
                     return Some(format!("{name}/{slot} owned by ineligible {owner}"));
                 }
-                if !self.hosts[idx]
-                    .instances
-                    .get(&(name.to_owned(), slot))
-                    .is_some_and(|i| i.running)
-                {
+                if !running.contains(&(idx, name, slot)) {
                     return Some(format!("{name}/{slot} is not running on its owner {owner}"));
                 }
                 owners.insert((name, slot), idx);
