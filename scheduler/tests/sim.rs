@@ -303,15 +303,7 @@ impl Sim {
                             },
                         );
                         self.report(i, &key, InstanceState::Starting, version);
-                        self.later(
-                            1,
-                            Event::InstanceUp {
-                                host: i,
-                                incarnation,
-                                key,
-                                version,
-                            },
-                        );
+                        self.up_later(i, key, version, 1);
                     }
                 }
             }
@@ -510,16 +502,7 @@ impl Sim {
             // An instance crashes; its restart policy brings it back.
             if let Some((i, key, version)) = self.stop_random_instance() {
                 self.report(i, &key, InstanceState::Backoff, version);
-                let incarnation = self.hosts[i].incarnation;
-                self.later(
-                    2,
-                    Event::InstanceUp {
-                        host: i,
-                        incarnation,
-                        key,
-                        version,
-                    },
-                );
+                self.up_later(i, key, version, 2);
             }
         }
         for i in 0..self.hosts.len() {
@@ -532,6 +515,20 @@ impl Sim {
             }
         }
         self.check_collected();
+    }
+
+    /// The supervisor brings an instance up `ticks` from now.
+    fn up_later(&mut self, host: usize, key: (String, u32), version: u64, ticks: u64) {
+        let incarnation = self.hosts[host].incarnation;
+        self.later(
+            ticks,
+            Event::InstanceUp {
+                host,
+                incarnation,
+                key,
+                version,
+            },
+        );
     }
 
     /// Ends a random running instance's process: (host, slot, version).
@@ -781,6 +778,8 @@ struct Outcome {
     rounds: Vec<u64>,
     /// Records peers sent back that GC had forgotten, refused.
     refused: u64,
+    /// Instances that failed for good.
+    failed: u64,
 }
 
 /// Runs one seeded scenario.
@@ -921,6 +920,7 @@ fn run(seed: u64, nodes: usize, services: usize, rounds: usize) -> Outcome {
         sim.dropped > 0 && sim.delivered > 0,
         "the loss knob had no effect"
     );
+    outcome.failed = sim.failed;
     outcome.refused = sim
         .hosts
         .iter()
@@ -958,6 +958,7 @@ fn run_seeds(nodes: usize, services: usize, seeds: u64, rounds: usize) {
         .collect();
     rounds_all.sort_unstable();
     let refused: u64 = outcomes.iter().map(|o| o.refused).sum();
+    let failed: u64 = outcomes.iter().map(|o| o.failed).sum();
     eprintln!(
         "sim: {nodes} nodes x {services} services, {seeds} seeds, {} convergences: rounds to converge min {} median {} max {}; {refused} collected records refused on merge; wall {:.1} s",
         rounds_all.len(),
@@ -967,6 +968,10 @@ fn run_seeds(nodes: usize, services: usize, seeds: u64, rounds: usize) {
         started.elapsed().as_secs_f64(),
     );
     if seeds >= 20 {
+        assert!(
+            failed > 0,
+            "no instance ever failed for good: the knob had no effect"
+        );
         assert!(
             refused > 0,
             "no peer ever sent a collected record back: the GC knob had no effect"

@@ -75,6 +75,21 @@ fn save(effects: &[Effect]) -> Option<u64> {
     })
 }
 
+/// Handles `request` at `at`, then its save's completion: every effect.
+fn answered(node: &mut Node, id: RequestId, request: Request, at: u64) -> Vec<Effect> {
+    let mut out = node.handle(Input::Request(id, request), at);
+    if let Some(seq) = save(&out) {
+        out.extend(node.handle(
+            Input::Saved {
+                seq,
+                result: Ok(()),
+            },
+            at,
+        ));
+    }
+    out
+}
+
 /// A lone node without seeds, with `web` deployed and saved; and every
 /// effect it had.
 fn lone_with_web() -> (Node, Vec<Effect>) {
@@ -168,40 +183,16 @@ fn operator_write_errors_write_nothing() {
 fn deploy_update_unchanged_scale_remove_and_redeploy_continue_the_version() {
     let (mut node, _) = lone_with_web();
     let deploy = |node: &mut Node, id, at| {
-        let out = node.handle(Input::Request(id, Request::Deploy(specs(WEB))), at);
-        let seq = save(&out).unwrap();
-        let out = node.handle(
-            Input::Saved {
-                seq,
-                result: Ok(()),
-            },
-            at,
-        );
+        let out = answered(node, id, Request::Deploy(specs(WEB)), at);
         match reply(&out, id) {
             Some(Reply::Deployed(Ok(d))) => (d[0].version, d[0].kind.clone()),
             other => panic!("{other:?}"),
         }
     };
     assert_eq!(deploy(&mut node, 2, T0 + 100), (1, DeployKind::Unchanged));
-    let out = node.handle(Input::Request(3, Request::Scale("web".into(), 3)), T0 + 200);
-    let seq = save(&out).unwrap();
-    let out = node.handle(
-        Input::Saved {
-            seq,
-            result: Ok(()),
-        },
-        T0 + 200,
-    );
+    let out = answered(&mut node, 3, Request::Scale("web".into(), 3), T0 + 200);
     assert_eq!(reply(&out, 3), Some(&Reply::Written(Ok(2))));
-    let out = node.handle(Input::Request(4, Request::Remove("web".into())), T0 + 300);
-    let seq = save(&out).unwrap();
-    let out = node.handle(
-        Input::Saved {
-            seq,
-            result: Ok(()),
-        },
-        T0 + 300,
-    );
+    let out = answered(&mut node, 4, Request::Remove("web".into()), T0 + 300);
     assert_eq!(reply(&out, 4), Some(&Reply::Written(Ok(3))));
     assert_eq!(deploy(&mut node, 5, T0 + 400), (4, DeployKind::Created));
 }
@@ -229,15 +220,7 @@ fn redeploying_a_failed_service_retries_it() {
         ),
         T0 + 60,
     );
-    let out = node.handle(Input::Request(2, Request::Deploy(specs(WEB))), T0 + 100);
-    let seq = save(&out).unwrap();
-    let out = node.handle(
-        Input::Saved {
-            seq,
-            result: Ok(()),
-        },
-        T0 + 100,
-    );
+    let out = answered(&mut node, 2, Request::Deploy(specs(WEB)), T0 + 100);
     assert!(
         matches!(reply(&out, 2), Some(Reply::Deployed(Ok(d))) if d[0].kind == DeployKind::Updated && d[0].version == 2)
     );
@@ -565,4 +548,39 @@ fn partial_passes_decide_touched_slots_and_a_full_pass_comes_periodically() {
     let full = after.full_passes;
     node.handle(Input::Tick, T0 + FULL_PASS_MS + 1_000);
     assert_eq!(node.stats().full_passes, full + 1);
+}
+
+#[test]
+fn a_dependency_that_starts_running_starts_its_dependents() {
+    let mut node = Node::new(config("a", 1, false), Table::new(), T0);
+    node.handle(Input::Tick, T0);
+    let both = specs(
+        r#"[{"name":"db","provider":"shell","params":{"command":"x"}},{"name":"app","provider":"shell","depends_on":["db"],"params":{"command":"x"}}]"#,
+    );
+    let mut out = answered(&mut node, 1, Request::Deploy(both), T0 + 10);
+    out.extend(node.handle(Input::Tick, T0 + 20));
+    let started = |out: &[Effect], name: &str| {
+        out.iter()
+            .any(|e| matches!(e, Effect::Start { spec, .. } if spec.name == name))
+    };
+    assert!(started(&out, "db") && !started(&out, "app"), "{out:?}");
+    let running = InstanceReport {
+        service: "db".into(),
+        slot: 0,
+        status: Status {
+            state: InstanceState::Running,
+            pid: Some(9),
+            restarts: 0,
+            since_ms: T0,
+            last_exit: None,
+            last_signal: None,
+            version: 1,
+        },
+    };
+    let full = node.stats().full_passes;
+    let mut out = node.handle(Input::Instance(running), T0 + 30);
+    out.extend(node.handle(Input::Tick, T0 + 40));
+    assert!(started(&out, "app"), "{out:?}");
+    // A partial pass did it, not the periodic full one.
+    assert_eq!(node.stats().full_passes, full);
 }

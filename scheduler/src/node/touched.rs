@@ -21,11 +21,17 @@ pub(crate) struct Touched {
     /// Services whose slots' owners or states changed: their dependents
     /// are touched too.
     depended_on: Vec<Name>,
+    /// Who depends on what, kept until a service record changes (statuses
+    /// change at every pass; the specs rarely).
+    dependents: Option<HashMap<String, Vec<String>>>,
 }
 
 impl Touched {
     /// Notes a changed key.
     pub(crate) fn key(&mut self, key: &Key) {
+        if matches!(key, Key::Service(_)) {
+            self.dependents = None;
+        }
         if self.all {
             return;
         }
@@ -58,13 +64,15 @@ impl Touched {
     /// statuses name slots of services that may be gone.
     pub(crate) fn take(&mut self, table: &Table, me: &str) -> Option<BTreeSet<(Name, u32)>> {
         let touched = std::mem::take(self);
+        self.dependents = touched.dependents;
         if touched.all {
             return None;
         }
         let mut services: BTreeSet<Name> = touched.services.into_iter().collect();
         if !touched.depended_on.is_empty() {
             let depended_on: BTreeSet<&str> = touched.depended_on.iter().map(|n| &**n).collect();
-            for (dependent, dependencies) in dependents(table) {
+            let dependents = self.dependents.get_or_insert_with(|| dependents_of(table));
+            for (dependent, dependencies) in dependents.iter() {
                 if dependencies
                     .iter()
                     .any(|d| depended_on.contains(d.as_str()))
@@ -89,7 +97,7 @@ impl Touched {
 }
 
 /// Services with dependencies, and what they depend on.
-fn dependents(table: &Table) -> HashMap<String, Vec<String>> {
+fn dependents_of(table: &Table) -> HashMap<String, Vec<String>> {
     table
         .services()
         .filter_map(|(name, _, s)| {
