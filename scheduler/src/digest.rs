@@ -11,7 +11,7 @@ use crate::key::Key;
 use crate::record::Record;
 
 /// Number of buckets.
-pub const BUCKETS: usize = 256;
+pub const BUCKETS: usize = 1024;
 
 /// One hash per bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

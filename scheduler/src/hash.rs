@@ -41,6 +41,18 @@ impl StableHasher {
     }
 }
 
+/// MurmurHash3's 64-bit finalizer (`fmix64`): every input bit flips each
+/// output bit with probability close to 1/2. FNV-1a alone does not mix its
+/// last bytes into the high bits, so names that differ only at the end
+/// (`n1`, `n2`, `web-01`) would rank alike.
+pub fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
 /// FNV-1a 64 of `bytes`.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
     StableHasher::default().write(bytes).finish()
@@ -55,6 +67,12 @@ mod tests {
         assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(stable_hash(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn mix_is_the_murmur3_finalizer() {
+        assert_eq!(mix(0), 0);
+        assert_eq!(mix(1), 0xb456_bcfc_34c2_cb2c);
     }
 
     #[test]

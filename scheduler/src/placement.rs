@@ -1,22 +1,35 @@
 //! Where each slot should run: rendezvous hashing with bounded loads, over
 //! the live, eligible, non-draining members.
 //!
-//! - Score: [`score`] = FNV-1a 64 over the length-prefixed bytes of
-//!   service name, slot (u32 LE) and node name ([`crate::hash`]); fixed
-//!   across platforms and versions. The highest score wins.
+//! - Score: [`score`] = `mix(slot_hash ^ node_hash)`, where `slot_hash` is
+//!   `mix` of FNV-1a 64 over the length-prefixed service name and the slot
+//!   (u32 LE), `node_hash` is `mix` of FNV-1a 64 over the length-prefixed
+//!   node name, and `mix` is MurmurHash3's finalizer ([`crate::hash`]).
+//!   Fixed across platforms and versions. The highest score wins. The
+//!   node's half is hashed once per pass, so scoring a candidate costs one
+//!   `mix`.
 //! - Eligible: the node's `node/` record offers the service's provider,
 //!   carries every tag of `constraints.tags`, is not draining, and the slot
 //!   has not failed there (for this version of the service).
 //! - Sticky: a slot whose owner is live and eligible stays with it.
-//! - The other slots are assigned in a canonical order (by service, then
-//!   slot), each to the best candidate by: holds no other slot of the same
-//!   service, then is under the load cap (`ceil(1.25 × slots / nodes)`),
-//!   then score. Every node that sees the same table and members computes
-//!   the same assignment; that is what makes it leaderless.
+//! - Load: the claims a node holds in the table. The cap is
+//!   `ceil(1.25 × live slots / candidates)`.
+//! - An unowned slot goes to the best candidate by: holds no other slot of
+//!   the same service (claimed, or placed before it in slot order), then
+//!   is under the cap, then score.
+//!
+//! Each service is placed on its own, from the loads in the table: every
+//! node that sees the same table and members computes the same targets,
+//! which is what makes it leaderless, and a pass costs only the unowned
+//! slots it looks at. A node claims its targets in slot order only while
+//! its own load, with what it claimed in this pass, stays under the cap;
+//! a target it declines goes to the next candidate once its claims are
+//! seen (reconcile decides the slots waiting on a node again when its
+//! claims arrive).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::hash::StableHasher;
+use crate::hash::{StableHasher, mix};
 use crate::record::{Claim, NodeRecord};
 use crate::spec::ServiceSpec;
 use crate::table::Table;
@@ -51,14 +64,20 @@ impl Members {
 
 /// Rendezvous score of `node` for a slot.
 pub fn score(service: &str, slot: u32, node: &str) -> u64 {
-    score_prefix(service, slot).field(node.as_bytes()).finish()
+    mix(slot_hash(service, slot) ^ node_hash(node))
 }
 
-/// The score's hash state after the slot's fields, before the node's.
-fn score_prefix(service: &str, slot: u32) -> StableHasher {
-    let mut hasher = StableHasher::default();
-    hasher.field(service.as_bytes()).field(&slot.to_le_bytes());
-    hasher
+/// The slot's half of the score.
+fn slot_hash(service: &str, slot: u32) -> u64 {
+    mix(StableHasher::default()
+        .field(service.as_bytes())
+        .field(&slot.to_le_bytes())
+        .finish())
+}
+
+/// The node's half of the score.
+fn node_hash(node: &str) -> u64 {
+    mix(StableHasher::default().field(node.as_bytes()).finish())
 }
 
 /// Nodes where this slot failed, for the service's current `version`.
@@ -116,13 +135,7 @@ pub(crate) struct Index<'a> {
     /// Claims of slots that are gone (service removed or scaled down), in
     /// table order.
     pub(crate) orphan_claims: Vec<(&'a str, u32, &'a Claim)>,
-    /// Live members that have a node record, by name order.
-    nodes: Vec<(&'a str, &'a NodeRecord)>,
 }
-
-/// Where each flat slot goes: an index into [`Index`]'s nodes, or why it
-/// can't be placed.
-pub(crate) type Placed = Vec<Result<usize, Unplaced>>;
 
 /// Why a slot has no node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,8 +146,147 @@ pub(crate) enum Unplaced {
     FailedEverywhere,
 }
 
-impl<'a> Index<'a> {
+/// Where a slot goes: the node, or why none.
+pub(crate) type Target<'a> = Result<&'a str, Unplaced>;
+
+/// What placement reads of one slot: its owner and where it failed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlotClaim<'a> {
+    pub(crate) owner: Option<&'a str>,
+    pub(crate) failed: &'a [String],
+}
+
+/// A live member that may take slots.
+struct Candidate<'a> {
+    name: &'a str,
+    record: &'a NodeRecord,
+    /// [`node_hash`] of the name.
+    hash: u64,
+    load: usize,
+}
+
+/// The live, non-draining members with a node record, read once per
+/// pass: names, hashes, loads, and the cap.
+pub(crate) struct Candidates<'a> {
+    /// By name.
+    nodes: Vec<Candidate<'a>>,
+    cap: usize,
+    /// The candidates that fit each kind of service seen in this pass.
+    shapes: Vec<(&'a ServiceSpec, Vec<usize>)>,
+}
+
+impl<'a> Candidates<'a> {
     pub(crate) fn new(table: &'a Table, members: &'a Members) -> Self {
+        let nodes: Vec<Candidate<'a>> = members
+            .names()
+            .filter_map(|name| {
+                let record = table.node(name).filter(|r| !r.is_draining())?;
+                Some(Candidate {
+                    name,
+                    record,
+                    hash: node_hash(name),
+                    load: table.load(name),
+                })
+            })
+            .collect();
+        let cap = (table.live_slots() as f64 * LOAD_FACTOR / nodes.len().max(1) as f64).ceil();
+        Self {
+            nodes,
+            cap: cap as usize,
+            shapes: Vec::new(),
+        }
+    }
+
+    /// `node` claimed a slot in this pass: it counts toward its load.
+    pub(crate) fn claimed(&mut self, node: &str) {
+        if let Some(i) = self.position(node) {
+            self.nodes[i].load += 1;
+        }
+    }
+
+    fn position(&self, node: &str) -> Option<usize> {
+        self.nodes.binary_search_by(|c| c.name.cmp(node)).ok()
+    }
+
+    /// The candidate `owner`, if it keeps a slot of `spec` that failed on
+    /// `failed`.
+    fn keeps(&self, spec: &ServiceSpec, owner: &str, failed: &[String]) -> Option<usize> {
+        self.position(owner)
+            .filter(|i| fits(self.nodes[*i].record, spec) && !failed.iter().any(|f| f == owner))
+    }
+
+    /// Where in `shapes` the candidates that fit `spec` are. Services that
+    /// need the same provider and tags (most of them) share one list per
+    /// pass.
+    fn fitting(&mut self, spec: &'a ServiceSpec) -> usize {
+        let same = |other: &ServiceSpec| {
+            other.params.provider() == spec.params.provider()
+                && other.constraints.tags == spec.constraints.tags
+        };
+        match self.shapes.iter().position(|(s, _)| same(s)) {
+            Some(at) => at,
+            None => {
+                let fitting = (0..self.nodes.len())
+                    .filter(|i| fits(self.nodes[*i].record, spec))
+                    .collect();
+                self.shapes.push((spec, fitting));
+                self.shapes.len() - 1
+            }
+        }
+    }
+
+    /// Where each slot of `spec` goes, given each slot's claim (in slot
+    /// order): to its owner if it keeps it, else to the best candidate.
+    pub(crate) fn place(
+        &mut self,
+        spec: &'a ServiceSpec,
+        slots: &[SlotClaim<'a>],
+    ) -> Vec<Target<'a>> {
+        let kept: Vec<Option<usize>> = slots
+            .iter()
+            .map(|c| c.owner.and_then(|o| self.keeps(spec, o, c.failed)))
+            .collect();
+        let mut holds: Vec<usize> = kept.iter().flatten().copied().collect();
+        let cap = self.cap;
+        let mut out = Vec::with_capacity(slots.len());
+        for (slot, (claim, kept)) in slots.iter().zip(kept).enumerate() {
+            if let Some(i) = kept {
+                out.push(Ok(self.nodes[i].name));
+                continue;
+            }
+            let prefix = slot_hash(&spec.name, slot as u32);
+            let shape = self.fitting(spec);
+            let fitting = &self.shapes[shape].1;
+            // The best by (holds no slot of the service, under the cap,
+            // score): the loop every unowned slot runs over every node.
+            let mut best: Option<(u8, u64, usize)> = None;
+            for &i in fitting {
+                let c = &self.nodes[i];
+                if !claim.failed.is_empty() && claim.failed.iter().any(|f| f == c.name) {
+                    continue;
+                }
+                let tier = (u8::from(!holds.contains(&i)) << 1) | u8::from(c.load < cap);
+                let score = mix(prefix ^ c.hash);
+                if best.is_none_or(|(t, s, _)| (tier, score) > (t, s)) {
+                    best = Some((tier, score, i));
+                }
+            }
+            let empty = fitting.is_empty();
+            out.push(match best {
+                Some((_, _, i)) => {
+                    holds.push(i);
+                    Ok(self.nodes[i].name)
+                }
+                None if empty => Err(Unplaced::NoCandidate),
+                None => Err(Unplaced::FailedEverywhere),
+            });
+        }
+        out
+    }
+}
+
+impl<'a> Index<'a> {
+    pub(crate) fn new(table: &'a Table) -> Self {
         let services: Vec<(&ServiceSpec, u64)> = table
             .services()
             .filter_map(|(_, _, s)| s.spec.as_ref().map(|spec| (spec, s.version)))
@@ -150,10 +302,6 @@ impl<'a> Index<'a> {
             base,
             claims: vec![None; total],
             orphan_claims: Vec::new(),
-            nodes: members
-                .names()
-                .filter_map(|n| table.node(n).map(|r| (n, r)))
-                .collect(),
         };
         let mut last = None;
         for (service, slot, c) in table.claims() {
@@ -206,90 +354,26 @@ impl<'a> Index<'a> {
         }
     }
 
-    /// Whether node `ni` may run the slot: fits, and it didn't fail there.
-    fn can_run(&self, ni: usize, si: usize, slot: u32) -> bool {
-        let (name, record) = self.nodes[ni];
-        fits(record, self.services[si].0) && !self.failed_on(si, slot).iter().any(|f| f == name)
-    }
-
-    /// Computes where every slot goes.
-    pub(crate) fn place(&self) -> Placed {
-        let mut placed: Placed = vec![Err(Unplaced::NoCandidate); self.slot_count()];
-        let mut load = vec![0usize; self.nodes.len()];
-        // Nodes holding a slot of each service (a handful per service).
-        let mut holds: Vec<Vec<usize>> = vec![Vec::new(); self.services.len()];
-        let nodes = self
-            .nodes
-            .iter()
-            .filter(|(_, r)| !r.is_draining())
-            .count()
-            .max(1);
-        let cap = ((self.slot_count() as f64 * LOAD_FACTOR) / nodes as f64).ceil() as usize;
-
-        // Sticky claims first.
-        let mut open = Vec::new();
-        for (si, (spec, _)) in self.services.iter().enumerate() {
-            for slot in 0..spec.replicas {
-                let id = self.base[si] + slot as usize;
-                let kept = self.claims[id]
-                    .and_then(|c| c.owner.as_deref())
-                    .and_then(|o| self.nodes.binary_search_by(|(n, _)| (*n).cmp(o)).ok())
-                    .filter(|ni| self.can_run(*ni, si, slot));
-                match kept {
-                    Some(ni) => {
-                        load[ni] += 1;
-                        holds[si].push(ni);
-                        placed[id] = Ok(ni);
-                    }
-                    None => open.push((si, slot)),
-                }
-            }
-        }
-        // Then every open slot, in canonical order.
-        for (si, slot) in open {
-            let spec = self.services[si].0;
-            // The hash of (service, slot) is shared by every candidate.
-            let prefix = score_prefix(&spec.name, slot);
-            let best = (0..self.nodes.len())
-                .filter(|ni| self.can_run(*ni, si, slot))
-                .max_by_key(|ni| {
-                    (
-                        !holds[si].contains(ni),
-                        load[*ni] < cap,
-                        prefix.clone().field(self.nodes[*ni].0.as_bytes()).finish(),
-                    )
-                });
-            placed[self.base[si] + slot as usize] = match best {
-                Some(ni) => {
-                    load[ni] += 1;
-                    holds[si].push(ni);
-                    Ok(ni)
-                }
-                None if self.nodes.iter().any(|(_, r)| fits(r, spec)) => {
-                    Err(Unplaced::FailedEverywhere)
-                }
-                None => Err(Unplaced::NoCandidate),
-            };
-        }
-        placed
-    }
-
-    /// The node a slot is placed on, given [`Self::place`]'s result.
-    pub(crate) fn placed_on(&self, placed: &Placed, si: usize, slot: u32) -> Option<&'a str> {
-        let id = self.slot_id(si, slot)?;
-        placed[id].ok().map(|ni| self.nodes[ni].0)
+    /// What placement reads of service `si`'s slots.
+    pub(crate) fn slot_claims(&self, si: usize) -> Vec<SlotClaim<'a>> {
+        (0..self.services[si].0.replicas)
+            .map(|slot| SlotClaim {
+                owner: self.claim(si, slot).and_then(|c| c.owner.as_deref()),
+                failed: self.failed_on(si, slot),
+            })
+            .collect()
     }
 
     /// The assignment by name, for views and tests.
-    pub(crate) fn assign(&self) -> Assignment {
+    pub(crate) fn assign(&self, mut candidates: Candidates<'a>) -> Assignment {
         let mut out = Assignment::default();
-        let placed = self.place();
         for (si, (spec, _)) in self.services.iter().enumerate() {
-            for slot in 0..spec.replicas {
+            let targets = candidates.place(spec, &self.slot_claims(si));
+            for (slot, target) in (0..spec.replicas).zip(targets) {
                 let key = (spec.name.clone(), slot);
-                match placed[self.base[si] + slot as usize] {
-                    Ok(ni) => {
-                        out.owners.insert(key, self.nodes[ni].0.to_owned());
+                match target {
+                    Ok(node) => {
+                        out.owners.insert(key, node.to_owned());
                     }
                     Err(why) => {
                         let failed = why == Unplaced::FailedEverywhere;
@@ -309,7 +393,7 @@ impl<'a> Index<'a> {
 /// Computes the assignment from the table's services and claims and the
 /// live members. Pure: the same table and members give the same result.
 pub fn assign(table: &Table, members: &Members) -> Assignment {
-    Index::new(table, members).assign()
+    Index::new(table).assign(Candidates::new(table, members))
 }
 
 fn unplaced_reason(capable: bool, spec: &ServiceSpec, failed: &[String]) -> String {
@@ -342,5 +426,5 @@ mod tests {
         assert_ne!(score("web", 0, "n1"), score("web", 0, "n2"));
     }
 
-    const PINNED: u64 = 8_024_078_393_273_458_203;
+    const PINNED: u64 = 3_473_388_434_058_836_326;
 }

@@ -25,11 +25,11 @@
 //! rule (one function), so a node may reconcile only what changed and
 //! keep a periodic full pass as a safety net.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use crate::key::{Key, KeyRef, Name};
-use crate::placement::{Index, Members, Placed, fits};
-use crate::record::{Claim, InstanceState, Status};
+use crate::placement::{Candidates, Index, Members, SlotClaim, fits};
+use crate::record::{Claim, InstanceState, NodeRecord, Status};
 use crate::services_view::missing_dependency;
 use crate::spec::ServiceSpec;
 use crate::table::Table;
@@ -127,8 +127,9 @@ pub enum Action {
 pub enum Scope<'a> {
     /// Every slot: live ones, and the gone ones this node still holds.
     All,
-    /// The slots a change touched (`(service, slot)`, live or gone).
-    Slots(&'a BTreeSet<(Name, u32)>),
+    /// The slots a change touched (`(service, slot)`, live or gone), in
+    /// order.
+    Slots(&'a [(Name, u32)]),
 }
 
 /// What one live slot's decision reads.
@@ -139,6 +140,8 @@ struct Slot<'a> {
     owner: Option<&'a str>,
     /// Where placement puts it.
     target: Option<&'a str>,
+    /// Its owner doesn't keep it (none, down, ineligible, failed there).
+    open: bool,
     /// Nodes it failed on, for this version.
     failed: &'a [String],
     /// This node's status of it.
@@ -171,7 +174,29 @@ fn owner_runs(table: &Table, owner: &str, service: &str, slot: u32) -> bool {
 /// Decides this node's actions over every slot. `now_ms` only bounds
 /// drains.
 pub fn reconcile(table: &Table, members: &Members, me: &str, now_ms: u64) -> Vec<Action> {
-    reconcile_scope(table, members, me, now_ms, Scope::All)
+    reconcile_scope(table, members, me, now_ms, Scope::All).actions
+}
+
+/// What a pass decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// What to do, in slot order.
+    pub actions: Vec<Action>,
+    /// Unowned slots this node could run that placement gives to another
+    /// node: decide them again when that node's claims arrive (it may be
+    /// at its cap and leave them).
+    pub waiting: Vec<Waiting>,
+}
+
+/// An unowned slot waiting for the node placement gives it to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// The node expected to claim it.
+    pub on: String,
+    /// Service.
+    pub service: Name,
+    /// Slot.
+    pub slot: u32,
 }
 
 /// Decides this node's actions over the slots of `scope`.
@@ -181,175 +206,257 @@ pub fn reconcile_scope(
     me: &str,
     now_ms: u64,
     scope: Scope<'_>,
-) -> Vec<Action> {
-    let drain = drain_of(table, me, now_ms);
-    let mut out = Vec::new();
+) -> Pass {
+    let mut pass = Pass::default();
+    let mut run = Run {
+        table,
+        members,
+        me,
+        drain: drain_of(table, me, now_ms),
+        candidates: None,
+        here: table.node(me),
+        owners: HashMap::new(),
+    };
     match scope {
-        Scope::All => reconcile_all(table, members, me, drain, &mut out),
+        Scope::All => run.all(&mut pass),
         Scope::Slots(slots) => {
-            let mut placement = None;
             let mut group = Group::default();
             for (service, slot) in slots {
-                if group.service != &**service {
-                    group = Group::new(table, me, service);
+                if group.service.as_ref() != Some(service) {
+                    group = Group::new(table, run.here, service.clone());
                 }
-                reconcile_one(
+                run.one(&mut group, *slot, &mut pass);
+            }
+        }
+    }
+    pass
+}
+
+/// One pass: what every decision reads.
+struct Run<'a> {
+    table: &'a Table,
+    members: &'a Members,
+    me: &'a str,
+    drain: Drain,
+    /// Read at the first unowned slot this node could run.
+    candidates: Option<Candidates<'a>>,
+    /// This node's record.
+    here: Option<&'a NodeRecord>,
+    /// Owners seen: their node record if they are live.
+    owners: HashMap<&'a str, Option<&'a NodeRecord>>,
+}
+
+impl<'a> Run<'a> {
+    fn candidates(&mut self) -> &mut Candidates<'a> {
+        let (table, members) = (self.table, self.members);
+        self.candidates
+            .get_or_insert_with(|| Candidates::new(table, members))
+    }
+
+    /// Decides `one`, and notes a claim of this node toward its load and a
+    /// slot left to another node as waiting.
+    fn decide(&mut self, one: &Slot<'_>, service: impl FnOnce() -> Name, pass: &mut Pass) {
+        let before = pass.actions.len();
+        decide(
+            self.table,
+            self.members,
+            self.me,
+            self.drain,
+            one,
+            &mut pass.actions,
+        );
+        let claimed = pass.actions[before..]
+            .iter()
+            .any(|a| matches!(a, Action::Claim { .. }));
+        if claimed {
+            let me = self.me;
+            self.candidates().claimed(me);
+        } else if let Some(target) = one.target.filter(|t| one.open && *t != self.me) {
+            pass.waiting.push(Waiting {
+                on: target.to_owned(),
+                service: service(),
+                slot: one.slot,
+            });
+        }
+    }
+
+    fn all(&mut self, pass: &mut Pass) {
+        let (table, me) = (self.table, self.me);
+        let index = Index::new(table);
+        // This node's statuses: of live slots by flat number, of gone ones
+        // in table order.
+        let mut statuses = vec![None; index.slot_count()];
+        let mut gone_statuses = Vec::new();
+        for (key, service, slot, status) in table.statuses_of(me) {
+            match index
+                .service_index(service)
+                .and_then(|si| index.slot_id(si, slot))
+            {
+                Some(id) => statuses[id] = Some(status),
+                None => gone_statuses.push((service, slot, key, status)),
+            }
+        }
+        let here = self.here;
+        let fits_here = |spec: &ServiceSpec| here.is_some_and(|r| fits(r, spec));
+        for (si, (spec, version)) in index.services.iter().enumerate() {
+            let claims = index.slot_claims(si);
+            let targets = self.targets(spec, &claims, fits_here(spec));
+            for ((slot, claim), (target, open)) in (0..spec.replicas).zip(&claims).zip(targets) {
+                let one = Slot {
+                    spec,
+                    version: *version,
+                    slot,
+                    owner: claim.owner,
+                    target,
+                    open,
+                    failed: claim.failed,
+                    status: index.slot_id(si, slot).and_then(|id| statuses[id]),
+                };
+                self.decide(&one, || spec.name.as_str().into(), pass);
+            }
+        }
+        // Slots that are gone: this node's claims and instances of them.
+        let mut released: HashSet<(&str, u32)> = HashSet::new();
+        for (service, slot, c) in &index.orphan_claims {
+            if c.owner.as_deref() == Some(me) {
+                decide_gone(table, service, *slot, Some(c), None, &mut pass.actions);
+                released.insert((service, *slot));
+            }
+        }
+        for (service, slot, key, status) in gone_statuses {
+            if !released.contains(&(service, slot)) {
+                decide_gone(
                     table,
-                    members,
-                    me,
-                    drain,
-                    &mut group,
-                    *slot,
-                    &mut placement,
-                    &mut out,
+                    service,
+                    slot,
+                    None,
+                    Some((key, status)),
+                    &mut pass.actions,
                 );
             }
         }
     }
-    out
+
+    /// Where each slot of a service goes, and whether it is open (its
+    /// owner doesn't keep it). Placement runs only when a slot is open
+    /// and this node could run it: else "not here" is all it would say.
+    fn targets(
+        &mut self,
+        spec: &'a ServiceSpec,
+        claims: &[SlotClaim<'a>],
+        fits_here: bool,
+    ) -> Vec<(Option<&'a str>, bool)> {
+        let (table, members, me) = (self.table, self.members, self.me);
+        let kept: Vec<Option<&'a str>> = claims
+            .iter()
+            .map(|c| {
+                c.owner.filter(|o| {
+                    let record = self
+                        .owners
+                        .entry(o)
+                        .or_insert_with(|| members.is_live(o).then(|| table.node(o)).flatten());
+                    record.is_some_and(|r| fits(r, spec)) && !c.failed.iter().any(|f| f == o)
+                })
+            })
+            .collect();
+        let place = fits_here
+            && kept
+                .iter()
+                .zip(claims)
+                .any(|(k, c)| k.is_none() && !c.failed.iter().any(|f| f == me));
+        if place {
+            let targets = self.candidates().place(spec, claims);
+            targets
+                .into_iter()
+                .zip(kept)
+                .map(|(t, k)| (t.ok(), k.is_none()))
+                .collect()
+        } else {
+            kept.into_iter().map(|k| (k, k.is_none())).collect()
+        }
+    }
+
+    fn one(&mut self, group: &mut Group<'a>, slot: u32, pass: &mut Pass) {
+        let (table, me) = (self.table, self.me);
+        let Some(service) = group.service.clone() else {
+            return;
+        };
+        let claim = table.claim(&service, slot);
+        let status = match table.get_key_value(KeyRef::Status(me, &service, slot)) {
+            Some((key, record)) => match &record.value {
+                crate::record::Value::Status(s) => Some((key, s)),
+                _ => None,
+            },
+            None => None,
+        };
+        let Some((spec, version)) = group.live.filter(|(spec, _)| slot < spec.replicas) else {
+            let mine = claim.filter(|c| c.owner.as_deref() == Some(me));
+            decide_gone(table, &service, slot, mine, status, &mut pass.actions);
+            return;
+        };
+        if group.targets.is_none() {
+            let claims: Vec<SlotClaim<'a>> = (0..spec.replicas)
+                .map(|k| {
+                    let c = table.claim(spec.name.as_str(), k);
+                    SlotClaim {
+                        owner: c.and_then(|c| c.owner.as_deref()),
+                        failed: match c {
+                            Some(c) if c.version == version => &c.failed_on,
+                            _ => &[],
+                        },
+                    }
+                })
+                .collect();
+            let targets = self.targets(spec, &claims, group.fits_here);
+            group.targets = Some((claims, targets));
+        }
+        let Some((claims, targets)) = &group.targets else {
+            return;
+        };
+        let (Some(claim), Some((target, open))) =
+            (claims.get(slot as usize), targets.get(slot as usize))
+        else {
+            return;
+        };
+        let one = Slot {
+            spec,
+            version,
+            slot,
+            owner: claim.owner,
+            target: *target,
+            open: *open,
+            failed: claim.failed,
+            status: status.map(|(_, s)| s),
+        };
+        self.decide(&one, || service.clone(), pass);
+    }
 }
 
-fn reconcile_all(table: &Table, members: &Members, me: &str, drain: Drain, out: &mut Vec<Action>) {
-    let index = Index::new(table, members);
-    let placed = index.place();
-    // This node's statuses: of live slots by flat number, of gone ones
-    // in table order.
-    let mut statuses = vec![None; index.slot_count()];
-    let mut gone_statuses = Vec::new();
-    for (key, service, slot, status) in table.statuses_of(me) {
-        match index
-            .service_index(service)
-            .and_then(|si| index.slot_id(si, slot))
-        {
-            Some(id) => statuses[id] = Some(status),
-            None => gone_statuses.push((service, slot, key, status)),
-        }
-    }
-    for (si, (spec, version)) in index.services.iter().enumerate() {
-        for slot in 0..spec.replicas {
-            let one = Slot {
-                spec,
-                version: *version,
-                slot,
-                owner: index.claim(si, slot).and_then(|c| c.owner.as_deref()),
-                target: index.placed_on(&placed, si, slot),
-                failed: index.failed_on(si, slot),
-                status: index.slot_id(si, slot).and_then(|id| statuses[id]),
-            };
-            decide(table, members, me, drain, &one, out);
-        }
-    }
-    // Slots that are gone: this node's claims and instances of them.
-    let mut released: HashSet<(&str, u32)> = HashSet::new();
-    for (service, slot, c) in &index.orphan_claims {
-        if c.owner.as_deref() == Some(me) {
-            decide_gone(table, service, *slot, Some(c), None, out);
-            released.insert((service, *slot));
-        }
-    }
-    for (service, slot, key, status) in gone_statuses {
-        if !released.contains(&(service, slot)) {
-            decide_gone(table, service, slot, None, Some((key, status)), out);
-        }
-    }
-}
+/// A service's slots' claims, and where each goes and whether it is open.
+type Targets<'a> = (Vec<SlotClaim<'a>>, Vec<(Option<&'a str>, bool)>);
 
 /// What the touched slots of one service share: looked up once.
 #[derive(Default)]
 struct Group<'a> {
-    service: &'a str,
+    service: Option<Name>,
     /// The live spec and version.
     live: Option<(&'a ServiceSpec, u64)>,
     /// Whether this node's record fits the spec.
     fits_here: bool,
-    /// Owners seen, and whether they are live and fit the spec.
-    owners: Vec<(&'a str, bool)>,
+    /// Each slot's claim, target and whether it is open.
+    targets: Option<Targets<'a>>,
 }
 
 impl<'a> Group<'a> {
-    fn new(table: &'a Table, me: &str, service: &'a str) -> Self {
-        let live = table.live_service(service);
+    fn new(table: &'a Table, here: Option<&NodeRecord>, service: Name) -> Self {
+        let live = table.live_service(&service);
         Self {
-            service,
             live,
-            fits_here: live.is_some_and(|(spec, _)| table.node(me).is_some_and(|r| fits(r, spec))),
-            owners: Vec::new(),
+            fits_here: live.is_some_and(|(spec, _)| here.is_some_and(|r| fits(r, spec))),
+            targets: None,
+            service: Some(service),
         }
     }
-
-    /// Whether `owner` is live and fits the spec (failures aside).
-    fn owner_fits(&mut self, table: &'a Table, members: &Members, owner: &'a str) -> bool {
-        if let Some((_, ok)) = self.owners.iter().find(|(o, _)| *o == owner) {
-            return *ok;
-        }
-        let ok = self.live.is_some_and(|(spec, _)| {
-            members.is_live(owner) && table.node(owner).is_some_and(|r| fits(r, spec))
-        });
-        self.owners.push((owner, ok));
-        ok
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn reconcile_one<'a>(
-    table: &'a Table,
-    members: &'a Members,
-    me: &str,
-    drain: Drain,
-    group: &mut Group<'a>,
-    slot: u32,
-    placement: &mut Option<(Index<'a>, Placed)>,
-    out: &mut Vec<Action>,
-) {
-    let service = group.service;
-    let claim = table.claim(service, slot);
-    let status = match table.get_key_value(KeyRef::Status(me, service, slot)) {
-        Some((key, record)) => match &record.value {
-            crate::record::Value::Status(s) => Some((key, s)),
-            _ => None,
-        },
-        None => None,
-    };
-    let Some((spec, version)) = group.live.filter(|(spec, _)| slot < spec.replicas) else {
-        let mine = claim.filter(|c| c.owner.as_deref() == Some(me));
-        decide_gone(table, service, slot, mine, status, out);
-        return;
-    };
-    let failed: &[String] = match claim {
-        Some(c) if c.version == version => &c.failed_on,
-        _ => &[],
-    };
-    let owner = claim.and_then(|c| c.owner.as_deref());
-    // A live, eligible owner keeps the slot: no need for the placement.
-    let sticky =
-        owner.filter(|o| group.owner_fits(table, members, o) && !failed.iter().any(|f| f == *o));
-    // Only "is it here?" matters of an unowned slot's target: a node that
-    // can't run the slot needs no placement to know.
-    let here = group.fits_here && !failed.iter().any(|f| f == me);
-    let target = match sticky {
-        Some(o) => Some(o),
-        None if !here => None,
-        None => {
-            let (index, placed) = placement.get_or_insert_with(|| {
-                let index = Index::new(table, members);
-                let placed = index.place();
-                (index, placed)
-            });
-            index
-                .service_index(service)
-                .and_then(|si| index.placed_on(placed, si, slot))
-        }
-    };
-    let one = Slot {
-        spec,
-        version,
-        slot,
-        owner,
-        target,
-        failed,
-        status: status.map(|(_, s)| s),
-    };
-    decide(table, members, me, drain, &one, out);
 }
 
 /// The rule for one live slot.

@@ -46,6 +46,10 @@ pub fn compare(a: &Record, b: &Record) -> Ordering {
 pub struct Table {
     records: BTreeMap<Key, Entry>,
     buckets: Vec<u64>,
+    /// Claims held, by owner: placement's loads, kept up to date.
+    loads: BTreeMap<String, usize>,
+    /// Slots of the live services.
+    live_slots: usize,
 }
 
 /// A record with its digest terms, computed once when it is stored.
@@ -119,6 +123,36 @@ impl<'de> Deserialize<'de> for Table {
     }
 }
 
+/// Counts `record` into (or, `add` false, out of) the loads and the live
+/// slots.
+fn count(loads: &mut BTreeMap<String, usize>, live_slots: &mut usize, record: &Record, add: bool) {
+    match &record.value {
+        Value::Claim(Claim {
+            owner: Some(owner), ..
+        }) => {
+            if add {
+                *loads.entry(owner.clone()).or_default() += 1;
+            } else if let Some(n) = loads.get_mut(owner.as_str()) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    loads.remove(owner.as_str());
+                }
+            }
+        }
+        Value::Service(ServiceRecord {
+            spec: Some(spec), ..
+        }) => {
+            let n = spec.replicas as usize;
+            *live_slots = if add {
+                live_slots.saturating_add(n)
+            } else {
+                live_slots.saturating_sub(n)
+            };
+        }
+        _ => {}
+    }
+}
+
 fn empty_buckets() -> Vec<u64> {
     vec![0; BUCKETS]
 }
@@ -137,6 +171,8 @@ impl Table {
         Self {
             records: BTreeMap::new(),
             buckets: empty_buckets(),
+            loads: BTreeMap::new(),
+            live_slots: 0,
         }
     }
 
@@ -213,6 +249,13 @@ impl Table {
                     Value::Service(s) if s.spec.is_some()
                 );
                 let entry = Entry::new(current.key(), record);
+                count(
+                    &mut self.loads,
+                    &mut self.live_slots,
+                    &current.get().record,
+                    false,
+                );
+                count(&mut self.loads, &mut self.live_slots, &entry.record, true);
                 let slot = &mut self.buckets[usize::from(entry.bucket)];
                 *slot = slot
                     .wrapping_sub(current.get().hash)
@@ -222,6 +265,7 @@ impl Table {
             }
             btree_map::Entry::Vacant(vacant) => {
                 let entry = Entry::new(vacant.key(), record);
+                count(&mut self.loads, &mut self.live_slots, &entry.record, true);
                 let slot = &mut self.buckets[usize::from(entry.bucket)];
                 *slot = slot.wrapping_add(entry.hash);
                 vacant.insert(entry);
@@ -265,6 +309,7 @@ impl Table {
         let Some(entry) = self.records.remove(key) else {
             return false;
         };
+        count(&mut self.loads, &mut self.live_slots, &entry.record, false);
         let slot = &mut self.buckets[usize::from(entry.bucket)];
         *slot = slot.wrapping_sub(entry.hash);
         true
@@ -426,6 +471,16 @@ impl Table {
             Some(Value::Node(n)) => Some(n),
             _ => None,
         }
+    }
+
+    /// How many claims `node` holds (of live slots or not): its load.
+    pub fn load(&self, node: &str) -> usize {
+        self.loads.get(node).copied().unwrap_or(0)
+    }
+
+    /// How many slots the live services have.
+    pub fn live_slots(&self) -> usize {
+        self.live_slots
     }
 
     /// The digest: one hash per bucket of keys.

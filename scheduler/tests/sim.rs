@@ -35,12 +35,12 @@ use std::net::SocketAddr;
 use mob_scheduler::node::{
     Effect, Input, InstanceReport, NodeConfig, Peer, PeerState, Reply, Request, Source,
 };
-use mob_scheduler::placement::eligible;
+use mob_scheduler::placement::fits;
 use mob_scheduler::record::{InstanceState, Status, Value};
 use mob_scheduler::spec::ProviderKind;
 use mob_scheduler::spec_file::parse_specs;
 use mob_scheduler::{Key, Node, Records, Table};
-use rand::rngs::StdRng;
+use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 const TICK_MS: u64 = 100;
@@ -100,7 +100,7 @@ enum Event {
 }
 
 struct Sim {
-    rng: StdRng,
+    rng: SmallRng,
     hosts: Vec<Host>,
     tick: u64,
     loss: f64,
@@ -154,7 +154,7 @@ fn spec_json(name: &str, replicas: u32) -> String {
 impl Sim {
     fn new(seed: u64, n: usize, loss: f64, victims: &BTreeSet<usize>) -> Self {
         let mut sim = Self {
-            rng: StdRng::seed_from_u64(seed),
+            rng: SmallRng::seed_from_u64(seed),
             hosts: Vec::new(),
             tick: 0,
             loss,
@@ -224,26 +224,27 @@ impl Sim {
         let is_sync = matches!(input, Input::Synced(_));
         let effects = node.handle(input, now(self.tick));
         let converged_after = node.converged();
-        let name = self.hosts[i].name.clone();
+        let alone = node.members().names().nth(1).is_none();
+        // The gate may open on this input: claims and starts are allowed
+        // then, except before a peer was caught up with.
+        let gated = !converged_before && (!converged_after || !is_sync) && !alone;
+        let clashing = self.clash.as_deref() == Some(self.hosts[i].name.as_str());
         for effect in effects {
-            let claims = matches!(&effect, Effect::Broadcast(records)
-                if records.iter().any(|(k, r)| matches!(k, Key::Claim(..)) && matches!(&r.value, Value::Claim(c) if c.owner.as_deref() == Some(name.as_str()))));
-            let starts = matches!(effect, Effect::Start { .. });
-            let alone = self.hosts[i]
-                .node
-                .as_ref()
-                .is_some_and(|n| n.members().names().count() <= 1);
-            if (claims || starts) && !converged_before && (!converged_after || !is_sync) && !alone {
-                // Alone-grace opening on a tick is allowed; a peer exists
-                // here, so it never applies.
-                self.violations.push(format!(
-                    "{name} claimed or started before catching up with a peer"
-                ));
-            }
-            if claims && self.clash.as_deref() == Some(name.as_str()) {
-                self.violations.push(format!(
-                    "{name} claimed while another live node has its name"
-                ));
+            if gated || clashing {
+                let name = self.hosts[i].name.as_str();
+                let claims = matches!(&effect, Effect::Broadcast(records)
+                    if records.iter().any(|(k, r)| matches!(k, Key::Claim(..)) && matches!(&r.value, Value::Claim(c) if c.owner.as_deref() == Some(name))));
+                let starts = matches!(effect, Effect::Start { .. });
+                if (claims || starts) && gated {
+                    self.violations.push(format!(
+                        "{name} claimed or started before catching up with a peer"
+                    ));
+                }
+                if claims && clashing {
+                    self.violations.push(format!(
+                        "{name} claimed while another live node has its name"
+                    ));
+                }
             }
             self.apply(i, effect);
         }
@@ -647,19 +648,39 @@ impl Sim {
             .collect();
         let mut owners: BTreeMap<(&str, u32), usize> = BTreeMap::new();
         let mut live = 0;
+        // Claims and services are both in name order: walk them together.
+        let mut claims = reference.claims().peekable();
+        // Owners seen, with their node record.
+        let mut records: BTreeMap<&str, (usize, &mob_scheduler::record::NodeRecord)> =
+            BTreeMap::new();
         for (name, _, service) in reference.services() {
             let Some(spec) = &service.spec else { continue };
             live += 1;
             for slot in 0..spec.replicas {
-                let Some(owner) = reference.claim(name, slot).and_then(|c| c.owner.as_deref())
-                else {
+                while claims
+                    .next_if(|(s, k, _)| (*s, *k) < (name, slot))
+                    .is_some()
+                {}
+                let owner = match claims.peek() {
+                    Some((s, k, c)) if (*s, *k) == (name, slot) => c.owner.as_deref(),
+                    _ => None,
+                };
+                let Some(owner) = owner else {
                     return Some(format!("{name}/{slot} has no owner"));
                 };
-                let Some(&idx) = up.get(owner) else {
-                    return Some(format!("{name}/{slot} owned by {owner}, which is down"));
+                let seen = match records.get(owner) {
+                    Some(seen) => Some(*seen),
+                    None => up
+                        .get(owner)
+                        .and_then(|idx| reference.node(owner).map(|r| (*idx, r))),
                 };
-                let members = self.hosts[idx].node.as_ref()?.members();
-                if !eligible(reference, members, spec, owner) {
+                let Some((idx, record)) = seen else {
+                    return Some(format!(
+                        "{name}/{slot} owned by {owner}, which is down or has no record"
+                    ));
+                };
+                records.insert(owner, (idx, record));
+                if !fits(record, spec) {
                     return Some(format!("{name}/{slot} owned by ineligible {owner}"));
                 }
                 if !running.contains(&(idx, name, slot)) {
@@ -784,7 +805,7 @@ struct Outcome {
 
 /// Runs one seeded scenario.
 fn run(seed: u64, nodes: usize, services: usize, rounds: usize) -> Outcome {
-    let mut victim_rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let mut victim_rng = SmallRng::seed_from_u64(seed ^ 0x5eed);
     let victims: Vec<usize> = (0..rounds)
         .map(|_| victim_rng.random_range(1..nodes))
         .collect();

@@ -308,7 +308,7 @@ impl Node {
 
     /// The table changed under `key`: decide its slots again, save soon.
     fn changed(&mut self, key: &Key, now: u64) {
-        self.touched.key(key);
+        self.touched.key(key, &self.config.name);
         self.saves.changed(now);
         self.reconcile_soon(now);
     }
@@ -433,6 +433,12 @@ impl Node {
             {
                 self.log(Event::Service(change));
             }
+            if let Value::Claim(Claim {
+                owner: Some(owner), ..
+            }) = &merged.record.value
+            {
+                self.touched.claims_of(owner);
+            }
             self.changed(&merged.key, now);
         }
         if !fresh_old.is_empty() {
@@ -552,7 +558,7 @@ impl Node {
             return;
         }
         let me = self.config.name.clone();
-        let actions = match self.touched.take(&self.table, &me) {
+        let pass = match self.touched.take(&self.table, &me) {
             None => {
                 self.full_pass_at = now.saturating_add(FULL_PASS_MS);
                 self.stats.full_passes += 1;
@@ -566,7 +572,10 @@ impl Node {
                 reconcile_scope(&self.table, &self.members, &me, now, Scope::Slots(&slots))
             }
         };
-        for action in actions {
+        for waiting in pass.waiting {
+            self.touched.wait(waiting);
+        }
+        for action in pass.actions {
             self.execute(action, now);
         }
     }

@@ -2,13 +2,21 @@
 //! those.
 //!
 //! - a `svc/` record: every slot of that service (live or gone);
-//! - a `claim/` or `status/` record: that slot, and every slot of the
-//!   services that depend on that service (it may run, or not, now);
-//! - a `node/` record, a membership change, the gate opening: everything.
+//! - a `claim/` record, or this node's `status/` record: that slot, and
+//!   every slot of the services that depend on that service (it may run,
+//!   or not, now);
+//! - another node's `status/` record: the slots of the dependents, and
+//!   the slot itself only if this node has an instance of it (a drain
+//!   waits for the replacement to run); else nothing this node decides
+//!   reads it.
+//! - a `node/` record, a membership change, the gate opening: everything;
+//! - claims of a node: the unowned slots placement left to it, which it
+//!   may have declined (at its cap).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::key::{Key, Name};
+use crate::reconcile::Waiting;
 use crate::table::Table;
 
 /// Slots touched since the last pass. Pushed as they come (a merge
@@ -17,6 +25,8 @@ use crate::table::Table;
 pub(crate) struct Touched {
     all: bool,
     slots: Vec<(Name, u32)>,
+    /// Slots another node's status changed for.
+    others: Vec<(Name, u32)>,
     services: Vec<Name>,
     /// Services whose slots' owners or states changed: their dependents
     /// are touched too.
@@ -24,11 +34,13 @@ pub(crate) struct Touched {
     /// Who depends on what, kept until a service record changes (statuses
     /// change at every pass; the specs rarely).
     dependents: Option<HashMap<String, Vec<String>>>,
+    /// Unowned slots the last passes left to another node, by that node.
+    waiting: BTreeMap<String, BTreeSet<(Name, u32)>>,
 }
 
 impl Touched {
-    /// Notes a changed key.
-    pub(crate) fn key(&mut self, key: &Key) {
+    /// Notes a changed key; `me` is this node.
+    pub(crate) fn key(&mut self, key: &Key, me: &str) {
         if matches!(key, Key::Service(_)) {
             self.dependents = None;
         }
@@ -38,7 +50,12 @@ impl Touched {
         match key {
             Key::Service(name) => self.services.push(name.clone()),
             Key::Claim(name, slot) | Key::Status(_, name, slot) => {
-                self.slots.push((name.clone(), *slot));
+                match key {
+                    Key::Status(node, ..) if &**node != me => {
+                        self.others.push((name.clone(), *slot));
+                    }
+                    _ => self.slots.push((name.clone(), *slot)),
+                }
                 if self.depended_on.last() != Some(name) {
                     self.depended_on.push(name.clone());
                 }
@@ -47,31 +64,51 @@ impl Touched {
         }
     }
 
+    /// `node`'s claims arrived: the slots waiting on it need deciding again.
+    pub(crate) fn claims_of(&mut self, node: &str) {
+        if let Some(slots) = self.waiting.remove(node)
+            && !self.all
+        {
+            self.slots.extend(slots);
+        }
+    }
+
+    /// A pass left a slot to another node.
+    pub(crate) fn wait(&mut self, waiting: Waiting) {
+        self.waiting
+            .entry(waiting.on)
+            .or_default()
+            .insert((waiting.service, waiting.slot));
+    }
+
     /// Everything needs deciding again.
     pub(crate) fn everything(&mut self) {
         self.all = true;
         self.slots.clear();
+        self.others.clear();
         self.services.clear();
         self.depended_on.clear();
     }
 
     /// Whether anything was touched.
     pub(crate) fn is_empty(&self) -> bool {
-        !self.all && self.slots.is_empty() && self.services.is_empty()
+        !self.all && self.slots.is_empty() && self.others.is_empty() && self.services.is_empty()
     }
 
     /// The slots to decide, and clears; `None` means every slot. `me`'s
     /// statuses name slots of services that may be gone.
-    pub(crate) fn take(&mut self, table: &Table, me: &str) -> Option<BTreeSet<(Name, u32)>> {
+    pub(crate) fn take(&mut self, table: &Table, me: &str) -> Option<Vec<(Name, u32)>> {
         let touched = std::mem::take(self);
         self.dependents = touched.dependents;
         if touched.all {
+            // A full pass notes every waiting slot again.
             return None;
         }
+        self.waiting = touched.waiting;
         let mut services: BTreeSet<Name> = touched.services.into_iter().collect();
-        if !touched.depended_on.is_empty() {
+        let dependents = self.dependents.get_or_insert_with(|| dependents_of(table));
+        if !touched.depended_on.is_empty() && !dependents.is_empty() {
             let depended_on: BTreeSet<&str> = touched.depended_on.iter().map(|n| &**n).collect();
-            let dependents = self.dependents.get_or_insert_with(|| dependents_of(table));
             for (dependent, dependencies) in dependents.iter() {
                 if dependencies
                     .iter()
@@ -81,7 +118,13 @@ impl Touched {
                 }
             }
         }
-        let mut slots: BTreeSet<(Name, u32)> = touched.slots.into_iter().collect();
+        let mut slots = touched.slots;
+        slots.extend(
+            touched
+                .others
+                .into_iter()
+                .filter(|(service, slot)| table.status(me, service, *slot).is_some()),
+        );
         for service in &services {
             let replicas = table.live_service(service).map_or(0, |(s, _)| s.replicas);
             slots.extend((0..replicas).map(|k| (service.clone(), k)));
@@ -92,6 +135,8 @@ impl Touched {
                     .map(|k| (service.clone(), k)),
             );
         }
+        slots.sort_unstable();
+        slots.dedup();
         Some(slots)
     }
 }
