@@ -100,12 +100,6 @@ pub fn fits(record: &NodeRecord, spec: &ServiceSpec) -> bool {
             .all(|(k, v)| record.tags.get(k) == Some(v))
 }
 
-/// Whether `node` may run `spec` (failures aside): live, has a record,
-/// offers the provider, matches the tags, not draining.
-pub fn eligible(table: &Table, members: &Members, spec: &ServiceSpec, node: &str) -> bool {
-    members.is_live(node) && table.node(node).is_some_and(|n| fits(n, spec))
-}
-
 /// The owner of every placed slot: `(service, slot) -> node`, plus the
 /// slots that can't be placed and why.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -119,10 +113,9 @@ pub struct Assignment {
     pub failed: BTreeSet<(String, u32)>,
 }
 
-/// The table read once for placement: live services, claims, and the
-/// records of live nodes, laid out by position so that the per-slot work
-/// touches no strings (reconcile runs this on every change, over tables
-/// of thousands of records).
+/// The table read once for a pass over every slot: live services and
+/// their claims, laid out by position, so that deciding a slot searches
+/// nothing.
 ///
 /// Slots are numbered flat: slot `k` of service index `si` is
 /// `base[si] + k`.

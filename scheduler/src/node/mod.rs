@@ -21,8 +21,13 @@
 //!   stopped (again after [`STOP_RESEND_MS`]).
 //! - **Spreading**: the records written in one call go out as deltas, or,
 //!   more than [`MAX_DELTAS`] of them, by anti-entropy to
-//!   [`BULK_PEERS`] peers at once. Anti-entropy runs with a random alive peer
-//!   every `anti_entropy_period_ms` (±20 %), and with every newcomer.
+//!   [`BULK_PEERS`] peers at once. Records new to this node that came by
+//!   anti-entropy are forwarded the same way, once each (a node learns a
+//!   record once), and bulk forwards at most every [`FORWARD_GAP_MS`]: a
+//!   bulk write reaches everyone in a few hops instead of waiting for the
+//!   periodic rounds. Deltas are not forwarded (they went to every member).
+//!   Anti-entropy runs with a random alive peer every
+//!   `anti_entropy_period_ms` (±20 %), and with every newcomer.
 //!
 //! # Layout
 //! - [`input`]: [`Input`], [`Request`], [`Peer`], [`InstanceReport`].
@@ -68,6 +73,9 @@ use crate::table::Table;
 pub const MAX_DELTAS: usize = 32;
 /// Peers pushed to at once after a bulk write.
 pub const BULK_PEERS: usize = 3;
+/// Shortest time between two bulk forwards of records learned by
+/// anti-entropy (a round arrives in several chunks).
+pub const FORWARD_GAP_MS: u64 = 200;
 /// Shortest time between two reconcile passes (changes in between batch up).
 pub const RECONCILE_GAP_MS: u64 = 5;
 /// A full reconcile pass at least this often, changes or not.
@@ -161,6 +169,11 @@ pub struct Node {
     saves: Saves,
     /// Records written during this call, to spread at its end.
     outgoing: Records,
+    /// Records new to this node that came by anti-entropy during this
+    /// call, to forward at its end.
+    forwarded: Records,
+    /// When records were last forwarded by anti-entropy.
+    forwarded_at: Option<u64>,
     out: Vec<Effect>,
     rng: StdRng,
     stats: NodeStats,
@@ -198,6 +211,8 @@ impl Node {
             sync_at: now.saturating_add(FIRST_SYNC_MS),
             saves: Saves::default(),
             outgoing: Vec::new(),
+            forwarded: Vec::new(),
+            forwarded_at: None,
             out: Vec::new(),
             stats: NodeStats::default(),
             config,
@@ -215,7 +230,7 @@ impl Node {
     pub fn handle(&mut self, input: Input, now: u64) -> Vec<Effect> {
         match input {
             Input::Request(id, request) => self.request(id, request, now),
-            Input::Records(_, records) => self.merge(records, now),
+            Input::Records(source, records) => self.merge(source, records, now),
             Input::Members(peers) => self.set_members(peers, now),
             Input::Instance(report) => {
                 let key = (report.service.clone(), report.slot);
@@ -244,7 +259,7 @@ impl Node {
             }
         }
         self.run_due(now);
-        self.flush();
+        self.flush(now);
         self.stats.records = self.table.len() as u64;
         std::mem::take(&mut self.out)
     }
@@ -410,7 +425,7 @@ impl Node {
         self.saves.hold(id, seq, reply, now);
     }
 
-    fn merge(&mut self, mut records: Records, now: u64) {
+    fn merge(&mut self, source: Source, mut records: Records, now: u64) {
         let received = records.len();
         records.retain(|(key, record)| admission::admits(key, record, now));
         let rejected = received - records.len();
@@ -440,6 +455,9 @@ impl Node {
                 self.touched.claims_of(owner);
             }
             self.changed(&merged.key, now);
+            if source == Source::AntiEntropy {
+                self.forwarded.push((merged.key, merged.record));
+            }
         }
         if !fresh_old.is_empty() {
             for key in self
@@ -447,6 +465,7 @@ impl Node {
                 .refused(&self.table, &self.members, &fresh_old, now)
             {
                 self.table.forget(&key);
+                self.forwarded.retain(|(k, _)| *k != key);
                 self.stats.refused += 1;
             }
         }
@@ -678,18 +697,36 @@ impl Node {
         }
     }
 
-    /// Spreads what this call wrote.
-    fn flush(&mut self) {
-        let records = std::mem::take(&mut self.outgoing);
-        if records.is_empty() || !self.config.broadcast_deltas {
+    /// Spreads what this call wrote, and forwards what it learned by
+    /// anti-entropy.
+    fn flush(&mut self, now: u64) {
+        let written = std::mem::take(&mut self.outgoing);
+        let forwarded = std::mem::take(&mut self.forwarded);
+        if !self.config.broadcast_deltas {
             return;
         }
-        if records.len() > MAX_DELTAS {
-            for peer in self.random_peers(BULK_PEERS) {
-                self.out.push(Effect::Sync(peer));
+        if written.len() > MAX_DELTAS {
+            self.push_bulk();
+        } else if !written.is_empty() {
+            self.out.push(Effect::Broadcast(written));
+        }
+        if forwarded.len() > MAX_DELTAS {
+            let due = self
+                .forwarded_at
+                .is_none_or(|at| now.saturating_sub(at) >= FORWARD_GAP_MS);
+            if due {
+                self.forwarded_at = Some(now);
+                self.push_bulk();
             }
-        } else {
-            self.out.push(Effect::Broadcast(records));
+        } else if !forwarded.is_empty() {
+            self.out.push(Effect::Broadcast(forwarded));
+        }
+    }
+
+    /// Anti-entropy with a few peers at once.
+    fn push_bulk(&mut self) {
+        for peer in self.random_peers(BULK_PEERS) {
+            self.out.push(Effect::Sync(peer));
         }
     }
 }
