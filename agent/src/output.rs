@@ -1,6 +1,6 @@
 //! Human and JSON renderings of control responses.
 
-use mob_membership::MemberView;
+use crate::control::protocol::MemberReport;
 use mob_scheduler::services_view::{ServiceView, SlotView};
 use serde_json::json;
 
@@ -8,16 +8,18 @@ use crate::control::protocol::StatsReport;
 use crate::wall_clock::now_ms;
 use mob_scheduler::node::{DeployKind, Deployed};
 
-/// `members --json`: `[{"name","addr","epoch","state"}]`.
-pub(crate) fn members_json(members: &[MemberView]) -> String {
+/// `members --json`: `[{"name","addr","epoch","state","slots"}]`.
+pub(crate) fn members_json(members: &[MemberReport]) -> String {
     let rows: Vec<_> = members
         .iter()
-        .map(|m| {
+        .map(|r| {
+            let m = &r.member;
             json!({
                 "name": m.id.name,
                 "addr": m.id.addr.to_string(),
                 "epoch": m.id.epoch,
                 "state": m.state.as_str(),
+                "slots": r.slots,
             })
         })
         .collect();
@@ -25,19 +27,21 @@ pub(crate) fn members_json(members: &[MemberView]) -> String {
 }
 
 /// `members`: an aligned table.
-pub(crate) fn members_table(members: &[MemberView]) -> String {
-    let rows: Vec<[String; 4]> = members
+pub(crate) fn members_table(members: &[MemberReport]) -> String {
+    let rows: Vec<[String; 5]> = members
         .iter()
-        .map(|m| {
+        .map(|r| {
+            let m = &r.member;
             [
                 m.id.name.clone(),
                 m.id.addr.to_string(),
                 m.id.epoch.to_string(),
                 m.state.to_string(),
+                r.slots.to_string(),
             ]
         })
         .collect();
-    table(["NAME", "ADDR", "EPOCH", "STATE"], &rows)
+    table(["NAME", "ADDR", "EPOCH", "STATE", "SLOTS"], &rows)
 }
 
 /// `stats --json`.
@@ -295,16 +299,19 @@ fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mob_membership::{MemberState, NodeId};
+    use mob_membership::{MemberState, MemberView, NodeId};
 
-    fn view(name: &str, state: MemberState) -> MemberView {
-        MemberView {
-            id: NodeId {
-                name: name.into(),
-                addr: "10.0.0.1:7946".parse().unwrap(),
-                epoch: 7,
+    fn view(name: &str, state: MemberState) -> MemberReport {
+        MemberReport {
+            member: MemberView {
+                id: NodeId {
+                    name: name.into(),
+                    addr: "10.0.0.1:7946".parse().unwrap(),
+                    epoch: 7,
+                },
+                state,
             },
-            state,
+            slots: name.len(),
         }
     }
 
@@ -315,8 +322,8 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!([
-                {"name": "a", "addr": "10.0.0.1:7946", "epoch": 7, "state": "alive"},
-                {"name": "b", "addr": "10.0.0.1:7946", "epoch": 7, "state": "left"},
+                {"name": "a", "addr": "10.0.0.1:7946", "epoch": 7, "state": "alive", "slots": 1},
+                {"name": "b", "addr": "10.0.0.1:7946", "epoch": 7, "state": "left", "slots": 1},
             ])
         );
     }

@@ -47,6 +47,8 @@ pub struct Member {
     pub epoch: u64,
     /// alive, suspect, down or left.
     pub state: String,
+    /// Slots it holds, in the answering agent's table.
+    pub slots: usize,
 }
 
 /// How to start an agent.

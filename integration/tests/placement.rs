@@ -101,6 +101,18 @@ fn three_replicas_spread_one_per_node() {
     let placed = wait_running(&agents, "spread", 3, &m, Duration::from_secs(10));
     let nodes: BTreeSet<&String> = placed.iter().map(|p| &p.1).collect();
     assert_eq!(nodes.len(), 3, "{placed:?}");
+    // `members` shows the spread: one slot on each node, from any agent.
+    wait_until(
+        "members to show one slot per node",
+        Duration::from_secs(10),
+        || {
+            Ok(agents.iter().all(|a| {
+                a.members()
+                    .is_ok_and(|m| m.len() == 3 && m.iter().all(|m| m.slots == 1))
+            }))
+        },
+    )
+    .unwrap();
     // Scale down: the highest slots go, the rest stay where they are.
     agents[2].cli(&["scale", "spread", "1"]).unwrap();
     let after = wait_running(&agents, "spread", 1, &m, Duration::from_secs(10));

@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use mob_membership::MemberView;
 use mob_scheduler::ServiceSpec;
 use mob_scheduler::node::Deployed;
 use mob_scheduler::services_view::ServiceView;
 use tokio::net::UnixStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use super::protocol::{MAX_FRAME, PROTOCOL_VERSION, Request, RequestBody, Response, StatsReport};
+use super::protocol::{
+    MAX_FRAME, MemberReport, PROTOCOL_VERSION, Request, RequestBody, Response, StatsReport,
+};
 use crate::log_service::LogRequest;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,7 +66,7 @@ impl Client {
     }
 
     /// The member list, this node first.
-    pub(crate) async fn members(&self) -> Result<Vec<MemberView>, ClientError> {
+    pub(crate) async fn members(&self) -> Result<Vec<MemberReport>, ClientError> {
         expect!(self.request(RequestBody::Members).await?, Response::Members(m) => m)
     }
 

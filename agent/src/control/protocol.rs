@@ -10,7 +10,7 @@ use crate::log_service::LogRequest;
 use mob_scheduler::node::Deployed;
 
 /// Bumped on every incompatible change of [`Request`] or [`Response`].
-pub(crate) const PROTOCOL_VERSION: u16 = 4;
+pub(crate) const PROTOCOL_VERSION: u16 = 5;
 /// Largest control frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 16 * 1024 * 1024;
 
@@ -46,11 +46,20 @@ pub(crate) enum RequestBody {
     Logs(LogRequest),
 }
 
+/// A member, with what this agent's table says of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct MemberReport {
+    /// As membership sees it.
+    pub(crate) member: MemberView,
+    /// Slots it holds (its claims in the table).
+    pub(crate) slots: usize,
+}
+
 /// The agent's answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Response {
     /// See [`RequestBody::Members`].
-    Members(Vec<MemberView>),
+    Members(Vec<MemberReport>),
     /// See [`RequestBody::Stats`].
     Stats(StatsReport),
     /// See [`RequestBody::Deploy`]: per service, the version written.

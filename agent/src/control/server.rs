@@ -18,7 +18,9 @@ use tracing::debug;
 use crate::log_service::{self, LogRequest};
 use crate::replication::handle::TableHandle;
 
-use super::protocol::{MAX_FRAME, PROTOCOL_VERSION, Request, RequestBody, Response, StatsReport};
+use super::protocol::{
+    MAX_FRAME, MemberReport, PROTOCOL_VERSION, Request, RequestBody, Response, StatsReport,
+};
 
 const MAX_CONNECTIONS: usize = 64;
 
@@ -105,7 +107,21 @@ async fn answer(body: RequestBody, state: &ControlState) -> Response {
     let table = &state.table;
     let write = |request| table.request(request);
     let result = match body {
-        RequestBody::Members => Ok(Response::Members(state.membership.members())),
+        RequestBody::Members => {
+            let members = state.membership.members();
+            table
+                .read(move |n| {
+                    members
+                        .into_iter()
+                        .map(|member| MemberReport {
+                            slots: n.table().load(&member.id.name),
+                            member,
+                        })
+                        .collect()
+                })
+                .await
+                .map(Response::Members)
+        }
         RequestBody::Stats => Ok(Response::Stats(stats(state))),
         RequestBody::Deploy(specs) => write(node::Request::Deploy(specs)).await.map(response),
         RequestBody::Remove(name) => write(node::Request::Remove(name)).await.map(response),
