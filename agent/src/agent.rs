@@ -172,6 +172,7 @@ pub(crate) async fn run(
             anti_entropy_period_ms: millis(config.table.anti_entropy_period),
             gc_after_ms: millis(config.table.gc_after),
             seed: rand::random(),
+            rebalance_interval_ms: millis(config.table.rebalance_interval),
         },
         table,
         now_ms(),

@@ -62,6 +62,9 @@ pub(crate) struct TableSettings {
     /// long, are forgotten (see `mob_scheduler::gc`).
     #[serde(with = "mob_membership::timings::humanish")]
     pub(crate) gc_after: std::time::Duration,
+    /// Pause between two slots a node over the load cap hands over.
+    #[serde(with = "mob_membership::timings::humanish")]
+    pub(crate) rebalance_interval: std::time::Duration,
 }
 
 impl Default for TableSettings {
@@ -70,6 +73,7 @@ impl Default for TableSettings {
             anti_entropy_period: std::time::Duration::from_secs(2),
             broadcast_deltas: true,
             gc_after: std::time::Duration::from_secs(24 * 3600),
+            rebalance_interval: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -223,15 +227,21 @@ impl AgentConfig {
         if let Err(e) = file.timings.validate() {
             return Err(err(format!("--config {}: [timings]: {e}", config_name())));
         }
-        if file.table.anti_entropy_period.is_zero() {
-            return Err(err(format!(
-                "--config {}: [table]: anti_entropy_period must be greater than zero",
-                config_name()
-            )));
+        for (field, value) in [
+            ("anti_entropy_period", file.table.anti_entropy_period),
+            ("rebalance_interval", file.table.rebalance_interval),
+        ] {
+            if value.is_zero() {
+                return Err(err(format!(
+                    "--config {}: [table]: {field} must be greater than zero",
+                    config_name()
+                )));
+            }
         }
         for (field, value) in [
             ("anti_entropy_period", file.table.anti_entropy_period),
             ("gc_after", file.table.gc_after),
+            ("rebalance_interval", file.table.rebalance_interval),
         ] {
             if value > mob_membership::timings::MAX_TIMING {
                 return Err(err(format!(

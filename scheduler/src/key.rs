@@ -75,6 +75,7 @@ impl PartialOrd for KeyRef<'_> {
 
 /// By kind, then field by field; names byte-wise, as `str` orders them.
 impl Ord for KeyRef<'_> {
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         match (self, other) {
             (Self::Service(a), Self::Service(b)) | (Self::Node(a), Self::Node(b)) => {
@@ -92,6 +93,7 @@ impl Ord for KeyRef<'_> {
 /// `a.cmp(b)` for names, eight bytes at a time: the table's B-tree
 /// compares keys on every search, and names are short, so this beats a
 /// call into `memcmp`.
+#[inline]
 fn bytes_cmp(a: &str, b: &str) -> Ordering {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     let common = a.len().min(b.len());
@@ -125,6 +127,7 @@ pub trait AsKeyRef {
 }
 
 impl AsKeyRef for Key {
+    #[inline]
     fn key_ref(&self) -> KeyRef<'_> {
         match self {
             Self::Service(name) => KeyRef::Service(name),
@@ -189,6 +192,7 @@ impl PartialOrd for Key {
 /// The same order as [`KeyRef`]'s, by construction (a table's B-tree is
 /// searched with either).
 impl Ord for Key {
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         self.key_ref().cmp(&other.key_ref())
     }

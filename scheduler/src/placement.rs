@@ -190,6 +190,45 @@ impl<'a> Candidates<'a> {
         }
     }
 
+    /// The load cap.
+    pub(crate) fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// The load of candidate `node` (none if it is not a candidate).
+    pub(crate) fn load_of(&self, node: &str) -> Option<usize> {
+        self.position(node).map(|i| self.nodes[i].load)
+    }
+
+    /// Where slot `slot` of `spec` moves from `from` to even out the load:
+    /// the least-loaded candidate under the cap, by score among equals,
+    /// other than `from`, holding no other slot of the service
+    /// (`holders`), and where it didn't fail.
+    pub(crate) fn move_target(
+        &mut self,
+        spec: &'a ServiceSpec,
+        slot: u32,
+        from: &str,
+        failed: &[String],
+        holders: &[&str],
+    ) -> Option<&'a str> {
+        let shape = self.fitting(spec);
+        let prefix = slot_hash(&spec.name, slot);
+        let cap = self.cap;
+        self.shapes[shape]
+            .1
+            .iter()
+            .map(|i| &self.nodes[*i])
+            .filter(|c| {
+                c.load < cap
+                    && c.name != from
+                    && !holders.contains(&c.name)
+                    && !failed.iter().any(|f| f == c.name)
+            })
+            .max_by_key(|c| (std::cmp::Reverse(c.load), mix(prefix ^ c.hash)))
+            .map(|c| c.name)
+    }
+
     /// `node` claimed a slot in this pass: it counts toward its load.
     pub(crate) fn claimed(&mut self, node: &str) {
         if let Some(i) = self.position(node) {

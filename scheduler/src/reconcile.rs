@@ -52,6 +52,9 @@ pub enum Reason {
     OwnedElsewhere,
     /// Draining and the replacement runs (or the drain timed out).
     Drained,
+    /// Handed over to even out the load, and the new owner's instance
+    /// runs (or the handover timed out).
+    HandedOver,
 }
 
 impl Reason {
@@ -64,6 +67,7 @@ impl Reason {
             Self::Ineligible => "node no longer eligible",
             Self::OwnedElsewhere => "owned by another node",
             Self::Drained => "drained",
+            Self::HandedOver => "handed over",
         }
     }
 }
@@ -155,6 +159,8 @@ struct Drain {
     on: bool,
     /// For longer than [`DRAIN_TIMEOUT_MS`].
     over: bool,
+    /// The pass's time.
+    now_ms: u64,
 }
 
 fn drain_of(table: &Table, me: &str, now_ms: u64) -> Drain {
@@ -162,6 +168,7 @@ fn drain_of(table: &Table, me: &str, now_ms: u64) -> Drain {
     Drain {
         on: record.is_some_and(|r| r.is_draining()),
         over: record.is_some_and(|r| now_ms.saturating_sub(r.drain_started_ms) >= DRAIN_TIMEOUT_MS),
+        now_ms,
     }
 }
 
@@ -522,10 +529,31 @@ fn decide(
     }
     if one.status.is_some_and(|s| s.state.is_active()) {
         let replacement_runs = one.owner.is_some_and(|o| owner_runs(table, o, name, slot));
-        let keep = drain.on && !replacement_runs && !drain.over;
+        // This node handed the slot over (it wrote the claim naming the
+        // new owner): like a drain, it keeps its instance until the new
+        // one runs.
+        let handed_over = table
+            .get_ref(KeyRef::Claim(name, slot))
+            .filter(|r| r.ts.node == me && one.owner.is_some_and(|o| o != me))
+            .map(|r| drain.now_ms.saturating_sub(r.ts.wall_ms) < DRAIN_TIMEOUT_MS);
+        // A race lost (a heal): the winner's instance is starting or
+        // restarting: this one runs until it does, so the slot never runs
+        // nowhere.
+        let replacement_starting = one.owner.is_some_and(|o| {
+            members.is_live(o)
+                && table
+                    .status(o, name, slot)
+                    .is_some_and(|s| s.state.is_active() && s.version == version)
+        }) && one
+            .status
+            .is_some_and(|s| s.state == InstanceState::Running);
+        let keep = !replacement_runs
+            && ((drain.on && !drain.over) || handed_over == Some(true) || replacement_starting);
         if !keep {
             let reason = if drain.on {
                 Reason::Drained
+            } else if handed_over.is_some() {
+                Reason::HandedOver
             } else {
                 Reason::OwnedElsewhere
             };

@@ -40,6 +40,9 @@ pub struct ServiceSpec {
     pub constraints: Constraints,
     /// Environment of every instance.
     pub env: BTreeMap<String, String>,
+    /// Whether its slots may move to a node that joined, to even out the
+    /// load (default true).
+    pub rebalance: bool,
 }
 
 /// Which provider runs the service, with its parameters.
@@ -322,6 +325,7 @@ mod tests {
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
             constraints: Constraints::default(),
             env: BTreeMap::new(),
+            rebalance: true,
         }
     }
 

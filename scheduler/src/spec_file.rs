@@ -41,6 +41,8 @@ struct RawSpec {
     constraints: RawConstraints,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rebalance: Option<bool>,
     #[serde(default)]
     params: BTreeMap<String, ParamValue>,
 }
@@ -273,6 +275,7 @@ impl RawSpec {
                 tags: self.constraints.tags,
             },
             env: self.env,
+            rebalance: self.rebalance.unwrap_or(true),
             name: self.name,
         };
         spec.validate()?;
@@ -327,6 +330,7 @@ impl RawSpec {
                 tags: spec.constraints.tags.clone(),
             },
             env: spec.env.clone(),
+            rebalance: (!spec.rebalance).then_some(false),
             params,
         }
     }

@@ -77,6 +77,7 @@ fn spec() -> impl Strategy<Value = ServiceSpec> {
                 stop_timeout: Duration::from_millis(stop),
                 depends_on,
                 constraints: Constraints { tags },
+                rebalance: env.len() % 2 == 0,
                 env,
             },
         )

@@ -35,7 +35,7 @@ use std::net::SocketAddr;
 use mob_scheduler::node::{
     Effect, Input, InstanceReport, NodeConfig, Peer, PeerState, Reply, Request, Source,
 };
-use mob_scheduler::placement::fits;
+use mob_scheduler::placement::{LOAD_FACTOR, fits};
 use mob_scheduler::record::{InstanceState, Status, Value};
 use mob_scheduler::spec::ProviderKind;
 use mob_scheduler::spec_file::parse_specs;
@@ -48,6 +48,10 @@ const TICK_MS: u64 = 100;
 const GC_AFTER_MS: u64 = 12_000;
 /// Anti-entropy period.
 const AE_PERIOD_MS: u64 = 2_000;
+/// Pause between handovers: shorter than the agent's 2 s, so that a node
+/// a partition left with many slots sheds them within a convergence's
+/// round limit.
+const REBALANCE_MS: u64 = 100;
 
 /// An instance in the supervisor model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +142,7 @@ fn config(name: &str, addr: SocketAddr, seed: u64, has_seeds: bool) -> NodeConfi
         anti_entropy_period_ms: AE_PERIOD_MS,
         gc_after_ms: GC_AFTER_MS,
         seed,
+        rebalance_interval_ms: REBALANCE_MS,
     }
 }
 
@@ -701,6 +706,16 @@ impl Sim {
                 owners.insert((name, slot), idx);
             }
         }
+        // Rebalanced: no node over the load cap (else it is still handing
+        // slots over, one every rebalance interval).
+        let cap =
+            (reference.live_slots() as f64 * LOAD_FACTOR / up.len().max(1) as f64).ceil() as usize;
+        if let Some((name, _)) = up.iter().find(|(name, _)| reference.load(name) > cap) {
+            return Some(format!(
+                "{name} holds {} slots, over the cap {cap}",
+                reference.load(name)
+            ));
+        }
         if live != expected.len() {
             return Some(format!(
                 "{} holds {live} services, {} expected",
@@ -770,12 +785,22 @@ impl Sim {
 
     /// After a heal: steps until every invariant holds, then checks they
     /// keep holding through a quiet period. Returns the rounds it took.
-    fn converge(&mut self, seed: u64, heal: usize, expected: &BTreeSet<String>) -> u64 {
+    /// With `keep_running`, every step also checks that no slot that ran
+    /// stops running everywhere (after a join: rebalancing moves slots
+    /// drain-style). After a heal a loser may stop before the winner's
+    /// instance is back up, so that is not checked there.
+    fn converge(
+        &mut self,
+        seed: u64,
+        heal: usize,
+        expected: &BTreeSet<String>,
+        keep_running: bool,
+    ) -> u64 {
         const LIMIT: u64 = 600;
         const QUIET: usize = 20;
         let start = self.tick;
         loop {
-            self.step(false);
+            self.step_checked(keep_running);
             match self.violation(expected) {
                 None => break,
                 Some(v) if self.tick - start > LIMIT || !self.violations.is_empty() => {
@@ -788,13 +813,108 @@ impl Sim {
             }
         }
         let rounds = self.tick - start;
+        let owners = self.owners();
         for _ in 0..QUIET {
-            self.step(false);
+            self.step_checked(keep_running);
             if let Some(v) = self.violation(expected) {
                 panic!("seed {seed}: diverged again after heal {heal}: {v}");
             }
         }
+        let after = self.owners();
+        let moved: Vec<_> = owners
+            .iter()
+            .filter(|(k, o)| after.get(*k) != Some(*o))
+            .collect();
+        assert!(
+            moved.is_empty() && owners.len() == after.len(),
+            "seed {seed}: slots moved after convergence {heal}: {moved:?}"
+        );
         rounds
+    }
+
+    /// One step without injected faults; with `keep_running`, checking
+    /// that every live slot that ran somewhere still does: a handover never
+    /// leaves a slot running nowhere.
+    fn step_checked(&mut self, keep_running: bool) {
+        if !keep_running {
+            self.step(false);
+            return;
+        }
+        let before = self.running_slots();
+        self.step(false);
+        let after = self.running_slots();
+        let live = |service: &str, slot: u32| {
+            self.hosts.iter().filter_map(|h| h.node.as_ref()).all(|n| {
+                n.table()
+                    .live_service(service)
+                    .is_some_and(|(spec, _)| slot < spec.replicas)
+            })
+        };
+        if let Some((service, slot)) = before
+            .difference(&after)
+            .find(|(service, slot)| live(service, *slot))
+        {
+            self.violations
+                .push(format!("{service}/{slot} runs nowhere after running"));
+        }
+    }
+
+    /// Slots with a running instance on some live host.
+    fn running_slots(&self) -> BTreeSet<(String, u32)> {
+        self.hosts
+            .iter()
+            .filter(|h| h.node.is_some())
+            .flat_map(|h| {
+                h.instances
+                    .iter()
+                    .filter(|(_, i)| i.running)
+                    .map(|(k, _)| k.clone())
+            })
+            .collect()
+    }
+
+    /// The owner of every live slot, in the first live node's table.
+    fn owners(&self) -> BTreeMap<(String, u32), String> {
+        let Some(node) = self.hosts.iter().find_map(|h| h.node.as_ref()) else {
+            return BTreeMap::new();
+        };
+        let table = node.table();
+        table
+            .claims()
+            .filter(|(s, k, _)| {
+                table
+                    .live_service(s)
+                    .is_some_and(|(spec, _)| *k < spec.replicas)
+            })
+            .filter_map(|(s, k, c)| Some(((s.to_owned(), k), c.owner.clone()?)))
+            .collect()
+    }
+
+    /// `count` new hosts join with empty tables.
+    fn join(&mut self, count: usize, seed: u64) {
+        for _ in 0..count {
+            let i = self.hosts.len();
+            let name = format!("n{i:04}");
+            let node = Node::new(
+                config(&name, addr_of(i), seed * 7919 + i as u64, true),
+                Table::new(),
+                now(self.tick),
+            );
+            self.hosts.push(Host {
+                name,
+                addr: addr_of(i),
+                node: Some(node),
+                incarnation: 0,
+                group: 0,
+                instances: BTreeMap::new(),
+                keeps_disk: false,
+                disk: Table::new(),
+                view: Vec::new(),
+                started_tick: self.tick,
+            });
+            self.feed(i, Input::Tick);
+        }
+        self.topology += 1;
     }
 }
 
@@ -854,7 +974,18 @@ fn run(seed: u64, nodes: usize, services: usize, rounds: usize) -> Outcome {
         panic!("seed {seed}: the bulk deploy did not reach every node in 60 s");
     };
     outcome.bulk_rounds = reached;
-    outcome.rounds.push(sim.converge(seed, 0, &expected));
+    outcome.rounds.push(sim.converge(seed, 0, &expected, false));
+    // Two nodes join: claims are sticky, so only rebalancing gives them
+    // slots, without a slot ever running nowhere.
+    sim.join(2, seed);
+    outcome.rounds.push(sim.converge(seed, 0, &expected, true));
+    for h in &sim.hosts[nodes..] {
+        let load = sim.hosts[0]
+            .node
+            .as_ref()
+            .map_or(0, |n| n.table().load(&h.name));
+        assert!(load > 0, "seed {seed}: {} joined and got nothing", h.name);
+    }
 
     for (round, victim) in victims.iter().copied().enumerate() {
         sim.partition(2 + round % 2);
@@ -896,7 +1027,7 @@ fn run(seed: u64, nodes: usize, services: usize, rounds: usize) -> Outcome {
         sim.heal();
         outcome
             .rounds
-            .push(sim.converge(seed, round + 1, &expected));
+            .push(sim.converge(seed, round + 1, &expected, false));
         if round == 0 && nodes > 2 {
             // A second host takes a live node's name for a while.
             let twin = sim.rng.random_range(0..nodes);
@@ -948,7 +1079,7 @@ fn run(seed: u64, nodes: usize, services: usize, rounds: usize) -> Outcome {
             sim.topology += 1;
             outcome
                 .rounds
-                .push(sim.converge(seed, round + 1, &expected));
+                .push(sim.converge(seed, round + 1, &expected, false));
         }
     }
     assert!(

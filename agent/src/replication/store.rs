@@ -1,7 +1,7 @@
 //! The table file, `DATA_DIR/table`:
 //!
 //! ```text
-//! "MOBT" | version (1) | payload length (u64 LE) | FNV-1a 64 of payload (u64 LE) | postcard(Table)
+//! "MOBT" | version (2) | payload length (u64 LE) | FNV-1a 64 of payload (u64 LE) | postcard(Table)
 //! ```
 //!
 //! Written atomically (temp file, fsync, rename, fsync of the directory).
@@ -14,7 +14,7 @@ use mob_scheduler::Table;
 use mob_scheduler::hash::stable_hash;
 
 const MAGIC: &[u8; 4] = b"MOBT";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const HEADER: usize = 4 + 1 + 8 + 8;
 /// File name in the data dir.
 pub(crate) const TABLE_FILE: &str = "table";

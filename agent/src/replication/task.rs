@@ -318,6 +318,9 @@ fn log_event(node: &str, event: Event) {
         } => {
             info!(service = %service, slot, node, from = %from, reason = "previous owner down, left or ineligible", "slot moved")
         }
+        Event::SlotHandedOver { service, slot, to } => {
+            info!(service = %service, slot, node, to = %to, reason = "over the load cap", "slot handed over")
+        }
         Event::SlotReleased {
             service,
             slot,

@@ -80,6 +80,16 @@ pub enum Event {
         /// The owner before.
         from: String,
     },
+    /// This node, over the load cap, handed a running slot to another
+    /// node (it keeps its instance until the new one runs).
+    SlotHandedOver {
+        /// Service.
+        service: String,
+        /// Slot.
+        slot: u32,
+        /// The new owner.
+        to: String,
+    },
     /// This node gave a slot up.
     SlotReleased {
         /// Service.

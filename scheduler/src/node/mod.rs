@@ -28,6 +28,10 @@
 //!   periodic rounds. Deltas are not forwarded (they went to every member).
 //!   Anti-entropy runs with a random alive peer every
 //!   `anti_entropy_period_ms` (±20 %), and with every newcomer.
+//! - **Rebalancing**: a node over the load cap hands one running slot at a
+//!   time to the least-loaded candidate under the cap, every
+//!   `rebalance_interval_ms`, drain-style (it keeps its instance until the
+//!   new owner's runs).
 //!
 //! # Layout
 //! - [`input`]: [`Input`], [`Request`], [`Peer`], [`InstanceReport`].
@@ -37,12 +41,14 @@
 //! - [`collector`]: when garbage collection runs and who is gone.
 //! - [`saves`]: save debouncing and answers waiting for saves.
 //! - [`touched`]: the slots a change touched.
+//! - `rebalance`: which slot a node over the load cap hands over.
 
 pub mod admission;
 pub mod collector;
 pub mod effect;
 pub mod input;
 pub mod ops;
+mod rebalance;
 pub mod saves;
 pub mod touched;
 
@@ -115,6 +121,8 @@ pub struct NodeConfig {
     pub gc_after_ms: u64,
     /// Seed of the node's random choices (peers, jitter).
     pub seed: u64,
+    /// Pause between two slots this node hands over to even out the load.
+    pub rebalance_interval_ms: u64,
 }
 
 /// Counters of a node.
@@ -165,6 +173,7 @@ pub struct Node {
     last_reconcile: u64,
     full_pass_at: u64,
     sync_at: u64,
+    rebalance_at: u64,
     collector: Collector,
     saves: Saves,
     /// Records written during this call, to spread at its end.
@@ -209,6 +218,7 @@ impl Node {
             last_reconcile: now,
             full_pass_at: now,
             sync_at: now.saturating_add(FIRST_SYNC_MS),
+            rebalance_at: now.saturating_add(config.rebalance_interval_ms),
             saves: Saves::default(),
             outgoing: Vec::new(),
             forwarded: Vec::new(),
@@ -269,6 +279,7 @@ impl Node {
         let mut at = self
             .full_pass_at
             .min(self.sync_at)
+            .min(self.rebalance_at)
             .min(self.collector.next_at);
         if let Some(r) = self.reconcile_at {
             at = at.min(r);
@@ -547,6 +558,10 @@ impl Node {
                 self.out.push(Effect::Sync(peer));
             }
         }
+        if now >= self.rebalance_at {
+            self.rebalance_at = now.saturating_add(self.config.rebalance_interval_ms.max(1));
+            self.rebalance(now);
+        }
         if now >= self.collector.next_at {
             let keys = self.collector.collect(&self.table, &self.members, now);
             if !keys.is_empty() {
@@ -568,6 +583,29 @@ impl Node {
         for (id, reply) in overdue {
             self.out.push(Effect::Reply(id, reply));
         }
+    }
+
+    /// Hands one slot over if this node is over the load cap.
+    fn rebalance(&mut self, now: u64) {
+        if !self.converged || self.clash {
+            return;
+        }
+        let Some(h) = rebalance::pick(&self.table, &self.members, &self.config.name) else {
+            return;
+        };
+        self.write_claim(
+            &h.service,
+            h.slot,
+            Some(h.to.clone()),
+            h.failed_on,
+            h.version,
+            now,
+        );
+        self.log(Event::SlotHandedOver {
+            service: h.service,
+            slot: h.slot,
+            to: h.to,
+        });
     }
 
     fn reconcile(&mut self, now: u64) {

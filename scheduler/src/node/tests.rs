@@ -24,6 +24,7 @@ fn config(name: &str, i: u8, has_seeds: bool) -> NodeConfig {
         anti_entropy_period_ms: 2_000,
         gc_after_ms: 86_400_000,
         seed: 1,
+        rebalance_interval_ms: 2_000,
     }
 }
 
@@ -663,4 +664,124 @@ fn records_learned_by_anti_entropy_are_forwarded_once_and_deltas_never() {
         T0 + 50 + FORWARD_GAP_MS,
     );
     assert_eq!(syncs(&out), BULK_PEERS);
+}
+
+/// Reports every started instance running.
+fn run_started(node: &mut Node, effects: &[Effect], at: u64) -> Vec<Effect> {
+    let mut out = Vec::new();
+    for e in effects {
+        if let Effect::Start {
+            spec,
+            slot,
+            version,
+        } = e
+        {
+            out.extend(node.handle(
+                Input::Instance(InstanceReport {
+                    service: spec.name.clone(),
+                    slot: *slot,
+                    status: Status {
+                        state: InstanceState::Running,
+                        pid: Some(1),
+                        restarts: 0,
+                        since_ms: at,
+                        last_exit: None,
+                        last_signal: None,
+                        version: *version,
+                    },
+                }),
+                at,
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_node_over_the_cap_hands_one_running_slot_over_and_keeps_it_until_the_new_one_runs() {
+    let mut a = Node::new(config("a", 1, false), Table::new(), T0);
+    a.handle(Input::Tick, T0);
+    // Five slots on a lone node; the first in order may not move.
+    let mut text: Vec<String> = (0..4)
+        .map(|i| format!(r#"{{"name":"s{i}","provider":"shell","params":{{"command":"x"}}}}"#))
+        .collect();
+    text.push(
+        r#"{"name":"a-fixed","provider":"shell","rebalance":false,"params":{"command":"x"}}"#
+            .into(),
+    );
+    let mut out = answered(
+        &mut a,
+        1,
+        Request::Deploy(specs(&format!("[{}]", text.join(",")))),
+        T0 + 10,
+    );
+    out.extend(a.handle(Input::Tick, T0 + 20));
+    assert_eq!(starts(&out), 5);
+    run_started(&mut a, &out, T0 + 30);
+    assert_eq!(a.table().load("a"), 5);
+
+    // b joins: the cap is now ceil(1.25 x 5 / 2) = 4, and a holds 5.
+    let b = Node::new(config("b", 2, false), Table::new(), T0 + 40);
+    let b_key = Key::Node("b".into());
+    let b_record = Arc::new(b.table().get(&b_key).unwrap().clone());
+    a.handle(
+        Input::Records(Source::Delta, vec![(b_key, b_record)]),
+        T0 + 40,
+    );
+    a.handle(Input::Members(vec![peer("a", 1), peer("b", 2)]), T0 + 40);
+    let at = T0 + 3 * 2_000;
+    let out = a.handle(Input::Tick, at);
+    let moved: Vec<(String, u32)> = a
+        .table()
+        .claims()
+        .filter(|(_, _, c)| c.owner.as_deref() == Some("b"))
+        .map(|(s, k, _)| (s.to_owned(), k))
+        .collect();
+    assert_eq!(moved, [("s0".to_owned(), 0)], "one slot, not the fixed one");
+    assert!(
+        out.iter()
+            .any(|e| matches!(e, Effect::Log(Event::SlotHandedOver { to, .. }) if to == "b"))
+    );
+    assert!(
+        !out.iter().any(|e| matches!(e, Effect::Stop { .. })),
+        "the instance runs until the new one does"
+    );
+    // At the cap now: no second move.
+    let out = a.handle(Input::Tick, at + 2_000);
+    assert_eq!(a.table().load("a"), 4);
+    assert!(
+        !out.iter()
+            .any(|e| matches!(e, Effect::Log(Event::SlotHandedOver { .. })))
+    );
+    assert!(!out.iter().any(|e| matches!(e, Effect::Stop { .. })));
+
+    // b's instance runs: a stops its own.
+    let status = Status {
+        state: InstanceState::Running,
+        pid: Some(2),
+        restarts: 0,
+        since_ms: at,
+        last_exit: None,
+        last_signal: None,
+        version: 1,
+    };
+    let record = Arc::new(Record {
+        ts: crate::Timestamp {
+            wall_ms: at + 2_100,
+            counter: 0,
+            node: "b".into(),
+        },
+        value: Value::Status(status),
+    });
+    let out = a.handle(
+        Input::Records(
+            Source::Delta,
+            vec![(Key::Status("b".into(), "s0".into(), 0), record)],
+        ),
+        at + 2_100,
+    );
+    assert!(out.contains(&Effect::Stop {
+        service: "s0".into(),
+        slot: 0
+    }));
 }
