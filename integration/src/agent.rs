@@ -413,9 +413,32 @@ pub fn local_cluster_with(root: &Path, n: usize, extra: &[String]) -> anyhow::Re
 /// Pids of live processes whose argv contains `arg` (the whole machine:
 /// agents in network namespaces share the pid namespace).
 pub fn processes_with_arg(arg: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
+    live_processes()
+        .into_iter()
+        .filter(|(_, argv)| argv.iter().any(|a| a == arg.as_bytes()))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// For each of `args`, how many live processes have it in their argv: one
+/// scan of `/proc` for all of them.
+pub fn count_processes_with_args(args: &[String]) -> Vec<usize> {
+    let mut counts = vec![0; args.len()];
+    for (_, argv) in live_processes() {
+        for (count, arg) in counts.iter_mut().zip(args) {
+            if argv.iter().any(|a| a == arg.as_bytes()) {
+                *count += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// Every live (not zombie) process with its argv.
+fn live_processes() -> Vec<(u32, Vec<Vec<u8>>)> {
+    let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return pids;
+        return out;
     };
     for entry in entries.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -428,9 +451,12 @@ pub fn processes_with_arg(arg: &str) -> Vec<u32> {
             .ok()
             .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
             .unwrap_or(true);
-        if !zombie && cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes()) {
-            pids.push(pid);
+        if !zombie {
+            out.push((
+                pid,
+                cmdline.split(|b| *b == 0).map(<[u8]>::to_vec).collect(),
+            ));
         }
     }
-    pids
+    out
 }

@@ -195,3 +195,78 @@ fn an_instance_can_reach_its_agent_but_never_sees_the_key() {
     // `mob-agent services` inside the instance found its agent by MOB_AGENT.
     assert!(out.contains("stdout curious"), "{out}");
 }
+
+#[test]
+fn joining_agents_get_slots_by_rebalancing_and_no_slot_ever_runs_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agents = local_cluster(dir.path(), 12).unwrap();
+    // 120 one-slot services, each a `sleep` with an argument of its own.
+    let base = marker(20);
+    let args: Vec<String> = (0..120).map(|i| format!("{base}.{i:03}")).collect();
+    let specs: Vec<String> = args
+        .iter()
+        .enumerate()
+        .map(|(i, arg)| {
+            format!(
+                r#"{{"name": "r{i:03}", "provider": "exec", "stop_timeout": "2s", "params": {{"command": ["sleep", "{arg}"]}}}}"#
+            )
+        })
+        .collect();
+    agents[0].deploy(&format!("[{}]", specs.join(","))).unwrap();
+    wait_until(
+        "120 services running, one process each",
+        Duration::from_secs(30),
+        || Ok(count_processes_with_args(&args).iter().all(|n| *n == 1)),
+    )
+    .unwrap();
+
+    // Four agents join.
+    let key = dir.path().join("cluster.key");
+    for i in 13..=16 {
+        let mut spec = AgentSpec::local(&format!("n{i}"), dir.path(), &key);
+        spec.join.push(agents[0].addr);
+        agents.push(Agent::start(spec).unwrap());
+    }
+    // Every 50 ms, real processes: a slot never runs nowhere, and never
+    // more than twice (the handover's overlap).
+    let new: Vec<String> = (13..=16).map(|i| format!("n{i}")).collect();
+    let started = Instant::now();
+    let mut samples = 0;
+    let mut doubled = 0;
+    loop {
+        let counts = count_processes_with_args(&args);
+        samples += 1;
+        for (arg, n) in args.iter().zip(&counts) {
+            assert!(
+                *n >= 1,
+                "{arg} runs nowhere, {:?} after the join",
+                started.elapsed()
+            );
+            assert!(*n <= 2, "{arg} runs {n} times");
+        }
+        doubled += counts.iter().filter(|n| **n == 2).count();
+        let members = agents[0].members().unwrap_or_default();
+        let joined_hold = new
+            .iter()
+            .all(|name| members.iter().any(|m| &m.name == name && m.slots >= 1));
+        if joined_hold && counts.iter().all(|n| *n == 1) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the joined agents hold no slot after 60 s: {members:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "rebalancing: every joined agent holds a slot after {:.1} s ({samples} samples, {doubled} slot-samples in handover)",
+        started.elapsed().as_secs_f64()
+    );
+    // The joined agents got their slots by handovers (claims are sticky:
+    // nothing else gives them any).
+    let handed: usize = agents
+        .iter()
+        .map(|a| a.log_events("slot handed over").len())
+        .sum();
+    assert!(handed >= new.len(), "{handed} handovers");
+}
