@@ -253,10 +253,14 @@ fn uncapped_winners_fall_within_binomial_bounds() {
 
 #[test]
 fn with_the_cap_every_slot_is_placed_and_no_node_goes_over() {
-    for n in [5, 10, 40, 100] {
+    // A mean of 5 slots per node; and 300 services on 40 and 100 nodes.
+    let sizes = [5, 10, 40, 100]
+        .map(|n| (n, 5 * n))
+        .into_iter()
+        .chain([(40, 300), (100, 300)]);
+    for (n, count) in sizes {
         for (set, names) in name_sets(n) {
-            // A mean of 5 slots per node.
-            let services: Vec<String> = (0..5 * n).map(|i| format!("svc-{i:04}")).collect();
+            let services: Vec<String> = (0..count).map(|i| format!("svc-{i:04}")).collect();
             let mut w = World::new();
             for node in &names {
                 w.node(node, &[], false);
@@ -276,10 +280,10 @@ fn with_the_cap_every_slot_is_placed_and_no_node_goes_over() {
                 *load.get_mut(node.as_str()).unwrap() += 1;
             }
             let (min, max) = (*load.values().min().unwrap(), *load.values().max().unwrap());
-            let cap = (5.0 * LOAD_FACTOR).ceil() as usize;
+            let mean = count as f64 / n as f64;
+            let cap = (mean * LOAD_FACTOR).ceil() as usize;
             eprintln!(
-                "capped, {n} nodes ({set}) x {} services: min {min} mean 5 max {max}",
-                services.len()
+                "capped, {n} nodes ({set}) x {count} services: min {min} mean {mean} max {max}"
             );
             assert!(
                 max <= cap,
