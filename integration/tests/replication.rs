@@ -336,7 +336,11 @@ fn a_new_agent_keeps_claims_older_than_the_gc_age() {
     let extra = fast_gc(dir.path());
     let mut agents = local_cluster_with(dir.path(), 1, &extra).unwrap();
     for i in 0..10 {
-        agents[0].deploy(&spec(&format!("old-{i}"), 1)).unwrap();
+        // Pinned: rebalancing would rightly move some to the new agent.
+        let pinned = format!(
+            r#"{{"name": "old-{i}", "provider": "shell", "rebalance": false, "params": {{"command": "sleep 1000"}}}}"#
+        );
+        agents[0].deploy(&pinned).unwrap();
     }
     let running = |a: &Agent| -> anyhow::Result<usize> {
         Ok(a.services()?

@@ -17,6 +17,10 @@
 //! - `rss [INSTANCES]`: agent RSS with that many supervised `sleep`s.
 //! - `failover [TRIALS]` / `graceful [TRIALS]`: 5 agents; kill -9 (or
 //!   SIGTERM) the owner's agent until a survivor logs `instance started`.
+//! - `bulk [AGENTS] [SERVICES] [TRIALS]`: one file of SERVICES one-slot
+//!   `sleep` services deployed on one agent, until every one runs (real
+//!   processes counted). Agents bind ports from 20000 up (below the
+//!   kernel's ephemeral range, which their outgoing connections use).
 //!
 //! Times come from the agents' own JSON log timestamps, compared with the
 //! wall clock at the kill, so polling does not blur them.
@@ -24,7 +28,7 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
-use mob_integration::{Agent, AgentSpec, local_cluster, wait_until};
+use mob_integration::{Agent, AgentSpec, local_cluster, processes_with_arg, wait_until};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -44,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         }
         Some("rss") => rss(number(1, 100)?),
         Some("failover") => failover(number(1, 20)?, false),
+        Some("bulk") => bulk(number(1, 20)?, number(2, 1_000)?, number(3, 3)?),
         Some("graceful") => failover(number(1, 10)?, true),
         _ => bail!(
             "usage: mob-bench detection|idle|idle-big|spread|big|restart|deploy-run|rss|failover|graceful [N]"
@@ -588,6 +593,67 @@ fn failover(trials: u64, graceful: bool) -> anyhow::Result<()> {
     println!(
         "| {what} | {} | {min:.3} | {med:.3} | {p99:.3} | {max:.3} |",
         all.len()
+    );
+    Ok(())
+}
+
+fn bulk(agents: u64, services: u64, trials: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let key = mob_integration::new_key_file(&dir.path().join("cluster.key"))?;
+    let mut cluster: Vec<Agent> = Vec::new();
+    for i in 0..agents {
+        let mut spec = AgentSpec::local(&format!("n{}", i + 1), dir.path(), &key);
+        spec.bind = std::net::SocketAddr::from(([127, 0, 0, 1], 20_000 + u16::try_from(i)?));
+        if let Some(seed) = cluster.first() {
+            spec.join.push(seed.addr);
+        }
+        cluster.push(Agent::start(spec)?);
+    }
+    let names: Vec<String> = cluster.iter().map(|a| a.name().to_owned()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    wait_until(
+        "every agent to see every agent",
+        Duration::from_secs(60),
+        || {
+            for a in &cluster {
+                if !a.sees_alive(&names)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )?;
+    let mut all = Vec::new();
+    for trial in 0..trials {
+        let marker = format!("{}", 3_000_000 + trial);
+        let specs: Vec<String> = (0..services)
+            .map(|i| format!(r#"{{"name":"b{trial}-{i:05}","provider":"exec","stop_timeout":"1s","params":{{"command":["sleep","{marker}"]}}}}"#))
+            .collect();
+        let started = std::time::Instant::now();
+        cluster[0].deploy(&format!("[{}]", specs.join(",")))?;
+        wait_until("every service to run", Duration::from_secs(120), || {
+            Ok(processes_with_arg(&marker).len() as u64 >= services)
+        })?;
+        let took = started.elapsed().as_secs_f64();
+        eprintln!(
+            "trial {trial}: {services} services running on {agents} agents after {took:.2} s"
+        );
+        all.push(took);
+        for i in 0..services {
+            cluster[0].cli(&["remove", &format!("b{trial}-{i:05}")])?;
+        }
+        wait_until("the services to stop", Duration::from_secs(120), || {
+            Ok(processes_with_arg(&marker).is_empty())
+        })?;
+    }
+    all.sort_by(f64::total_cmp);
+    println!("| measure (s) | agents | services | trials | min | median | max |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| deploy (one file) -> every service running | {agents} | {services} | {trials} | {:.2} | {:.2} | {:.2} |",
+        all[0],
+        all[all.len() / 2],
+        all[all.len() - 1]
     );
     Ok(())
 }
