@@ -383,10 +383,28 @@ pub fn local_cluster(root: &Path, n: usize) -> anyhow::Result<Vec<Agent>> {
 
 /// [`local_cluster`] with extra `run` arguments for every agent.
 pub fn local_cluster_with(root: &Path, n: usize, extra: &[String]) -> anyhow::Result<Vec<Agent>> {
+    local_cluster_on(root, n, None, extra)
+}
+
+/// [`local_cluster_with`], agent `i` (from 0) bound to port `base + i` when
+/// `base` is given: below 32768, the kernel's ephemeral range, which the
+/// agents' outgoing connections take ports from (a large cluster on port
+/// 0 would sometimes collide with them).
+pub fn local_cluster_on(
+    root: &Path,
+    n: usize,
+    base: Option<u16>,
+    extra: &[String],
+) -> anyhow::Result<Vec<Agent>> {
     let key = new_key_file(&root.join("cluster.key"))?;
     let mut agents: Vec<Agent> = Vec::with_capacity(n);
     for i in 1..=n {
         let mut spec = AgentSpec::local(&format!("n{i}"), root, &key);
+        if let Some(base) = base {
+            let port = u16::try_from(i - 1).ok().and_then(|i| base.checked_add(i));
+            let port = port.ok_or_else(|| anyhow::anyhow!("port {base} + {i} is out of range"))?;
+            spec.bind = SocketAddr::from(([127, 0, 0, 1], port));
+        }
         if let Some(seed) = agents.first() {
             spec.join.push(seed.addr);
         }
@@ -397,7 +415,7 @@ pub fn local_cluster_with(root: &Path, n: usize, extra: &[String]) -> anyhow::Re
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     wait_until(
         "every agent to see every agent alive",
-        Duration::from_secs(20),
+        Duration::from_secs(20 + n as u64 / 2),
         || {
             for agent in &agents {
                 if !agent.sees_alive(&names)? {

@@ -79,6 +79,29 @@ struct Host {
     started_tick: u64,
 }
 
+impl Host {
+    /// A host whose node starts at `tick` with an empty table.
+    fn new(name: String, addr: SocketAddr, seed: u64, has_seeds: bool, tick: u64) -> Self {
+        let node = Node::new(
+            config(&name, addr, seed, has_seeds),
+            Table::new(),
+            now(tick),
+        );
+        Self {
+            name,
+            addr,
+            node: Some(node),
+            incarnation: 0,
+            group: 0,
+            instances: BTreeMap::new(),
+            keeps_disk: false,
+            disk: Table::new(),
+            view: Vec::new(),
+            started_tick: tick,
+        }
+    }
+}
+
 enum Event {
     Deliver {
         to: usize,
@@ -177,25 +200,16 @@ impl Sim {
             deltas: BTreeMap::new(),
         };
         for i in 0..n {
-            let name = format!("n{i:04}");
             // The first node starts alone; the others join it.
-            let node = Node::new(
-                config(&name, addr_of(i), seed * 7919 + i as u64, i > 0),
-                Table::new(),
-                now(0),
+            let mut host = Host::new(
+                format!("n{i:04}"),
+                addr_of(i),
+                seed * 7919 + i as u64,
+                i > 0,
+                0,
             );
-            sim.hosts.push(Host {
-                name,
-                addr: addr_of(i),
-                node: Some(node),
-                incarnation: 0,
-                group: 0,
-                instances: BTreeMap::new(),
-                keeps_disk: victims.contains(&i),
-                disk: Table::new(),
-                view: Vec::new(),
-                started_tick: 0,
-            });
+            host.keeps_disk = victims.contains(&i);
+            sim.hosts.push(host);
         }
         for i in 0..n {
             sim.feed(i, Input::Tick);
@@ -894,24 +908,14 @@ impl Sim {
     fn join(&mut self, count: usize, seed: u64) {
         for _ in 0..count {
             let i = self.hosts.len();
-            let name = format!("n{i:04}");
-            let node = Node::new(
-                config(&name, addr_of(i), seed * 7919 + i as u64, true),
-                Table::new(),
-                now(self.tick),
+            let host = Host::new(
+                format!("n{i:04}"),
+                addr_of(i),
+                seed * 7919 + i as u64,
+                true,
+                self.tick,
             );
-            self.hosts.push(Host {
-                name,
-                addr: addr_of(i),
-                node: Some(node),
-                incarnation: 0,
-                group: 0,
-                instances: BTreeMap::new(),
-                keeps_disk: false,
-                disk: Table::new(),
-                view: Vec::new(),
-                started_tick: self.tick,
-            });
+            self.hosts.push(host);
             self.feed(i, Input::Tick);
         }
         self.topology += 1;
@@ -1033,22 +1037,9 @@ fn run(seed: u64, nodes: usize, services: usize, rounds: usize) -> Outcome {
             let twin = sim.rng.random_range(0..nodes);
             let name = sim.hosts[twin].name.clone();
             let addr = SocketAddr::from(([10, 9, 9, 9], 7946));
-            sim.hosts.push(Host {
-                name: name.clone(),
-                addr,
-                node: Some(Node::new(
-                    config(&name, addr, seed, true),
-                    Table::new(),
-                    now(sim.tick),
-                )),
-                incarnation: 1,
-                group: 0,
-                instances: BTreeMap::new(),
-                keeps_disk: false,
-                disk: Table::new(),
-                view: Vec::new(),
-                started_tick: sim.tick,
-            });
+            let mut host = Host::new(name.clone(), addr, seed, true, sim.tick);
+            host.incarnation = 1;
+            sim.hosts.push(host);
             sim.topology += 1;
             sim.clash = Some(name);
             // New slots while the name is shared: some are placed on it.

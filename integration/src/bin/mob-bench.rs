@@ -28,7 +28,9 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
-use mob_integration::{Agent, AgentSpec, local_cluster, processes_with_arg, wait_until};
+use mob_integration::{
+    Agent, AgentSpec, local_cluster, local_cluster_on, processes_with_arg, wait_until,
+};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -599,30 +601,7 @@ fn failover(trials: u64, graceful: bool) -> anyhow::Result<()> {
 
 fn bulk(agents: u64, services: u64, trials: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let key = mob_integration::new_key_file(&dir.path().join("cluster.key"))?;
-    let mut cluster: Vec<Agent> = Vec::new();
-    for i in 0..agents {
-        let mut spec = AgentSpec::local(&format!("n{}", i + 1), dir.path(), &key);
-        spec.bind = std::net::SocketAddr::from(([127, 0, 0, 1], 20_000 + u16::try_from(i)?));
-        if let Some(seed) = cluster.first() {
-            spec.join.push(seed.addr);
-        }
-        cluster.push(Agent::start(spec)?);
-    }
-    let names: Vec<String> = cluster.iter().map(|a| a.name().to_owned()).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    wait_until(
-        "every agent to see every agent",
-        Duration::from_secs(60),
-        || {
-            for a in &cluster {
-                if !a.sees_alive(&names)? {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        },
-    )?;
+    let cluster = local_cluster_on(dir.path(), usize::try_from(agents)?, Some(20_000), &[])?;
     let mut all = Vec::new();
     for trial in 0..trials {
         let marker = format!("{}", 3_000_000 + trial);
