@@ -56,6 +56,16 @@ impl Members {
         self.live.contains(node)
     }
 
+    /// How many members are live.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Whether no member is live.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
     /// Live member names.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.live.iter().map(String::as_str)

@@ -13,7 +13,7 @@
 //! - No oscillation: the new owner is under the cap, so the move doesn't
 //!   put it over; a node moves slots only while it is over.
 
-use crate::placement::{Candidates, Members};
+use crate::placement::{Candidates, LOAD_FACTOR, Members};
 use crate::record::InstanceState;
 use crate::table::Table;
 
@@ -31,6 +31,12 @@ pub(crate) struct Handover {
 
 /// The slot `me` should hand over now, if it is over the cap.
 pub(crate) fn pick(table: &Table, members: &Members, me: &str) -> Option<Handover> {
+    // The cap is at least this (candidates are at most the members): most
+    // calls end here, without reading the candidates.
+    let floor = table.live_slots() as f64 * LOAD_FACTOR / members.len().max(1) as f64;
+    if table.load(me) as f64 <= floor.ceil() {
+        return None;
+    }
     let mut candidates = Candidates::new(table, members);
     if candidates.load_of(me)? <= candidates.cap() {
         return None;
