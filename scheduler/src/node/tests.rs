@@ -43,6 +43,19 @@ fn specs(text: &str) -> Vec<crate::ServiceSpec> {
 
 const WEB: &str = r#"{"name":"web","provider":"shell","params":{"command":"sleep 100"}}"#;
 
+/// A running instance's status.
+fn running(pid: u32, since_ms: u64, version: u64) -> Status {
+    Status {
+        state: InstanceState::Running,
+        pid: Some(pid),
+        restarts: 0,
+        since_ms,
+        last_exit: None,
+        last_signal: None,
+        version,
+    }
+}
+
 /// Everything a node wrote, by key, from its broadcasts.
 fn written(effects: &[Effect]) -> Vec<Key> {
     effects
@@ -299,15 +312,7 @@ fn a_stop_is_sent_once_until_the_instance_reports_it_stopped() {
             .count()
     };
     let mut stops = stop(&remove);
-    let running = Status {
-        state: InstanceState::Running,
-        pid: Some(9),
-        restarts: 0,
-        since_ms: T0,
-        last_exit: None,
-        last_signal: None,
-        version: 1,
-    };
+    let running = running(9, T0, 1);
     // The instance still reports running (an old report): no second stop.
     let report = InstanceReport {
         service: "web".into(),
@@ -531,15 +536,7 @@ fn partial_passes_decide_touched_slots_and_a_full_pass_comes_periodically() {
     let report = InstanceReport {
         service: "web".into(),
         slot: 0,
-        status: Status {
-            state: InstanceState::Running,
-            pid: Some(9),
-            restarts: 0,
-            since_ms: T0,
-            last_exit: None,
-            last_signal: None,
-            version: 1,
-        },
+        status: running(9, T0, 1),
     };
     node.handle(Input::Instance(report), T0 + 40);
     node.handle(Input::Tick, T0 + 50);
@@ -568,15 +565,7 @@ fn a_dependency_that_starts_running_starts_its_dependents() {
     let running = InstanceReport {
         service: "db".into(),
         slot: 0,
-        status: Status {
-            state: InstanceState::Running,
-            pid: Some(9),
-            restarts: 0,
-            since_ms: T0,
-            last_exit: None,
-            last_signal: None,
-            version: 1,
-        },
+        status: running(9, T0, 1),
     };
     let full = node.stats().full_passes;
     let mut out = node.handle(Input::Instance(running), T0 + 30);
@@ -680,15 +669,7 @@ fn run_started(node: &mut Node, effects: &[Effect], at: u64) -> Vec<Effect> {
                 Input::Instance(InstanceReport {
                     service: spec.name.clone(),
                     slot: *slot,
-                    status: Status {
-                        state: InstanceState::Running,
-                        pid: Some(1),
-                        restarts: 0,
-                        since_ms: at,
-                        last_exit: None,
-                        last_signal: None,
-                        version: *version,
-                    },
+                    status: running(1, at, *version),
                 }),
                 at,
             ));
@@ -756,15 +737,7 @@ fn a_node_over_the_cap_hands_one_running_slot_over_and_keeps_it_until_the_new_on
     assert!(!out.iter().any(|e| matches!(e, Effect::Stop { .. })));
 
     // b's instance runs: a stops its own.
-    let status = Status {
-        state: InstanceState::Running,
-        pid: Some(2),
-        restarts: 0,
-        since_ms: at,
-        last_exit: None,
-        last_signal: None,
-        version: 1,
-    };
+    let status = running(2, at, 1);
     let record = Arc::new(Record {
         ts: crate::Timestamp {
             wall_ms: at + 2_100,
