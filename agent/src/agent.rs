@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use mob_membership::{Channel, Membership, MembershipConfig, epoch, stream::DEFAULT_FRAME_LIMIT};
 use mob_scheduler::Node;
 use mob_scheduler::node::{NodeConfig, Request};
+use mob_scheduler::quorum::Detection;
 use tracing::{info, warn};
 
 use crate::config::{AgentConfig, KeySource};
@@ -173,6 +174,11 @@ pub(crate) async fn run(
             gc_after_ms: millis(config.table.gc_after),
             seed: rand::random(),
             rebalance_interval_ms: millis(config.table.rebalance_interval),
+            detection: Detection {
+                probe_period_ms: millis(config.timings.probe_period),
+                probe_rtt_ms: millis(config.timings.probe_rtt),
+                suspect_to_down_ms: millis(config.timings.suspect_to_down_after),
+            },
         },
         table,
         now_ms(),

@@ -69,14 +69,14 @@ pub fn garbage(table: &Table, horizon: &Horizon<'_>) -> Vec<Key> {
     // Every record is judged, in key order: the records of one service or
     // one node are neighbours, so remember the last answer.
     // Names are never empty: "" means nothing remembered yet.
-    let last_service = std::cell::RefCell::new((String::new(), None::<u32>));
+    let last_service = std::cell::RefCell::new((String::new(), None));
     let live = |service: &str, slot: u32| {
         let mut last = last_service.borrow_mut();
         if last.0 != service {
-            let replicas = table.live_service(service).map(|(spec, _)| spec.replicas);
-            *last = (service.to_owned(), replicas);
+            let spec = table.live_service(service).map(|(spec, _)| spec);
+            *last = (service.to_owned(), spec);
         }
-        last.1.is_some_and(|r| slot < r)
+        last.1.is_some_and(|s| s.has_slot(slot))
     };
     let last_node = std::cell::RefCell::new((String::new(), false));
     let gone = |node: &str| {
@@ -100,7 +100,7 @@ pub fn garbage(table: &Table, horizon: &Horizon<'_>) -> Vec<Key> {
 fn slot_is_live(table: &Table, service: &str, slot: u32) -> bool {
     table
         .live_service(service)
-        .is_some_and(|(spec, _)| slot < spec.replicas)
+        .is_some_and(|(spec, _)| spec.has_slot(slot))
 }
 
 #[cfg(test)]

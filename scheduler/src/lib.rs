@@ -14,6 +14,7 @@
 //! - [`digest`]: bucket digests for anti-entropy.
 //! - [`gc`]: which records the table can forget.
 //! - [`placement`]: rendezvous hashing with bounded loads, [`Members`].
+//! - [`quorum`]: the majority and margin of at-most-once slots.
 //! - [`mod@reconcile`]: `reconcile(table, members, me, now) -> Vec<Action>`.
 //! - [`node`]: [`Node`], the state machine every agent runs: operator
 //!   writes, merges, the reconcile gate, what to broadcast and save.
@@ -28,6 +29,7 @@ pub mod hlc;
 pub mod key;
 pub mod node;
 pub mod placement;
+pub mod quorum;
 pub mod reconcile;
 pub mod record;
 pub mod services_view;

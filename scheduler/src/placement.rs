@@ -30,6 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::hash::{StableHasher, mix};
+use crate::quorum::Quorum;
 use crate::record::{Claim, NodeRecord};
 use crate::spec::ServiceSpec;
 use crate::table::Table;
@@ -41,14 +42,27 @@ pub const LOAD_FACTOR: f64 = 1.25;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Members {
     live: BTreeSet<String>,
+    quorum: Quorum,
 }
 
 impl Members {
-    /// From the names of the live members (this node included).
+    /// From the names of the live members (this node included), with a
+    /// majority in sight.
     pub fn new(live: impl IntoIterator<Item = String>) -> Self {
         Self {
             live: live.into_iter().collect(),
+            quorum: Quorum::default(),
         }
+    }
+
+    /// What this node knows of the majority (for at-most-once slots).
+    pub fn quorum(&self) -> &Quorum {
+        &self.quorum
+    }
+
+    /// Sets what this node knows of the majority.
+    pub fn set_quorum(&mut self, quorum: Quorum) {
+        self.quorum = quorum;
     }
 
     /// Whether `node` is live.

@@ -18,6 +18,10 @@
 //!   keeps its instance until the new owner runs one, or
 //!   [`DRAIN_TIMEOUT_MS`] passed.
 //!
+//! An every-node service has no claims: each eligible node runs its own
+//! slot ([`EVERY_NODE_SLOT`]) and stops it when no longer eligible. An
+//! at-most-once service's slots follow [`crate::quorum`] besides.
+//!
 //! A pass covers every slot ([`Scope::All`]) or only the slots a change
 //! touched ([`Scope::Slots`]): the decision for one slot reads that slot's
 //! claim and statuses, its service's dependencies, and, only when the slot
@@ -31,7 +35,7 @@ use crate::key::{Key, KeyRef, Name};
 use crate::placement::{Candidates, Index, Members, SlotClaim, fits};
 use crate::record::{Claim, InstanceState, NodeRecord, Status};
 use crate::services_view::missing_dependency;
-use crate::spec::ServiceSpec;
+use crate::spec::{EVERY_NODE_SLOT, Partition, ServiceSpec};
 use crate::table::Table;
 
 /// Longest a draining node keeps an instance waiting for its replacement.
@@ -55,6 +59,8 @@ pub enum Reason {
     /// Handed over to even out the load, and the new owner's instance
     /// runs (or the handover timed out).
     HandedOver,
+    /// At-most-once, and this node no longer sees a majority.
+    NoMajority,
 }
 
 impl Reason {
@@ -68,6 +74,7 @@ impl Reason {
             Self::OwnedElsewhere => "owned by another node",
             Self::Drained => "drained",
             Self::HandedOver => "handed over",
+            Self::NoMajority => "no majority in sight (at-most-once)",
         }
     }
 }
@@ -193,6 +200,9 @@ pub struct Pass {
     /// node: decide them again when that node's claims arrive (it may be
     /// at its cap and leave them).
     pub waiting: Vec<Waiting>,
+    /// When an at-most-once slot this node holds may start, the earliest
+    /// if several wait: decide every slot again then.
+    pub retry_at: Option<u64>,
 }
 
 /// An unowned slot waiting for the node placement gives it to.
@@ -264,14 +274,7 @@ impl<'a> Run<'a> {
     /// slot left to another node as waiting.
     fn decide(&mut self, one: &Slot<'_>, service: impl FnOnce() -> Name, pass: &mut Pass) {
         let before = pass.actions.len();
-        decide(
-            self.table,
-            self.members,
-            self.me,
-            self.drain,
-            one,
-            &mut pass.actions,
-        );
+        decide(self.table, self.members, self.me, self.drain, one, pass);
         let claimed = pass.actions[before..]
             .iter()
             .any(|a| matches!(a, Action::Claim { .. }));
@@ -306,6 +309,19 @@ impl<'a> Run<'a> {
         let here = self.here;
         let fits_here = |spec: &ServiceSpec| here.is_some_and(|r| fits(r, spec));
         for (si, (spec, version)) in index.services.iter().enumerate() {
+            if spec.every_node {
+                let name = spec.name.as_str();
+                let one = EveryNode {
+                    spec,
+                    version: *version,
+                    mine: table
+                        .claim(name, EVERY_NODE_SLOT)
+                        .filter(|c| c.owner.as_deref() == Some(me)),
+                    status: table.status(me, name, EVERY_NODE_SLOT),
+                };
+                decide_every_node(table, self.members, self.here, self.drain, &one, pass);
+                continue;
+            }
             let claims = index.slot_claims(si);
             let targets = self.targets(spec, &claims, fits_here(spec));
             for ((slot, claim), (target, open)) in (0..spec.replicas).zip(&claims).zip(targets) {
@@ -324,14 +340,21 @@ impl<'a> Run<'a> {
         }
         // Slots that are gone: this node's claims and instances of them.
         let mut released: HashSet<(&str, u32)> = HashSet::new();
+        // An every-node service's slot of this node is decided above.
+        let every_node = |service: &str, slot: u32| {
+            slot == EVERY_NODE_SLOT
+                && table
+                    .live_service(service)
+                    .is_some_and(|(s, _)| s.every_node)
+        };
         for (service, slot, c) in &index.orphan_claims {
-            if c.owner.as_deref() == Some(me) {
+            if c.owner.as_deref() == Some(me) && !every_node(service, *slot) {
                 decide_gone(table, service, *slot, Some(c), None, &mut pass.actions);
                 released.insert((service, *slot));
             }
         }
         for (service, slot, key, status) in gone_statuses {
-            if !released.contains(&(service, slot)) {
+            if !released.contains(&(service, slot)) && !every_node(service, slot) {
                 decide_gone(
                     table,
                     service,
@@ -396,6 +419,19 @@ impl<'a> Run<'a> {
             },
             None => None,
         };
+        if let Some((spec, version)) = group
+            .live
+            .filter(|(s, _)| s.every_node && slot == EVERY_NODE_SLOT)
+        {
+            let one = EveryNode {
+                spec,
+                version,
+                mine: claim.filter(|c| c.owner.as_deref() == Some(me)),
+                status: status.map(|(_, s)| s),
+            };
+            decide_every_node(table, self.members, self.here, self.drain, &one, pass);
+            return;
+        }
         let Some((spec, version)) = group.live.filter(|(spec, _)| slot < spec.replicas) else {
             let mine = claim.filter(|c| c.owner.as_deref() == Some(me));
             decide_gone(table, &service, slot, mine, status, &mut pass.actions);
@@ -466,6 +502,17 @@ impl<'a> Group<'a> {
     }
 }
 
+/// Whether a live member other than `me` reports an active instance of
+/// the slot.
+fn runs_elsewhere(table: &Table, members: &Members, me: &str, service: &str, slot: u32) -> bool {
+    members.names().any(|node| {
+        node != me
+            && table
+                .status(node, service, slot)
+                .is_some_and(|s| s.state.is_active())
+    })
+}
+
 /// The rule for one live slot.
 fn decide(
     table: &Table,
@@ -473,9 +520,12 @@ fn decide(
     me: &str,
     drain: Drain,
     one: &Slot<'_>,
-    out: &mut Vec<Action>,
+    pass: &mut Pass,
 ) {
     let (name, slot, version) = (one.spec.name.as_str(), one.slot, one.version);
+    let once = one.spec.partition == Partition::AtMostOnce;
+    let majority = members.quorum().majority();
+    let active = one.status.is_some_and(|s| s.state.is_active());
     let release = |failed_on: Vec<String>, reason: Reason, out: &mut Vec<Action>| {
         out.push(Action::Release {
             service: name.to_owned(),
@@ -497,19 +547,41 @@ fn decide(
         if failed_here {
             let mut failed_on = one.failed.to_vec();
             failed_on.push(me.to_owned());
-            release(failed_on, Reason::Failed, out);
+            release(failed_on, Reason::Failed, &mut pass.actions);
         } else if one.target == Some(me) {
+            if once && !majority {
+                if active {
+                    pass.actions.push(Action::Stop {
+                        service: name.to_owned(),
+                        slot,
+                        reason: Reason::NoMajority,
+                    });
+                }
+                return;
+            }
+            if once && !active {
+                // Start only once no other instance can still run: the
+                // members lost lately stopped theirs, the live ones say so.
+                let start_at = members.quorum().start_at(one.spec);
+                if start_at > drain.now_ms {
+                    pass.retry_at = Some(pass.retry_at.map_or(start_at, |r| r.min(start_at)));
+                    return;
+                }
+                if runs_elsewhere(table, members, me, name, slot) {
+                    return;
+                }
+            }
             if missing_dependency(table, members, one.spec).is_none() {
-                out.push(Action::Start {
+                pass.actions.push(Action::Start {
                     service: name.to_owned(),
                     slot,
                     version,
                 });
             }
         } else if !drain.on {
-            release(one.failed.to_vec(), Reason::Ineligible, out);
+            release(one.failed.to_vec(), Reason::Ineligible, &mut pass.actions);
         } else if drain.over {
-            out.push(Action::Stop {
+            pass.actions.push(Action::Stop {
                 service: name.to_owned(),
                 slot,
                 reason: Reason::Drained,
@@ -518,7 +590,10 @@ fn decide(
         return;
     }
     if one.target == Some(me) {
-        out.push(Action::Claim {
+        if once && !majority {
+            return;
+        }
+        pass.actions.push(Action::Claim {
             service: name.to_owned(),
             slot,
             version,
@@ -527,7 +602,7 @@ fn decide(
         });
         return;
     }
-    if one.status.is_some_and(|s| s.state.is_active()) {
+    if active {
         let replacement_runs = one.owner.is_some_and(|o| owner_runs(table, o, name, slot));
         // This node handed the slot over (it wrote the claim naming the
         // new owner): like a drain, it keeps its instance until the new
@@ -547,7 +622,9 @@ fn decide(
         }) && one
             .status
             .is_some_and(|s| s.state == InstanceState::Running);
-        let keep = !replacement_runs
+        // At most once: stop first, the new owner waits for it.
+        let keep = !once
+            && !replacement_runs
             && ((drain.on && !drain.over) || handed_over == Some(true) || replacement_starting);
         if !keep {
             let reason = if drain.on {
@@ -557,12 +634,68 @@ fn decide(
             } else {
                 Reason::OwnedElsewhere
             };
-            out.push(Action::Stop {
+            pass.actions.push(Action::Stop {
                 service: name.to_owned(),
                 slot,
                 reason,
             });
         }
+    }
+}
+
+/// This node's slot of an every-node service.
+struct EveryNode<'a> {
+    spec: &'a ServiceSpec,
+    version: u64,
+    /// A claim of this node on the slot's number, left from a version
+    /// with counted replicas.
+    mine: Option<&'a Claim>,
+    status: Option<&'a Status>,
+}
+
+/// The rule for this node's slot of an every-node service: it runs here
+/// while this node is eligible, with no claim.
+fn decide_every_node(
+    table: &Table,
+    members: &Members,
+    here: Option<&NodeRecord>,
+    drain: Drain,
+    one: &EveryNode<'_>,
+    pass: &mut Pass,
+) {
+    let (name, slot, version) = (one.spec.name.as_str(), EVERY_NODE_SLOT, one.version);
+    if let Some(c) = one.mine {
+        pass.actions.push(Action::Release {
+            service: name.to_owned(),
+            slot,
+            version: c.version,
+            failed_on: Vec::new(),
+            reason: Reason::ScaledDown,
+        });
+    }
+    let eligible = here.is_some_and(|r| fits(r, one.spec));
+    let active = one.status.is_some_and(|s| s.state.is_active());
+    if eligible {
+        let failed = one
+            .status
+            .is_some_and(|s| s.state == InstanceState::Failed && s.version == version);
+        if !failed && missing_dependency(table, members, one.spec).is_none() {
+            pass.actions.push(Action::Start {
+                service: name.to_owned(),
+                slot,
+                version,
+            });
+        }
+    } else if active {
+        pass.actions.push(Action::Stop {
+            service: name.to_owned(),
+            slot,
+            reason: if drain.on {
+                Reason::Drained
+            } else {
+                Reason::Ineligible
+            },
+        });
     }
 }
 

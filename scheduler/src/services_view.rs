@@ -3,15 +3,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::placement::{Assignment, Members, assign};
+use crate::placement::{Assignment, Members, assign, fits};
 use crate::record::{InstanceState, Status};
-use crate::spec::{ProviderKind, ServiceSpec};
+use crate::spec::{EVERY_NODE_SLOT, ProviderKind, ServiceSpec};
 use crate::table::Table;
 
 /// One slot of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotView {
-    /// Slot number, `0..replicas`.
+    /// Slot number, `0..replicas` (an every-node service's slots all have
+    /// the same number; its `node` tells them apart).
     pub slot: u32,
     /// Owner's node name; `None` while unplaced.
     pub node: Option<String>,
@@ -36,8 +37,10 @@ pub struct ServiceView {
     pub name: String,
     /// Provider.
     pub provider: ProviderKind,
-    /// Desired replicas.
+    /// Desired replicas (0 for an every-node service).
     pub replicas: u32,
+    /// One slot per eligible node.
+    pub every_node: bool,
     /// Version of the spec.
     pub version: u64,
     /// Node that wrote the current version.
@@ -68,11 +71,16 @@ pub fn services(table: &Table, members: &Members) -> Vec<ServiceView> {
                 name: name.to_owned(),
                 provider: spec.params.provider(),
                 replicas: spec.replicas,
+                every_node: spec.every_node,
                 version: service.version,
                 origin: record.ts.node.clone(),
-                slots: (0..spec.replicas)
-                    .map(|slot| slot_view(table, members, &assignment, spec, slot))
-                    .collect(),
+                slots: if spec.every_node {
+                    every_node_slots(table, members, spec)
+                } else {
+                    (0..spec.replicas)
+                        .map(|slot| slot_view(table, members, &assignment, spec, slot))
+                        .collect()
+                },
                 spec: spec.clone(),
             })
         })
@@ -84,16 +92,22 @@ pub fn is_running_somewhere(table: &Table, members: &Members, service: &str) -> 
     let Some((spec, _)) = table.live_service(service) else {
         return false;
     };
+    let runs_on = |node: &str, slot: u32| {
+        table
+            .status(node, service, slot)
+            .is_some_and(|st| st.state == InstanceState::Running)
+    };
+    if spec.every_node {
+        return members.names().any(|node| runs_on(node, EVERY_NODE_SLOT));
+    }
     table
         .claims_of(service)
         .take_while(|(slot, _)| *slot < spec.replicas)
         .any(|(slot, claim)| {
-            claim.owner.as_deref().is_some_and(|owner| {
-                members.is_live(owner)
-                    && table
-                        .status(owner, service, slot)
-                        .is_some_and(|st| st.state == InstanceState::Running)
-            })
+            claim
+                .owner
+                .as_deref()
+                .is_some_and(|owner| members.is_live(owner) && runs_on(owner, slot))
         })
 }
 
@@ -107,6 +121,45 @@ pub fn missing_dependency<'a>(
         .iter()
         .find(|d| !is_running_somewhere(table, members, d))
         .map(String::as_str)
+}
+
+/// An every-node service's slots: one per live eligible node, and one per
+/// node that still reports an instance.
+fn every_node_slots(table: &Table, members: &Members, spec: &ServiceSpec) -> Vec<SlotView> {
+    let name = spec.name.as_str();
+    table
+        .nodes()
+        .filter_map(|(node, record)| {
+            let live = members.is_live(node);
+            let status = table.status(node, name, EVERY_NODE_SLOT);
+            let wanted = live && fits(record, spec);
+            if !wanted && !status.is_some_and(|s| s.state.is_active()) {
+                return None;
+            }
+            let state = match status {
+                _ if !live => InstanceState::Lost,
+                Some(s) => s.state,
+                None => InstanceState::Pending,
+            };
+            let reason = match state {
+                InstanceState::Lost => Some("node is down".to_owned()),
+                InstanceState::Pending => missing_dependency(table, members, spec)
+                    .map(|d| format!("waiting for dependency {d} to run")),
+                _ if !wanted => Some("node no longer eligible; stopping".to_owned()),
+                _ => None,
+            };
+            Some(SlotView {
+                slot: EVERY_NODE_SLOT,
+                node: Some(node.to_owned()),
+                state,
+                pid: status.filter(|_| live).and_then(|s| s.pid),
+                restarts: status.map_or(0, |s| s.restarts),
+                since_ms: status.map(|s| s.since_ms),
+                reason,
+                version: status.map(|s| s.version),
+            })
+        })
+        .collect()
 }
 
 fn slot_view(

@@ -22,8 +22,14 @@ pub struct ServiceSpec {
     pub name: String,
     /// Provider and its parameters.
     pub params: Params,
-    /// Number of slots (instances), 0..=1000.
+    /// Number of slots (instances), 0..=1000; 0 when `every_node`.
     pub replicas: u32,
+    /// One slot per eligible node instead of `replicas` (`replicas =
+    /// "every-node"`): each node runs its own, keyed by its name (slot
+    /// [`EVERY_NODE_SLOT`] of that node's status), with no claim.
+    pub every_node: bool,
+    /// What a slot does when the cluster partitions.
+    pub partition: Partition,
     /// When to restart an instance that exited.
     pub restart: RestartPolicy,
     /// Restarts allowed within `restart_window` before the instance fails.
@@ -43,6 +49,40 @@ pub struct ServiceSpec {
     /// Whether its slots may move to a node that joined, to even out the
     /// load (default true).
     pub rebalance: bool,
+}
+
+/// The slot number every node's instance of an every-node service has:
+/// its node's name tells them apart.
+pub const EVERY_NODE_SLOT: u32 = 0;
+
+/// What a slot does when the cluster partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Partition {
+    /// Both sides run it; the heal keeps one (the default).
+    #[default]
+    Available,
+    /// It runs only on a node that sees a majority of the cluster's nodes,
+    /// and never on two nodes at once (see [`crate::quorum`]).
+    AtMostOnce,
+}
+
+impl Partition {
+    /// Parses `available` or `at-most-once`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "available" => Some(Self::Available),
+            "at-most-once" => Some(Self::AtMostOnce),
+            _ => None,
+        }
+    }
+
+    /// Canonical name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Available => "available",
+            Self::AtMostOnce => "at-most-once",
+        }
+    }
 }
 
 /// Which provider runs the service, with its parameters.
@@ -223,6 +263,23 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 }
 
 impl ServiceSpec {
+    /// Whether its slots may move to even out the load: asked for, and
+    /// not at-most-once (a move would run it twice, or nowhere for a
+    /// while).
+    pub fn moves_to_rebalance(&self) -> bool {
+        self.rebalance && self.partition == Partition::Available
+    }
+
+    /// Whether `slot` is one of its slots: below `replicas`, or, of an
+    /// every-node service, [`EVERY_NODE_SLOT`] (of each node).
+    pub fn has_slot(&self, slot: u32) -> bool {
+        if self.every_node {
+            slot == EVERY_NODE_SLOT
+        } else {
+            slot < self.replicas
+        }
+    }
+
     /// Checks the rules serde can't: name, ranges, required parameters.
     pub fn validate(&self) -> Result<(), SpecError> {
         let err = |field: &str, message: String| SpecError::new(&self.name, field, message);
@@ -231,6 +288,18 @@ impl ServiceSpec {
             return Err(err(
                 "replicas",
                 format!("{} is out of range 0..={MAX_REPLICAS}", self.replicas),
+            ));
+        }
+        if self.every_node && self.replicas != 0 {
+            return Err(err(
+                "replicas",
+                "an every-node service has no replica count".into(),
+            ));
+        }
+        if self.every_node && self.partition == Partition::AtMostOnce {
+            return Err(err(
+                "partition",
+                "at-most-once needs counted replicas; every node runs its own slot of an every-node service".into(),
             ));
         }
         for dep in &self.depends_on {
@@ -317,6 +386,8 @@ mod tests {
                 user: None,
             },
             replicas: 1,
+            every_node: false,
+            partition: Partition::Available,
             restart: RestartPolicy::Always,
             max_restarts: 5,
             restart_window: Duration::from_secs(60),

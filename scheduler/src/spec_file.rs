@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{Constraints, Params, ProviderKind, RestartPolicy, ServiceSpec, SpecError};
+use crate::spec::{
+    Constraints, Params, Partition, ProviderKind, RestartPolicy, ServiceSpec, SpecError,
+};
 
 /// Defaults of optional fields.
 const DEFAULT_MAX_RESTARTS: u32 = 5;
@@ -24,7 +26,9 @@ struct RawSpec {
     name: String,
     provider: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    replicas: Option<i64>,
+    replicas: Option<RawReplicas>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    partition: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     restart: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,6 +63,17 @@ impl RawConstraints {
         self.tags.is_empty()
     }
 }
+
+/// `replicas`: a count, or `"every-node"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum RawReplicas {
+    Count(i64),
+    Word(String),
+}
+
+/// The word of `replicas` that asks for one slot per eligible node.
+const EVERY_NODE: &str = "every-node";
 
 /// A provider parameter: text or a list of text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,21 +245,42 @@ impl RawSpec {
                 )
             })?,
         };
-        let replicas = match self.replicas {
-            None => 1,
-            Some(r) => u32::try_from(r)
-                .ok()
-                .filter(|r| *r <= crate::spec::MAX_REPLICAS)
-                .ok_or_else(|| {
-                    err(
-                        "replicas",
-                        format!("{r} is out of range 0..={}", crate::spec::MAX_REPLICAS),
-                    )
-                })?,
+        let (replicas, every_node) = match self.replicas {
+            None => (1, false),
+            Some(RawReplicas::Word(w)) if w == EVERY_NODE => (0, true),
+            Some(RawReplicas::Word(w)) => {
+                return Err(err(
+                    "replicas",
+                    format!("{w:?} is neither a count nor \"{EVERY_NODE}\""),
+                ));
+            }
+            Some(RawReplicas::Count(r)) => (
+                u32::try_from(r)
+                    .ok()
+                    .filter(|r| *r <= crate::spec::MAX_REPLICAS)
+                    .ok_or_else(|| {
+                        err(
+                            "replicas",
+                            format!("{r} is out of range 0..={}", crate::spec::MAX_REPLICAS),
+                        )
+                    })?,
+                false,
+            ),
+        };
+        let partition = match &self.partition {
+            None => Partition::Available,
+            Some(p) => Partition::parse(p).ok_or_else(|| {
+                err(
+                    "partition",
+                    format!("unknown mode {p:?} (available, at-most-once)"),
+                )
+            })?,
         };
         let spec = ServiceSpec {
             params: params(&name, provider, self.params)?,
             replicas,
+            every_node,
+            partition,
             restart,
             max_restarts: count(
                 &name,
@@ -319,7 +355,13 @@ impl RawSpec {
         Self {
             name: spec.name.clone(),
             provider: spec.params.provider().as_str().to_owned(),
-            replicas: Some(i64::from(spec.replicas)),
+            replicas: Some(if spec.every_node {
+                RawReplicas::Word(EVERY_NODE.to_owned())
+            } else {
+                RawReplicas::Count(i64::from(spec.replicas))
+            }),
+            partition: (spec.partition != Partition::Available)
+                .then(|| spec.partition.as_str().to_owned()),
             restart: Some(spec.restart.as_str().to_owned()),
             max_restarts: Some(i64::from(spec.max_restarts)),
             restart_window: ms(spec.restart_window),

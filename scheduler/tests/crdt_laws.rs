@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use mob_scheduler::record::{Claim, ServiceRecord, Value};
-use mob_scheduler::spec::{Constraints, Params, RestartPolicy};
+use mob_scheduler::spec::{Constraints, Params, Partition, RestartPolicy};
 use mob_scheduler::spec_file::{parse_specs, to_json, to_toml};
 use mob_scheduler::{Key, Record, ServiceSpec, Table, Timestamp};
 use proptest::prelude::*;
@@ -70,6 +70,12 @@ fn spec() -> impl Strategy<Value = ServiceSpec> {
                 name,
                 params,
                 replicas,
+                every_node: false,
+                partition: if stop % 2 == 0 {
+                    Partition::Available
+                } else {
+                    Partition::AtMostOnce
+                },
                 restart,
                 max_restarts,
                 restart_window: Duration::from_millis(window),

@@ -13,9 +13,11 @@
 //! - nothing is lost: every node's table holds every live service;
 //! - every slot of every live service is owned by exactly one live,
 //!   eligible node (all agree), and runs there;
-//! - no node runs an instance it doesn't own.
+//! - no node runs an instance it doesn't own;
+//! - every live node runs its slot of every every-node service.
 //!
 //! Checked all along:
+//! - an at-most-once slot never has two instances at once;
 //! - a restarted node with its stale table starts and claims nothing
 //!   before its first anti-entropy round;
 //! - two live nodes with one name claim nothing;
@@ -36,8 +38,9 @@ use mob_scheduler::node::{
     Effect, Input, InstanceReport, NodeConfig, Peer, PeerState, Reply, Request, Source,
 };
 use mob_scheduler::placement::{LOAD_FACTOR, fits};
+use mob_scheduler::quorum::Detection;
 use mob_scheduler::record::{InstanceState, Status, Value};
-use mob_scheduler::spec::ProviderKind;
+use mob_scheduler::spec::{EVERY_NODE_SLOT, Partition, ProviderKind};
 use mob_scheduler::spec_file::parse_specs;
 use mob_scheduler::{Key, Node, Records, Table};
 use rand::rngs::SmallRng;
@@ -141,6 +144,8 @@ struct Sim {
     replies: BTreeMap<u64, Reply>,
     /// A name two live hosts share, while they do.
     clash: Option<String>,
+    /// At-most-once services: never two instances of one slot, at any step.
+    once: BTreeSet<String>,
     violations: Vec<String>,
     /// Deltas in flight, by (tick, to, incarnation).
     deltas: BTreeMap<(u64, usize, u64), Records>,
@@ -166,6 +171,11 @@ fn config(name: &str, addr: SocketAddr, seed: u64, has_seeds: bool) -> NodeConfi
         gc_after_ms: GC_AFTER_MS,
         seed,
         rebalance_interval_ms: REBALANCE_MS,
+        detection: Detection {
+            probe_period_ms: TICK_MS,
+            probe_rtt_ms: 0,
+            suspect_to_down_ms: 0,
+        },
     }
 }
 
@@ -177,6 +187,22 @@ fn spec_json(name: &str, replicas: u32) -> String {
     format!(
         r#"{{"name":"{name}","provider":"exec","replicas":{replicas},"params":{{"command":"x"}}}}"#
     )
+}
+
+/// The bulk deploy's service number `s`: mostly counted replicas, some
+/// every-node, some at-most-once.
+fn bulk_spec_json(s: usize) -> String {
+    let name = format!("svc-{s:04}");
+    match s % 40 {
+        7 => format!(
+            r#"{{"name":"{name}","provider":"exec","replicas":"every-node","params":{{"command":"x"}}}}"#
+        ),
+        13 => format!(
+            r#"{{"name":"{name}","provider":"exec","replicas":{},"partition":"at-most-once","params":{{"command":"x"}}}}"#,
+            1 + s % 3
+        ),
+        _ => spec_json(&name, 1 + (s % 3) as u32),
+    }
 }
 
 impl Sim {
@@ -194,6 +220,7 @@ impl Sim {
             next_request: 0,
             replies: BTreeMap::new(),
             clash: None,
+            once: BTreeSet::new(),
             violations: Vec::new(),
             topology: 1,
             topology_given: 0,
@@ -547,6 +574,31 @@ impl Sim {
             }
         }
         self.check_collected();
+        self.check_at_most_once();
+    }
+
+    /// No slot of an at-most-once service has two instances (starting,
+    /// running or restarting) at once, anywhere.
+    fn check_at_most_once(&mut self) {
+        if self.once.is_empty() {
+            return;
+        }
+        let mut seen: BTreeMap<(&str, u32), &str> = BTreeMap::new();
+        for h in self.hosts.iter().filter(|h| h.node.is_some()) {
+            for ((service, slot), _) in h.instances.iter().filter(|(_, i)| !i.failed) {
+                if !self.once.contains(service) {
+                    continue;
+                }
+                if let Some(other) = seen.insert((service, *slot), &h.name) {
+                    let v = format!(
+                        "at-most-once {service}/{slot} runs on {other} and {} at once",
+                        h.name
+                    );
+                    self.violations.push(v);
+                    return;
+                }
+            }
+        }
     }
 
     /// The supervisor brings an instance up `ticks` from now.
@@ -684,9 +736,26 @@ impl Sim {
         // Owners seen, with their node record.
         let mut records: BTreeMap<&str, (usize, &mob_scheduler::record::NodeRecord)> =
             BTreeMap::new();
+        // Every-node services: one instance on every live host.
+        let mut every_node: BTreeSet<&str> = BTreeSet::new();
         for (name, _, service) in reference.services() {
             let Some(spec) = &service.spec else { continue };
             live += 1;
+            if spec.every_node {
+                every_node.insert(name);
+                // Or it failed there for good: it stays failed until redeployed.
+                let runs = |idx: usize| {
+                    running.contains(&(idx, name, EVERY_NODE_SLOT))
+                        || self.hosts[idx]
+                            .instances
+                            .get(&(name.to_owned(), EVERY_NODE_SLOT))
+                            .is_some_and(|i| i.failed)
+                };
+                if let Some((host, _)) = up.iter().find(|(_, idx)| !runs(**idx)) {
+                    return Some(format!("every-node {name} does not run on {host}"));
+                }
+                continue;
+            }
             for slot in 0..spec.replicas {
                 while claims
                     .next_if(|(s, k, _)| (*s, *k) < (name, slot))
@@ -741,7 +810,8 @@ impl Sim {
             // A failed instance has no process left (the supervisor only
             // keeps its record until a stop).
             for (key, _) in h.instances.iter().filter(|(_, inst)| !inst.failed) {
-                if owners.get(&(key.0.as_str(), key.1)) != Some(&i) {
+                let own = key.1 == EVERY_NODE_SLOT && every_node.contains(key.0.as_str());
+                if !own && owners.get(&(key.0.as_str(), key.1)) != Some(&i) {
                     return Some(format!("{} runs {key:?} which it doesn't own", h.name));
                 }
             }
@@ -864,7 +934,7 @@ impl Sim {
             self.hosts.iter().filter_map(|h| h.node.as_ref()).all(|n| {
                 n.table()
                     .live_service(service)
-                    .is_some_and(|(spec, _)| slot < spec.replicas)
+                    .is_some_and(|(spec, _)| spec.has_slot(slot))
             })
         };
         if let Some((service, slot)) = before
@@ -985,12 +1055,18 @@ fn run(seed: u64, nodes: usize, services: usize, rounds: usize) -> Outcome {
     let text = format!(
         "[{}]",
         (0..services)
-            .map(|s| spec_json(&format!("svc-{s:04}"), 1 + (s % 3) as u32))
+            .map(bulk_spec_json)
             .collect::<Vec<_>>()
             .join(",")
     );
     let specs = parse_specs(&text).unwrap();
     expected.extend(specs.iter().map(|s| s.name.clone()));
+    sim.once.extend(
+        specs
+            .iter()
+            .filter(|s| s.partition == Partition::AtMostOnce)
+            .map(|s| s.name.clone()),
+    );
     let from = sim.rng.random_range(0..nodes);
     sim.request(from, Request::Deploy(specs));
     let reached = (1..=600).find(|_| {

@@ -332,6 +332,18 @@ fn log_event(node: &str, event: Event) {
         Event::Draining => info!(node, "draining: slots move to other nodes"),
         Event::DrainUndone => info!(node, "drain undone: eligible again"),
         Event::CaughtUp => debug!(node, "table caught up with a peer; claiming enabled"),
+        Event::MajorityLost => {
+            warn!(
+                node,
+                "majority of the nodes out of sight; at-most-once services stop here"
+            )
+        }
+        Event::MajorityRegained => {
+            info!(
+                node,
+                "majority of the nodes in sight again; at-most-once services may run here"
+            )
+        }
         Event::RecordsRejected { count } => {
             debug!(
                 node,

@@ -112,6 +112,11 @@ pub enum Event {
     DrainUndone,
     /// The table caught up with a peer: claiming is enabled.
     CaughtUp,
+    /// This node no longer sees a majority of the nodes alive: it stops
+    /// its at-most-once slots.
+    MajorityLost,
+    /// This node sees a majority again.
+    MajorityRegained,
     /// Records from a peer that this version would not write were dropped.
     RecordsRejected {
         /// How many.

@@ -69,9 +69,10 @@ use self::touched::Touched;
 use crate::hlc::Clock;
 use crate::key::Key;
 use crate::placement::Members;
+use crate::quorum::{Detection, Quorum};
 use crate::reconcile::{Action, Reason, Scope, reconcile_scope};
 use crate::record::{Claim, NodeRecord, Record, Records, Value};
-use crate::spec::ProviderKind;
+use crate::spec::{Partition, ProviderKind};
 use crate::table::Table;
 
 /// A write of more records than this skips the gossip deltas and pushes by
@@ -123,6 +124,9 @@ pub struct NodeConfig {
     pub seed: u64,
     /// Pause between two slots this node hands over to even out the load.
     pub rebalance_interval_ms: u64,
+    /// How fast membership notices a node is gone: the margin of
+    /// at-most-once slots.
+    pub detection: Detection,
 }
 
 /// Counters of a node.
@@ -160,6 +164,13 @@ pub struct Node {
     peers: Vec<SocketAddr>,
     /// Identities of the active members: a new one gets a round at once.
     known: BTreeSet<(String, SocketAddr, u64)>,
+    /// Alive peers' names (suspects not included): the majority of
+    /// at-most-once slots counts them.
+    alive: BTreeSet<String>,
+    /// When this node last saw a member go (down or left).
+    lost_at: u64,
+    /// When an at-most-once slot waiting for its margin may start.
+    retry_at: Option<u64>,
     /// Another live member has this node's name.
     clash: bool,
     /// The table caught up with a peer (claims wait for it).
@@ -209,6 +220,10 @@ impl Node {
             members,
             peers: Vec::new(),
             known: BTreeSet::new(),
+            alive: BTreeSet::new(),
+            // A node that just started doesn't know who went lately.
+            lost_at: now,
+            retry_at: None,
             clash: false,
             converged: !config.has_seeds,
             stopping: BTreeMap::new(),
@@ -281,7 +296,7 @@ impl Node {
             .min(self.sync_at)
             .min(self.rebalance_at)
             .min(self.collector.next_at);
-        if let Some(r) = self.reconcile_at {
+        for r in [self.reconcile_at, self.retry_at].into_iter().flatten() {
             at = at.min(r);
         }
         if let Some(s) = self.saves.deadline() {
@@ -484,16 +499,30 @@ impl Node {
 
     fn set_members(&mut self, peers: Vec<Peer>, now: u64) {
         let me = &self.config.name;
-        let members = Members::new(
+        let mut members = Members::new(
             peers
                 .iter()
                 .filter(|p| p.state.is_active())
                 .map(|p| p.name.clone())
                 .chain([me.clone()]),
         );
+        // The quorum is recomputed by the next pass.
+        members.set_quorum(*self.members.quorum());
         let clash = peers
             .iter()
             .any(|p| p.name == *me && p.addr != self.config.addr && p.state.is_active());
+        let alive: BTreeSet<String> = peers
+            .iter()
+            .filter(|p| p.state == PeerState::Alive && p.name != *me)
+            .map(|p| p.name.clone())
+            .collect();
+        if self.members.names().any(|n| !members.is_live(n)) {
+            self.lost_at = now;
+        }
+        if alive != self.alive {
+            self.alive = alive;
+            self.reconcile_soon(now);
+        }
         let known: BTreeSet<_> = peers
             .iter()
             .filter(|p| p.state.is_active() && p.addr != self.config.addr)
@@ -543,7 +572,8 @@ impl Node {
             self.touched.everything();
             self.reconcile_soon(now);
         }
-        if now >= self.full_pass_at {
+        if now >= self.full_pass_at || self.retry_at.is_some_and(|at| at <= now) {
+            self.retry_at = None;
             self.touched.everything();
             self.reconcile_soon(now);
         }
@@ -608,9 +638,39 @@ impl Node {
         });
     }
 
+    /// What this node knows of the majority now.
+    fn quorum(&self) -> Quorum {
+        let me = &self.config.name;
+        let (mut nodes, mut alive) = (0, 0);
+        for (name, _) in self.table.nodes().filter(|(_, r)| !r.leaving) {
+            nodes += 1;
+            if name == me || self.alive.contains(name) {
+                alive += 1;
+            }
+        }
+        Quorum::new(nodes, alive, self.lost_at, &self.config.detection)
+    }
+
     fn reconcile(&mut self, now: u64) {
         self.reconcile_at = None;
         self.last_reconcile = now;
+        let quorum = self.quorum();
+        if quorum.majority() != self.members.quorum().majority() {
+            let matters = self
+                .table
+                .services()
+                .filter_map(|(_, _, s)| s.spec.as_ref())
+                .any(|spec| spec.partition == Partition::AtMostOnce);
+            if matters {
+                self.log(if quorum.majority() {
+                    Event::MajorityRegained
+                } else {
+                    Event::MajorityLost
+                });
+            }
+            self.touched.everything();
+        }
+        self.members.set_quorum(quorum);
         if self.touched.is_empty() {
             return;
         }
@@ -631,6 +691,9 @@ impl Node {
         };
         for waiting in pass.waiting {
             self.touched.wait(waiting);
+        }
+        if let Some(at) = pass.retry_at {
+            self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
         }
         for action in pass.actions {
             self.execute(action, now);
@@ -700,6 +763,10 @@ impl Node {
                 let Some((spec, _)) = self.table.live_service(&key.0) else {
                     return;
                 };
+                // Another live member with this name may run it already.
+                if self.clash && spec.partition == Partition::AtMostOnce {
+                    return;
+                }
                 let spec = spec.clone();
                 self.starting.insert(key, version);
                 self.out.push(Effect::Start {

@@ -181,6 +181,14 @@ pub fn scale(table: &Table, name: &str, replicas: u32) -> Result<(u64, Write), O
     let Some((spec, _)) = table.live_service(name) else {
         return Err(OpError::Unknown(name.to_owned()));
     };
+    if spec.every_node {
+        return Err(SpecError {
+            service: name.to_owned(),
+            field: "replicas".into(),
+            message: "runs on every eligible node; it has no replica count to scale".into(),
+        }
+        .into());
+    }
     if replicas > MAX_REPLICAS {
         return Err(SpecError {
             service: name.to_owned(),

@@ -7,7 +7,9 @@
 //! new owner reports it running (or `DRAIN_TIMEOUT_MS` passed), so the
 //! slot always runs somewhere.
 //!
-//! - A service with `rebalance = false` stays where it is.
+//! - A service with `rebalance = false` stays where it is, and so does an
+//!   at-most-once one (its handover would stop it before the new owner
+//!   starts).
 //! - Only a slot running here moves (a move of a starting one would gain
 //!   nothing and could leave it running nowhere).
 //! - No oscillation: the new owner is under the cap, so the move doesn't
@@ -52,7 +54,7 @@ pub(crate) fn pick(table: &Table, members: &Members, me: &str) -> Option<Handove
         let runs_here = table
             .status(me, service, slot)
             .is_some_and(|s| s.state == InstanceState::Running && s.version == version);
-        if !spec.rebalance || slot >= spec.replicas || !runs_here {
+        if !spec.moves_to_rebalance() || slot >= spec.replicas || !runs_here {
             continue;
         }
         let holders: Vec<&str> = table

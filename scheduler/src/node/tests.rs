@@ -25,8 +25,16 @@ fn config(name: &str, i: u8, has_seeds: bool) -> NodeConfig {
         gc_after_ms: 86_400_000,
         seed: 1,
         rebalance_interval_ms: 2_000,
+        detection: DETECTION,
     }
 }
+
+/// Membership's timings, as the agent's defaults.
+const DETECTION: Detection = Detection {
+    probe_period_ms: 500,
+    probe_rtt_ms: 150,
+    suspect_to_down_ms: 1_500,
+};
 
 fn peer(name: &str, i: u8) -> Peer {
     Peer {
@@ -757,4 +765,246 @@ fn a_node_over_the_cap_hands_one_running_slot_over_and_keeps_it_until_the_new_on
         service: "s0".into(),
         slot: 0
     }));
+}
+
+/// `name`'s node record, as its own node writes it at start.
+fn node_record_of(name: &str, i: u8, tags: &[(&str, &str)]) -> (Key, Arc<Record>) {
+    let mut config = config(name, i, false);
+    config.tags = tags
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let node = Node::new(config, Table::new(), T0);
+    let key = Key::Node(name.into());
+    let record = Arc::new(node.table().get(&key).unwrap().clone());
+    (key, record)
+}
+
+/// A record written by `node` at `wall_ms`.
+fn by(node: &str, wall_ms: u64, value: Value) -> Arc<Record> {
+    Arc::new(Record {
+        ts: crate::Timestamp {
+            wall_ms,
+            counter: 0,
+            node: node.into(),
+        },
+        value,
+    })
+}
+
+fn stops(effects: &[Effect]) -> usize {
+    effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Stop { .. }))
+        .count()
+}
+
+#[test]
+fn an_every_node_service_runs_on_each_eligible_node_without_a_claim() {
+    let mut a = Node::new(config("a", 1, false), Table::new(), T0);
+    a.handle(Input::Tick, T0);
+    let every =
+        r#"{"name":"agent","provider":"shell","replicas":"every-node","params":{"command":"x"}}"#;
+    let mut out = answered(&mut a, 1, Request::Deploy(specs(every)), T0 + 10);
+    out.extend(a.handle(Input::Tick, T0 + 20));
+    assert!(out.iter().any(|e| matches!(e,
+        Effect::Start { spec, slot: 0, .. } if spec.name == "agent")));
+    assert!(
+        !written(&out).iter().any(|k| matches!(k, Key::Claim(..))),
+        "no claim: the slot is this node's"
+    );
+    run_started(&mut a, &out, T0 + 30);
+    // A second node joins: its own slot shows, pending, and a's runs.
+    let (key, record) = node_record_of("b", 2, &[]);
+    a.handle(Input::Records(Source::Delta, vec![(key, record)]), T0 + 40);
+    a.handle(Input::Members(vec![peer("a", 1), peer("b", 2)]), T0 + 40);
+    let view = crate::services_view::services(a.table(), a.members());
+    let slots: Vec<(Option<&str>, InstanceState)> = view[0]
+        .slots
+        .iter()
+        .map(|s| (s.node.as_deref(), s.state))
+        .collect();
+    assert_eq!(
+        slots,
+        [
+            (Some("a"), InstanceState::Running),
+            (Some("b"), InstanceState::Pending)
+        ]
+    );
+    // It can't be scaled; a drain stops it here.
+    let out = a.handle(
+        Input::Request(2, Request::Scale("agent".into(), 3)),
+        T0 + 50,
+    );
+    assert!(
+        matches!(reply(&out, 2), Some(Reply::Written(Err(e))) if e.to_string().contains("every eligible node"))
+    );
+    let out = answered(&mut a, 3, Request::Drain(true), T0 + 60);
+    let mut out2 = out.clone();
+    out2.extend(a.handle(Input::Tick, T0 + 70));
+    assert_eq!(stops(&out2), 1, "{out2:?}");
+}
+
+/// The tag only `a` and `b` have, so that the test knows who may run it.
+const ONCE: &str = r#"{"name":"lock","provider":"shell","partition":"at-most-once","stop_timeout":"10s","constraints":{"tags":{"role":"x"}},"params":{"command":"x"}}"#;
+
+fn tagged(name: &str, i: u8) -> NodeConfig {
+    let mut c = config(name, i, false);
+    c.tags.insert("role".into(), "x".into());
+    c
+}
+
+#[test]
+fn an_at_most_once_slot_runs_only_with_a_majority_and_stops_when_it_is_lost() {
+    let mut a = Node::new(tagged("a", 1), Table::new(), T0);
+    let peers = vec![peer("a", 1), peer("b", 2), peer("c", 3)];
+    let records = vec![node_record_of("b", 2, &[]), node_record_of("c", 3, &[])];
+    a.handle(Input::Records(Source::Delta, records), T0);
+    a.handle(Input::Members(peers.clone()), T0);
+    let mut out = answered(&mut a, 1, Request::Deploy(specs(ONCE)), T0 + 10);
+    out.extend(a.handle(Input::Tick, T0 + 20));
+    assert!(
+        written(&out).contains(&Key::Claim("lock".into(), 0)),
+        "a claims at once"
+    );
+    // Just started, a doesn't know who went lately: it waits the margin.
+    let margin = a.members().quorum().margin_ms(&specs(ONCE)[0]);
+    assert!(margin >= 10_000 + crate::quorum::SLACK_MS);
+    assert_eq!(starts(&out), 0);
+    assert!(a.next_deadline() <= T0 + margin);
+    let out = a.handle(Input::Tick, T0 + margin);
+    assert_eq!(starts(&out), 1, "{out:?}");
+    run_started(&mut a, &out, T0 + margin);
+
+    // b and c are suspected: a sees 1 of 3 alive and stops.
+    let mut suspects = peers.clone();
+    for p in &mut suspects[1..] {
+        p.state = PeerState::Suspect;
+    }
+    let at = T0 + margin + 100;
+    let mut out = a.handle(Input::Members(suspects), at);
+    out.extend(a.handle(Input::Tick, at + RECONCILE_GAP_MS));
+    assert_eq!(stops(&out), 1, "{out:?}");
+    assert!(out.contains(&Effect::Log(Event::MajorityLost)), "{out:?}");
+    // Alive again: it runs again (a still owns it and nobody went).
+    let mut out = a.handle(Input::Members(peers), at + 200);
+    out.extend(a.handle(Input::Tick, at + 200 + RECONCILE_GAP_MS));
+    assert!(out.contains(&Effect::Log(Event::MajorityRegained)));
+}
+
+#[test]
+fn the_majority_side_starts_an_at_most_once_slot_only_after_the_margin_past_down() {
+    let mut b = Node::new(tagged("b", 2), Table::new(), T0);
+    let mut peers = vec![peer("a", 1), peer("b", 2), peer("c", 3)];
+    let spec = specs(ONCE).remove(0);
+    let records = vec![
+        node_record_of("a", 1, &[("role", "x")]),
+        node_record_of("c", 3, &[]),
+        (
+            Key::Service("lock".into()),
+            by(
+                "a",
+                T0,
+                Value::Service(ServiceRecord {
+                    version: 1,
+                    spec: Some(spec.clone()),
+                }),
+            ),
+        ),
+        (
+            Key::Claim("lock".into(), 0),
+            by(
+                "a",
+                T0,
+                Value::Claim(Claim {
+                    owner: Some("a".into()),
+                    failed_on: Vec::new(),
+                    version: 1,
+                }),
+            ),
+        ),
+        (
+            Key::Status("a".into(), "lock".into(), 0),
+            by("a", T0, Value::Status(running(9, T0, 1))),
+        ),
+    ];
+    b.handle(Input::Records(Source::Delta, records), T0);
+    b.handle(Input::Members(peers.clone()), T0);
+    let out = b.handle(Input::Tick, T0 + 100);
+    assert!(!written(&out).contains(&Key::Claim("lock".into(), 0)));
+
+    // a is down: b claims, but starts only past the margin.
+    let down = T0 + 60_000;
+    peers[0].state = PeerState::Gone;
+    let mut out = b.handle(Input::Members(peers), down);
+    out.extend(b.handle(Input::Tick, down + RECONCILE_GAP_MS));
+    assert!(written(&out).contains(&Key::Claim("lock".into(), 0)));
+    assert_eq!(starts(&out), 0);
+    let margin = b.members().quorum().margin_ms(&spec);
+    let out = b.handle(Input::Tick, down + margin - 1);
+    assert_eq!(starts(&out), 0, "started before the margin");
+    assert!(b.next_deadline() <= down + margin);
+    let mut at = down + margin;
+    let mut out = b.handle(Input::Tick, at);
+    while starts(&out) == 0 && at < down + margin + 2 * RECONCILE_GAP_MS {
+        at = b.next_deadline().max(at + 1);
+        out = b.handle(Input::Tick, at);
+    }
+    assert_eq!(starts(&out), 1, "not started at the margin");
+}
+
+#[test]
+fn an_at_most_once_slot_is_handed_over_stop_first() {
+    // b owns it and runs it; a's newer claim takes it (a drain of b, say):
+    // b stops at once, with no wait for a's instance.
+    let mut b = Node::new(tagged("b", 2), Table::new(), T0);
+    let peers = vec![peer("a", 1), peer("b", 2), peer("c", 3)];
+    let spec = specs(ONCE).remove(0);
+    let service = (
+        Key::Service("lock".into()),
+        by(
+            "b",
+            T0,
+            Value::Service(ServiceRecord {
+                version: 1,
+                spec: Some(spec),
+            }),
+        ),
+    );
+    let claim = |owner: &str, at: u64| {
+        (
+            Key::Claim("lock".into(), 0),
+            by(
+                owner,
+                at,
+                Value::Claim(Claim {
+                    owner: Some(owner.into()),
+                    failed_on: Vec::new(),
+                    version: 1,
+                }),
+            ),
+        )
+    };
+    let records = vec![
+        node_record_of("a", 1, &[("role", "x")]),
+        node_record_of("c", 3, &[]),
+        service,
+        claim("b", T0),
+    ];
+    b.handle(Input::Records(Source::Delta, records), T0);
+    b.handle(Input::Members(peers), T0);
+    b.handle(
+        Input::Instance(InstanceReport {
+            service: "lock".into(),
+            slot: 0,
+            status: running(5, T0, 1),
+        }),
+        T0 + 1,
+    );
+    let mut out = b.handle(
+        Input::Records(Source::Delta, vec![claim("a", T0 + 50)]),
+        T0 + 50,
+    );
+    out.extend(b.handle(Input::Tick, T0 + 60));
+    assert_eq!(stops(&out), 1, "{out:?}");
 }

@@ -7,7 +7,8 @@
 //!   or not, now);
 //! - another node's `status/` record: the slots of the dependents, and
 //!   the slot itself only if this node has an instance of it (a drain
-//!   waits for the replacement to run); else nothing this node decides
+//!   waits for the replacement to run) or owns it (an at-most-once slot
+//!   waits for the old instance to stop); else nothing this node decides
 //!   reads it.
 //! - a `node/` record, a membership change, the gate opening: everything;
 //! - claims of a node: the unowned slots placement left to it, which it
@@ -119,15 +120,20 @@ impl Touched {
             }
         }
         let mut slots = touched.slots;
-        slots.extend(
-            touched
-                .others
-                .into_iter()
-                .filter(|(service, slot)| table.status(me, service, *slot).is_some()),
-        );
+        slots.extend(touched.others.into_iter().filter(|(service, slot)| {
+            table.status(me, service, *slot).is_some()
+                || table
+                    .claim(service, *slot)
+                    .is_some_and(|c| c.owner.as_deref() == Some(me))
+        }));
         for service in &services {
-            let replicas = table.live_service(service).map_or(0, |(s, _)| s.replicas);
-            slots.extend((0..replicas).map(|k| (service.clone(), k)));
+            match table.live_service(service) {
+                Some((spec, _)) if spec.every_node => {
+                    slots.push((service.clone(), crate::spec::EVERY_NODE_SLOT));
+                }
+                Some((spec, _)) => slots.extend((0..spec.replicas).map(|k| (service.clone(), k))),
+                None => {}
+            }
             slots.extend(table.claims_of(service).map(|(k, _)| (service.clone(), k)));
             slots.extend(
                 table
