@@ -9,8 +9,17 @@
 //!   suspect member does not count. A node that loses the majority stops
 //!   the slot.
 //! - A node starts such a slot only when no other live member reports an
-//!   instance of it active, and at least the **margin** after it last saw
-//!   a member go (down or left), measured on its own clock.
+//!   instance of it active, at least the **margin** after it last saw a
+//!   member go (down or left), measured on its own clock, and once it
+//!   **caught up** with every member that came up or back since (an
+//!   anti-entropy round with each): after a heal, the side that had lost
+//!   the majority learns that the other side took the slot over before
+//!   it could start it again on its stale table.
+//! - A node starts such a slot only once its claim is **settled**: older
+//!   than two anti-entropy periods, so that a claim another node wrote at
+//!   about the same time (two views of an unowned slot) has reached it,
+//!   by a delta or by anti-entropy, and the later claim won before either
+//!   started.
 //! - Handovers are stop-first: a node that no longer owns the slot stops
 //!   at once, and it is never moved to even out the load.
 //!
@@ -65,6 +74,8 @@ impl Detection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quorum {
     majority: bool,
+    caught_up: bool,
+    settle_ms: u64,
     lost_at_ms: u64,
     lag_ms: u64,
 }
@@ -74,6 +85,8 @@ impl Default for Quorum {
     fn default() -> Self {
         Self {
             majority: true,
+            caught_up: true,
+            settle_ms: 0,
             lost_at_ms: 0,
             lag_ms: 0,
         }
@@ -82,10 +95,21 @@ impl Default for Quorum {
 
 impl Quorum {
     /// `alive` of the `nodes` in the table are alive (this node included);
-    /// this node last saw a member go at `lost_at_ms`.
-    pub fn new(nodes: usize, alive: usize, lost_at_ms: u64, detection: &Detection) -> Self {
+    /// this node last saw a member go at `lost_at_ms`, and `caught_up`
+    /// with every member that came up since; a claim settles in
+    /// `settle_ms`.
+    pub fn new(
+        nodes: usize,
+        alive: usize,
+        caught_up: bool,
+        lost_at_ms: u64,
+        settle_ms: u64,
+        detection: &Detection,
+    ) -> Self {
         Self {
             majority: 2 * alive > nodes,
+            caught_up,
+            settle_ms,
             lost_at_ms,
             lag_ms: detection.lag_ms(nodes),
         }
@@ -96,15 +120,24 @@ impl Quorum {
         self.majority
     }
 
+    /// Whether this node caught up with every member that came up since
+    /// it last did.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up
+    }
+
     /// The margin of `spec` after a member goes.
     pub fn margin_ms(&self, spec: &ServiceSpec) -> u64 {
         let base = self.lag_ms + spec.stop_timeout.as_millis() as u64 + SLACK_MS;
         (base as f64 * RATE_MARGIN).ceil() as u64
     }
 
-    /// From when this node may start an at-most-once slot of `spec`.
-    pub fn start_at(&self, spec: &ServiceSpec) -> u64 {
-        self.lost_at_ms.saturating_add(self.margin_ms(spec))
+    /// From when this node may start an at-most-once slot of `spec` that
+    /// it claimed at `claimed_ms`.
+    pub fn start_at(&self, spec: &ServiceSpec, claimed_ms: u64) -> u64 {
+        self.lost_at_ms
+            .saturating_add(self.margin_ms(spec))
+            .max(claimed_ms.saturating_add(self.settle_ms))
     }
 }
 
@@ -121,10 +154,10 @@ mod tests {
 
     #[test]
     fn majority_is_more_than_half_of_the_table() {
-        assert!(Quorum::new(5, 3, 0, &FOCA).majority());
-        assert!(!Quorum::new(4, 2, 0, &FOCA).majority());
-        assert!(!Quorum::new(5, 2, 0, &FOCA).majority());
-        assert!(Quorum::new(1, 1, 0, &FOCA).majority());
+        assert!(Quorum::new(5, 3, true, 0, 0, &FOCA).majority());
+        assert!(!Quorum::new(4, 2, true, 0, 0, &FOCA).majority());
+        assert!(!Quorum::new(5, 2, true, 0, 0, &FOCA).majority());
+        assert!(Quorum::new(1, 1, true, 0, 0, &FOCA).majority());
     }
 
     #[test]
@@ -133,12 +166,14 @@ mod tests {
             r#"{"name": "a", "provider": "exec", "stop_timeout": "10s", "params": {"command": "x"}}"#,
         )
         .unwrap()[0];
-        let q = Quorum::new(5, 5, 7_000, &FOCA);
+        let q = Quorum::new(5, 5, true, 7_000, 4_000, &FOCA);
         // 2 x 4 probes of 500 ms + 150 ms rtt - 1.5 s down = 2.65 s lag.
         assert_eq!(FOCA.lag_ms(5), 2_650);
         let margin = q.margin_ms(spec);
         assert!(margin >= 2_650 + 10_000 + SLACK_MS, "{margin}");
-        assert_eq!(q.start_at(spec), 7_000 + margin);
+        assert_eq!(q.start_at(spec, 7_000), 7_000 + margin);
+        // A claim written long after the loss settles on its own.
+        assert_eq!(q.start_at(spec, 100_000), 104_000);
         // More nodes, longer to probe them all.
         assert!(FOCA.lag_ms(100) > FOCA.lag_ms(5));
         assert_eq!(FOCA.lag_ms(1), 0);

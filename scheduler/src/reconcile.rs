@@ -561,8 +561,15 @@ fn decide(
             }
             if once && !active {
                 // Start only once no other instance can still run: the
-                // members lost lately stopped theirs, the live ones say so.
-                let start_at = members.quorum().start_at(one.spec);
+                // members lost lately stopped theirs, the live ones say
+                // so, and those back from a partition told what they did.
+                if !members.quorum().caught_up() {
+                    return;
+                }
+                let claimed_ms = table
+                    .get_ref(KeyRef::Claim(name, slot))
+                    .map_or(0, |r| r.ts.wall_ms);
+                let start_at = members.quorum().start_at(one.spec, claimed_ms);
                 if start_at > drain.now_ms {
                     pass.retry_at = Some(pass.retry_at.map_or(start_at, |r| r.min(start_at)));
                     return;

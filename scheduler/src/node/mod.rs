@@ -169,6 +169,9 @@ pub struct Node {
     alive: BTreeSet<String>,
     /// When this node last saw a member go (down or left).
     lost_at: u64,
+    /// Members that came up (or back) and this node has not completed an
+    /// anti-entropy round with since: at-most-once slots wait for them.
+    unsynced: BTreeSet<SocketAddr>,
     /// When an at-most-once slot waiting for its margin may start.
     retry_at: Option<u64>,
     /// Another live member has this node's name.
@@ -223,6 +226,7 @@ impl Node {
             alive: BTreeSet::new(),
             // A node that just started doesn't know who went lately.
             lost_at: now,
+            unsynced: BTreeSet::new(),
             retry_at: None,
             clash: false,
             converged: !config.has_seeds,
@@ -266,7 +270,11 @@ impl Node {
                 self.write(status, Value::Status(report.status), now);
             }
             Input::Tick => {}
-            Input::Synced(_) => {
+            Input::Synced(peer) => {
+                if self.unsynced.remove(&peer) && self.unsynced.is_empty() {
+                    self.touched.everything();
+                    self.reconcile_soon(now);
+                }
                 if !self.converged {
                     self.converged = true;
                     self.touched.everything();
@@ -534,8 +542,11 @@ impl Node {
             .filter(|id| !self.known.contains(*id))
             .map(|(_, addr, _)| *addr)
             .collect();
+        self.unsynced.extend(newcomers.iter().copied());
         self.out.extend(newcomers.into_iter().map(Effect::Sync));
         self.known = known;
+        let active: BTreeSet<SocketAddr> = self.known.iter().map(|(_, a, _)| *a).collect();
+        self.unsynced.retain(|a| active.contains(a));
         self.peers = peers
             .iter()
             .filter(|p| p.state == PeerState::Alive && p.addr != self.config.addr)
@@ -584,7 +595,15 @@ impl Node {
             let jitter = self.rng.random_range(0.8..1.2);
             let period = self.config.anti_entropy_period_ms as f64 * jitter;
             self.sync_at = now.saturating_add(period as u64);
-            if let Some(peer) = self.random_peers(1).pop() {
+            // A member not caught up with yet goes first (its newcomer
+            // round may have failed).
+            let peer = if self.unsynced.is_empty() {
+                self.random_peers(1).pop()
+            } else {
+                let i = self.rng.random_range(0..self.unsynced.len());
+                self.unsynced.iter().nth(i).copied()
+            };
+            if let Some(peer) = peer {
                 self.out.push(Effect::Sync(peer));
             }
         }
@@ -648,13 +667,23 @@ impl Node {
                 alive += 1;
             }
         }
-        Quorum::new(nodes, alive, self.lost_at, &self.config.detection)
+        Quorum::new(
+            nodes,
+            alive,
+            self.unsynced.is_empty(),
+            self.lost_at,
+            2 * self.config.anti_entropy_period_ms,
+            &self.config.detection,
+        )
     }
 
     fn reconcile(&mut self, now: u64) {
         self.reconcile_at = None;
         self.last_reconcile = now;
         let quorum = self.quorum();
+        if quorum.caught_up() != self.members.quorum().caught_up() {
+            self.touched.everything();
+        }
         if quorum.majority() != self.members.quorum().majority() {
             let matters = self
                 .table
