@@ -872,7 +872,12 @@ fn an_at_most_once_slot_runs_only_with_a_majority_and_stops_when_it_is_lost() {
     assert!(margin >= 10_000 + crate::quorum::SLACK_MS);
     assert_eq!(starts(&out), 0);
     assert!(a.next_deadline() <= T0 + margin);
+    // b and c came up: nothing starts before a caught up with both.
     let out = a.handle(Input::Tick, T0 + margin);
+    assert_eq!(starts(&out), 0, "started before catching up with b and c");
+    a.handle(Input::Synced(addr(2)), T0 + margin);
+    let mut out = a.handle(Input::Synced(addr(3)), T0 + margin + 1);
+    out.extend(a.handle(Input::Tick, T0 + margin + RECONCILE_GAP_MS));
     assert_eq!(starts(&out), 1, "{out:?}");
     run_started(&mut a, &out, T0 + margin);
 
@@ -930,6 +935,8 @@ fn the_majority_side_starts_an_at_most_once_slot_only_after_the_margin_past_down
     ];
     b.handle(Input::Records(Source::Delta, records), T0);
     b.handle(Input::Members(peers.clone()), T0);
+    b.handle(Input::Synced(addr(1)), T0);
+    b.handle(Input::Synced(addr(3)), T0);
     let out = b.handle(Input::Tick, T0 + 100);
     assert!(!written(&out).contains(&Key::Claim("lock".into(), 0)));
 
