@@ -5,6 +5,9 @@
 #                             bridge that lives in its own namespace PREFIX-br
 #   netns.sh cut  PREFIX I    unplug host I from the bridge (a partition)
 #   netns.sh heal PREFIX I    plug it back
+#   netns.sh block   PREFIX I J   host I drops what it sends to host J
+#   netns.sh unblock PREFIX I J   undo it (block both ways: a partition
+#                                 between groups of hosts)
 #   netns.sh down PREFIX      delete every namespace of PREFIX
 #   netns.sh ip   I           print host I's address
 #   netns.sh exec PREFIX I CMD...   run CMD on host I
@@ -13,7 +16,7 @@
 set -euo pipefail
 
 cmd=${1:-}; prefix=${2:-}
-[ -n "$cmd" ] || { sed -n '2,12p' "$0"; exit 2; }
+[ -n "$cmd" ] || { sed -n '2,15p' "$0"; exit 2; }
 
 host_ip() { echo "10.99.0.$1"; }
 
@@ -41,6 +44,12 @@ case "$cmd" in
     ;;
   heal)
     ip -n "$prefix-br" link set "p${3:?host}" up
+    ;;
+  block)
+    ip -n "$prefix-h${3:?host}" route add blackhole "$(host_ip "${4:?peer}")/32"
+    ;;
+  unblock)
+    ip -n "$prefix-h${3:?host}" route del blackhole "$(host_ip "${4:?peer}")/32"
     ;;
   down)
     for ns in $(ip netns list | awk '{print $1}' | grep -E "^$prefix-(br|h[0-9]+)$" || true); do

@@ -96,7 +96,16 @@ fn slot_json(slot: &SlotView) -> serde_json::Value {
     })
 }
 
-/// `services --json`: `[{"name","provider","replicas","slots":[{"slot","node","state","pid","restarts","since_ms","reason"}]}]`.
+/// `replicas` as a spec writes it: a count, or `"every-node"`.
+fn replicas_json(s: &ServiceView) -> serde_json::Value {
+    if s.every_node {
+        json!("every-node")
+    } else {
+        json!(s.replicas)
+    }
+}
+
+/// `services --json`: `[{"name","provider","replicas","partition","slots":[{"slot","node","state","pid","restarts","since_ms","reason"}]}]`.
 pub(crate) fn services_json(services: &[ServiceView]) -> String {
     let rows: Vec<_> = services
         .iter()
@@ -104,7 +113,8 @@ pub(crate) fn services_json(services: &[ServiceView]) -> String {
             json!({
                 "name": s.name,
                 "provider": s.provider.as_str(),
-                "replicas": s.replicas,
+                "replicas": replicas_json(s),
+                "partition": s.spec.partition.as_str(),
                 "slots": s.slots.iter().map(slot_json).collect::<Vec<_>>(),
             })
         })
@@ -182,7 +192,8 @@ pub(crate) fn status_json(s: &ServiceView) -> String {
     json!({
         "name": s.name,
         "provider": s.provider.as_str(),
-        "replicas": s.replicas,
+        "replicas": replicas_json(s),
+        "partition": s.spec.partition.as_str(),
         "version": s.version,
         "origin": s.origin,
         "restart": s.spec.restart.as_str(),
@@ -197,12 +208,17 @@ pub(crate) fn status_json(s: &ServiceView) -> String {
 pub(crate) fn status_text(s: &ServiceView) -> String {
     let spec = &s.spec;
     let mut out = format!(
-        "name:       {}\nprovider:   {}\nversion:    {} (written by {})\nreplicas:   {}\nrestart:    {} (max {} in {:?})\n",
+        "name:       {}\nprovider:   {}\nversion:    {} (written by {})\nreplicas:   {}\npartition:  {}\nrestart:    {} (max {} in {:?})\n",
         s.name,
         s.provider,
         s.version,
         s.origin,
-        s.replicas,
+        if s.every_node {
+            "every-node".to_owned()
+        } else {
+            s.replicas.to_string()
+        },
+        spec.partition.as_str(),
         spec.restart.as_str(),
         spec.max_restarts,
         spec.restart_window,
@@ -225,7 +241,10 @@ pub(crate) fn status_text(s: &ServiceView) -> String {
     out.push_str(&table(SLOT_COLUMNS, &rows));
     for slot in &s.slots {
         if let Some(reason) = &slot.reason {
-            out.push_str(&format!("slot {}: {reason}\n", slot.slot));
+            match (&slot.node, s.every_node) {
+                (Some(node), true) => out.push_str(&format!("on {node}: {reason}\n")),
+                _ => out.push_str(&format!("slot {}: {reason}\n", slot.slot)),
+            }
         }
     }
     out

@@ -104,6 +104,27 @@ impl Netns {
     pub fn heal(&self, i: usize) -> anyhow::Result<()> {
         run(&["heal", &self.prefix, &i.to_string()])
     }
+
+    /// Partitions the hosts of `side` from all the others: each side still
+    /// reaches its own hosts (blackhole routes, both ways).
+    pub fn split(&self, side: &[usize]) -> anyhow::Result<()> {
+        self.routes("block", side)
+    }
+
+    /// Undoes [`Netns::split`] of the same `side`.
+    pub fn unsplit(&self, side: &[usize]) -> anyhow::Result<()> {
+        self.routes("unblock", side)
+    }
+
+    fn routes(&self, cmd: &str, side: &[usize]) -> anyhow::Result<()> {
+        for i in side {
+            for j in (1..=self.hosts).filter(|j| !side.contains(j)) {
+                run(&[cmd, &self.prefix, &i.to_string(), &j.to_string()])?;
+                run(&[cmd, &self.prefix, &j.to_string(), &i.to_string()])?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Netns {

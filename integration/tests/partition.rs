@@ -127,3 +127,100 @@ fn a_partition_heals_to_exactly_one_instance_per_slot() {
     );
     stays_exactly(3, &both, Duration::from_secs(2));
 }
+
+#[test]
+fn an_at_most_once_service_never_runs_twice_across_a_partition() {
+    if !Netns::usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let net = Netns::up("o", 5).unwrap();
+    let key = new_key_file(&dir.path().join("cluster.key")).unwrap();
+    let agents = net.start_agents(dir.path(), &key).unwrap();
+    let all: Vec<String> = (1..=5).map(|i| format!("h{i}")).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let everyone = || -> anyhow::Result<bool> {
+        for a in &agents {
+            if !a.sees_alive(&all)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    wait_until("the cluster", Duration::from_secs(20), everyone).unwrap();
+    let m = marker(9);
+    agents[0]
+        .deploy(&format!(
+            r#"{{"name": "lock", "provider": "exec", "partition": "at-most-once", "stop_timeout": "2s", "params": {{"command": ["sleep", "{m}"]}}}}"#
+        ))
+        .unwrap();
+    // Every sample of real processes, all along: never two.
+    let mut most = 0;
+    let mut sample = || {
+        let n = processes_with_arg(&m).len();
+        most = most.max(n);
+        assert!(n <= 1, "lock runs {n} times");
+        n
+    };
+    let owner = || -> anyhow::Result<Option<usize>> {
+        let node = slots(&agents[0], "lock")?
+            .iter()
+            .find(|s| s["state"] == "running")
+            .and_then(|s| s["node"].as_str().map(str::to_owned));
+        Ok(node.and_then(|n| n.trim_start_matches('h').parse().ok()))
+    };
+    wait_until("lock to run", Duration::from_secs(30), || {
+        Ok(sample() == 1 && owner()?.is_some())
+    })
+    .unwrap();
+    let first = owner().unwrap().unwrap();
+
+    // The owner and one more host on the side of 2: it stops there, and
+    // runs on the side of 3 only after the margin.
+    let minority = [first, first % 5 + 1];
+    net.split(&minority).unwrap();
+    let cut = Instant::now();
+    wait_until("the side of 2 to stop lock", Duration::from_secs(30), || {
+        Ok(sample() == 0)
+    })
+    .unwrap();
+    let stopped = cut.elapsed();
+    let majority: Vec<&Agent> = (1..=5)
+        .filter(|i| !minority.contains(i))
+        .map(|i| &agents[i - 1])
+        .collect();
+    wait_until("the side of 3 to run lock", Duration::from_secs(60), || {
+        let runs = sample() == 1;
+        let there = slots(majority[0], "lock")?.iter().any(|s| {
+            s["state"] == "running"
+                && s["node"]
+                    .as_str()
+                    .is_some_and(|n| majority.iter().any(|a| a.name() == n))
+        });
+        Ok(runs && there)
+    })
+    .unwrap();
+    let moved = cut.elapsed();
+    assert!(
+        agents[first - 1]
+            .log_events("majority of the nodes out of sight; at-most-once services stop here")
+            .len()
+            == 1,
+        "the old owner says why it stopped"
+    );
+
+    net.unsplit(&minority).unwrap();
+    let healed = Instant::now();
+    wait_until("one instance after the heal", Duration::from_secs(30), || {
+        Ok(everyone()? && sample() == 1)
+    })
+    .unwrap();
+    for _ in 0..40 {
+        assert_eq!(sample(), 1, "after the heal");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "at-most-once across 2|3: stopped on the side of 2 {stopped:?} after the cut, ran on the side of 3 {moved:?} after it, one instance {:?} after the heal; at most {most} at any sample",
+        healed.elapsed()
+    );
+}

@@ -270,3 +270,62 @@ fn joining_agents_get_slots_by_rebalancing_and_no_slot_ever_runs_nowhere() {
         .sum();
     assert!(handed >= new.len(), "{handed} handovers");
 }
+
+/// Nodes (by name) with a running slot of `name`, as `agent` sees them.
+fn running_on(agent: &Agent, name: &str) -> anyhow::Result<BTreeSet<String>> {
+    Ok(slots(agent, name)?
+        .iter()
+        .filter(|s| s["state"] == "running")
+        .filter_map(|s| s["node"].as_str().map(str::to_owned))
+        .collect())
+}
+
+#[test]
+fn an_every_node_service_runs_once_on_each_agent_and_follows_membership() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agents = local_cluster(dir.path(), 5).unwrap();
+    let m = marker(21);
+    let spec = format!(
+        r#"{{"name": "node-agent", "provider": "exec", "replicas": "every-node", "stop_timeout": "2s", "params": {{"command": ["sleep", "{m}"]}}}}"#
+    );
+    agents[0].deploy(&spec).unwrap();
+    let five: BTreeSet<String> = (1..=5).map(|i| format!("n{i}")).collect();
+    wait_until(
+        "one instance on each of the 5 agents",
+        Duration::from_secs(20),
+        || Ok(processes_with_arg(&m).len() == 5 && running_on(&agents[0], "node-agent")? == five),
+    )
+    .unwrap();
+    let before: BTreeSet<u32> = processes_with_arg(&m).into_iter().collect();
+    let err = agents[0]
+        .cli(&["scale", "node-agent", "3"])
+        .expect_err("an every-node service has no count to scale");
+    assert!(err.to_string().contains("every eligible node"), "{err}");
+
+    // A sixth agent joins: it starts its own, and nothing else moves.
+    let key = dir.path().join("cluster.key");
+    let mut spec = AgentSpec::local("n6", dir.path(), &key);
+    spec.join.push(agents[0].addr);
+    agents.push(Agent::start(spec).unwrap());
+    let six: BTreeSet<String> = (1..=6).map(|i| format!("n{i}")).collect();
+    let took = wait_until(
+        "the joined agent to run its own instance",
+        Duration::from_secs(20),
+        || Ok(processes_with_arg(&m).len() == 6 && running_on(&agents[0], "node-agent")? == six),
+    )
+    .unwrap();
+    eprintln!("every-node: the sixth agent runs its instance {took:?} after it started");
+    let after: BTreeSet<u32> = processes_with_arg(&m).into_iter().collect();
+    assert!(before.is_subset(&after), "an instance restarted or moved");
+
+    // An agent that leaves takes its slot with it: nothing moves.
+    agents[5].terminate().unwrap();
+    wait_until(
+        "the left agent's instance gone, and no other",
+        Duration::from_secs(20),
+        || Ok(processes_with_arg(&m).len() == 5 && running_on(&agents[0], "node-agent")? == five),
+    )
+    .unwrap();
+    let left: BTreeSet<u32> = processes_with_arg(&m).into_iter().collect();
+    assert_eq!(left, before, "the five first instances run on, untouched");
+}
