@@ -16,7 +16,9 @@
 //!   `ceil(1.25 × live slots / candidates)`.
 //! - An unowned slot goes to the best candidate by: holds no other slot of
 //!   the same service (claimed, or placed before it in slot order), then
-//!   is under the cap, then score.
+//!   is under the cap, then is under the floor (half the mean load, so
+//!   that no node is left with nothing by the luck of the scores), then
+//!   score.
 //!
 //! Each service is placed on its own, from the loads in the table: every
 //! node that sees the same table and members computes the same targets,
@@ -188,6 +190,8 @@ pub(crate) struct Candidates<'a> {
     /// By name.
     nodes: Vec<Candidate<'a>>,
     cap: usize,
+    /// Half the mean load: a candidate under it ranks first.
+    floor: usize,
     /// The candidates that fit each kind of service seen in this pass.
     shapes: Vec<(&'a ServiceSpec, Vec<usize>)>,
 }
@@ -206,10 +210,11 @@ impl<'a> Candidates<'a> {
                 })
             })
             .collect();
-        let cap = (table.live_slots() as f64 * LOAD_FACTOR / nodes.len().max(1) as f64).ceil();
+        let mean = table.live_slots() as f64 / nodes.len().max(1) as f64;
         Self {
             nodes,
-            cap: cap as usize,
+            cap: (mean * LOAD_FACTOR).ceil() as usize,
+            floor: (mean / 2.0) as usize,
             shapes: Vec::new(),
         }
     }
@@ -314,14 +319,18 @@ impl<'a> Candidates<'a> {
             let shape = self.fitting(spec);
             let fitting = &self.shapes[shape].1;
             // The best by (holds no slot of the service, under the cap,
-            // score): the loop every unowned slot runs over every node.
+            // under the floor, score): the loop every unowned slot runs
+            // over every node.
+            let floor = self.floor;
             let mut best: Option<(u8, u64, usize)> = None;
             for &i in fitting {
                 let c = &self.nodes[i];
                 if !claim.failed.is_empty() && claim.failed.iter().any(|f| f == c.name) {
                     continue;
                 }
-                let tier = (u8::from(!holds.contains(&i)) << 1) | u8::from(c.load < cap);
+                let tier = (u8::from(!holds.contains(&i)) << 2)
+                    | (u8::from(c.load < cap) << 1)
+                    | u8::from(c.load < floor);
                 let score = mix(prefix ^ c.hash);
                 if best.is_none_or(|(t, s, _)| (tier, score) > (t, s)) {
                     best = Some((tier, score, i));

@@ -257,7 +257,7 @@ fn with_the_cap_every_slot_is_placed_and_no_node_goes_over() {
     let sizes = [5, 10, 40, 100]
         .map(|n| (n, 5 * n))
         .into_iter()
-        .chain([(40, 300), (100, 300)]);
+        .chain([(40, 300), (100, 300), (100, 500)]);
     for (n, count) in sizes {
         for (set, names) in name_sets(n) {
             let services: Vec<String> = (0..count).map(|i| format!("svc-{i:04}")).collect();
@@ -288,6 +288,10 @@ fn with_the_cap_every_slot_is_placed_and_no_node_goes_over() {
             assert!(
                 max <= cap,
                 "{n} nodes ({set}): a node holds {max}, over the cap {cap}"
+            );
+            assert!(
+                mean < 5.0 || min >= 1,
+                "{n} nodes ({set}) x {count} services: a node holds nothing"
             );
         }
     }
