@@ -180,9 +180,11 @@ fn an_at_most_once_service_never_runs_twice_across_a_partition() {
     let minority = [first, first % 5 + 1];
     net.split(&minority).unwrap();
     let cut = Instant::now();
-    wait_until("the side of 2 to stop lock", Duration::from_secs(30), || {
-        Ok(sample() == 0)
-    })
+    wait_until(
+        "the side of 2 to stop lock",
+        Duration::from_secs(30),
+        || Ok(sample() == 0),
+    )
     .unwrap();
     let stopped = cut.elapsed();
     let majority: Vec<&Agent> = (1..=5)
@@ -211,9 +213,11 @@ fn an_at_most_once_service_never_runs_twice_across_a_partition() {
 
     net.unsplit(&minority).unwrap();
     let healed = Instant::now();
-    wait_until("one instance after the heal", Duration::from_secs(30), || {
-        Ok(everyone()? && sample() == 1)
-    })
+    wait_until(
+        "one instance after the heal",
+        Duration::from_secs(30),
+        || Ok(everyone()? && sample() == 1),
+    )
     .unwrap();
     for _ in 0..40 {
         assert_eq!(sample(), 1, "after the heal");

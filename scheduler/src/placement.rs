@@ -192,6 +192,8 @@ pub(crate) struct Candidates<'a> {
     cap: usize,
     /// Half the mean load: a candidate under it ranks first.
     floor: usize,
+    /// The mean load, rounded up.
+    mean_ceil: usize,
     /// The candidates that fit each kind of service seen in this pass.
     shapes: Vec<(&'a ServiceSpec, Vec<usize>)>,
 }
@@ -215,6 +217,7 @@ impl<'a> Candidates<'a> {
             nodes,
             cap: (mean * LOAD_FACTOR).ceil() as usize,
             floor: (mean / 2.0) as usize,
+            mean_ceil: mean.ceil() as usize,
             shapes: Vec::new(),
         }
     }
@@ -224,15 +227,30 @@ impl<'a> Candidates<'a> {
         self.cap
     }
 
+    /// Half the mean load, rounded down.
+    pub(crate) fn floor(&self) -> usize {
+        self.floor
+    }
+
+    /// The mean load, rounded up.
+    pub(crate) fn mean_ceil(&self) -> usize {
+        self.mean_ceil
+    }
+
+    /// The least load of any candidate.
+    pub(crate) fn least_load(&self) -> usize {
+        self.nodes.iter().map(|c| c.load).min().unwrap_or(0)
+    }
+
     /// The load of candidate `node` (none if it is not a candidate).
     pub(crate) fn load_of(&self, node: &str) -> Option<usize> {
         self.position(node).map(|i| self.nodes[i].load)
     }
 
     /// Where slot `slot` of `spec` moves from `from` to even out the load:
-    /// the least-loaded candidate under the cap, by score among equals,
-    /// other than `from`, holding no other slot of the service
-    /// (`holders`), and where it didn't fail.
+    /// the least-loaded candidate with a load under `below` (the cap, or
+    /// the floor), by score among equals, other than `from`, holding no
+    /// other slot of the service (`holders`), and where it didn't fail.
     pub(crate) fn move_target(
         &mut self,
         spec: &'a ServiceSpec,
@@ -240,10 +258,11 @@ impl<'a> Candidates<'a> {
         from: &str,
         failed: &[String],
         holders: &[&str],
+        below: usize,
     ) -> Option<&'a str> {
         let shape = self.fitting(spec);
         let prefix = slot_hash(&spec.name, slot);
-        let cap = self.cap;
+        let cap = below.min(self.cap);
         self.shapes[shape]
             .1
             .iter()

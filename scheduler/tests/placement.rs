@@ -254,10 +254,11 @@ fn uncapped_winners_fall_within_binomial_bounds() {
 #[test]
 fn with_the_cap_every_slot_is_placed_and_no_node_goes_over() {
     // A mean of 5 slots per node; and 300 services on 40 and 100 nodes.
-    let sizes = [5, 10, 40, 100]
-        .map(|n| (n, 5 * n))
-        .into_iter()
-        .chain([(40, 300), (100, 300), (100, 500)]);
+    let sizes =
+        [5, 10, 40, 100]
+            .map(|n| (n, 5 * n))
+            .into_iter()
+            .chain([(40, 300), (100, 300), (100, 500)]);
     for (n, count) in sizes {
         for (set, names) in name_sets(n) {
             let services: Vec<String> = (0..count).map(|i| format!("svc-{i:04}")).collect();

@@ -867,6 +867,22 @@ impl Sim {
             .filter(|(_, h)| h.node.is_some())
             .map(|(i, h)| (h.name.as_str(), i))
             .collect();
+        // With lagged membership: every live node sees every other alive.
+        if let Some(lagged) = &self.lagged {
+            for (&i, &j) in up.values().flat_map(|i| up.values().map(move |j| (i, j))) {
+                let alive = i == j
+                    || lagged
+                        .seen
+                        .get(&(i, j))
+                        .is_some_and(|s| s.1 == PeerState::Alive);
+                if !alive {
+                    return Some(format!(
+                        "{} does not see {} alive yet",
+                        self.hosts[i].name, self.hosts[j].name
+                    ));
+                }
+            }
+        }
         let first = self.hosts.iter().find_map(|h| h.node.as_ref())?;
         let reference = first.table();
         // What runs where, borrowed: looked up once per slot below.
@@ -942,6 +958,18 @@ impl Sim {
                 }
                 if !running.contains(&(idx, name, slot)) {
                     return Some(format!("{name}/{slot} is not running on its owner {owner}"));
+                }
+                // And the owner knows it (its report arrived): until then
+                // it would not hand the slot over, and may just after.
+                let knows = self.hosts[idx].node.as_ref().is_some_and(|n| {
+                    n.table()
+                        .status(owner, name, slot)
+                        .is_some_and(|s| s.state == InstanceState::Running)
+                });
+                if !knows {
+                    return Some(format!(
+                        "{owner} has not yet reported {name}/{slot} running"
+                    ));
                 }
                 owners.insert((name, slot), idx);
                 // (A slot that failed somewhere may have no node left to
@@ -1034,6 +1062,16 @@ impl Sim {
                 "{} does not hold exactly the live services",
                 first.name()
             ));
+        }
+        // Rebalancing settled: no node would hand a slot over (over the
+        // mean while another is under the floor); the quiet period then
+        // checks that nothing moves.
+        if let Some(h) = self
+            .hosts
+            .iter()
+            .find(|h| h.node.as_ref().is_some_and(Node::would_hand_over))
+        {
+            return Some(format!("{} still hands slots over", h.name));
         }
         None
     }

@@ -21,6 +21,11 @@
 //!   `sleep` services deployed on one agent, until every one runs (real
 //!   processes counted). Agents bind ports from 20000 up (below the
 //!   kernel's ephemeral range, which their outgoing connections use).
+//!   Prints the spread too: slots per agent, min / mean / max.
+//! - `join [AGENTS] [JOINERS] [SERVICES]`: SERVICES one-slot services
+//!   running on AGENTS agents, then JOINERS more agents start: the time
+//!   until rebalancing gave every joiner a slot, and until no agent is over
+//!   the new load cap, with the joiners' slots.
 //!
 //! Times come from the agents' own JSON log timestamps, compared with the
 //! wall clock at the kill, so polling does not blur them.
@@ -51,9 +56,10 @@ fn main() -> anyhow::Result<()> {
         Some("rss") => rss(number(1, 100)?),
         Some("failover") => failover(number(1, 20)?, false),
         Some("bulk") => bulk(number(1, 20)?, number(2, 1_000)?, number(3, 3)?),
+        Some("join") => join(number(1, 40)?, number(2, 10)?, number(3, 300)?),
         Some("graceful") => failover(number(1, 10)?, true),
         _ => bail!(
-            "usage: mob-bench detection|idle|idle-big|spread|big|restart|deploy-run|rss|failover|graceful [N]"
+            "usage: mob-bench detection|idle|idle-big|spread|big|restart|deploy-run|rss|failover|graceful|bulk|join [N]"
         ),
     }
 }
@@ -615,7 +621,8 @@ fn bulk(agents: u64, services: u64, trials: u64) -> anyhow::Result<()> {
         })?;
         let took = started.elapsed().as_secs_f64();
         eprintln!(
-            "trial {trial}: {services} services running on {agents} agents after {took:.2} s"
+            "trial {trial}: {services} services running on {agents} agents after {took:.2} s; slots per agent {}",
+            spread_of(&cluster[0], None)?
         );
         all.push(took);
         for i in 0..services {
@@ -633,6 +640,88 @@ fn bulk(agents: u64, services: u64, trials: u64) -> anyhow::Result<()> {
         all[0],
         all[all.len() / 2],
         all[all.len() - 1]
+    );
+    Ok(())
+}
+
+/// Slots per member in `agent`'s table (of `only`, if given): `min / mean /
+/// max`.
+fn spread_of(agent: &Agent, only: Option<&[String]>) -> anyhow::Result<String> {
+    let mut loads: Vec<usize> = agent
+        .members()?
+        .iter()
+        .filter(|m| m.state == "alive" && only.is_none_or(|o| o.contains(&m.name)))
+        .map(|m| m.slots)
+        .collect();
+    loads.sort_unstable();
+    let (Some(min), Some(max)) = (loads.first(), loads.last()) else {
+        bail!("no members");
+    };
+    let mean = loads.iter().sum::<usize>() as f64 / loads.len() as f64;
+    Ok(format!("{min} / {mean:.1} / {max}"))
+}
+
+fn join(agents: u64, joiners: u64, services: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let base = 20_000;
+    let mut cluster = local_cluster_on(dir.path(), usize::try_from(agents)?, Some(base), &[])?;
+    let marker = "3100000".to_owned();
+    let specs: Vec<String> = (0..services)
+        .map(|i| format!(r#"{{"name":"j-{i:05}","provider":"exec","stop_timeout":"1s","params":{{"command":["sleep","{marker}"]}}}}"#))
+        .collect();
+    cluster[0].deploy(&format!("[{}]", specs.join(",")))?;
+    wait_until("every service to run", Duration::from_secs(120), || {
+        Ok(processes_with_arg(&marker).len() as u64 >= services)
+    })?;
+    let before = spread_of(&cluster[0], None)?;
+    let key = dir.path().join("cluster.key");
+    let started = std::time::Instant::now();
+    let mut names = Vec::new();
+    for i in agents + 1..=agents + joiners {
+        let name = format!("n{i}");
+        let mut spec = AgentSpec::local(&name, dir.path(), &key);
+        let port = u16::try_from(u64::from(base) + i - 1)?;
+        spec.bind = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        spec.join.push(cluster[0].addr);
+        cluster.push(Agent::start(spec)?);
+        names.push(name);
+    }
+    let all = agents + joiners;
+    let cap = (services as f64 * 1.25 / all as f64).ceil() as usize;
+    let mut first = None;
+    wait_until(
+        "no agent over the new cap",
+        Duration::from_secs(300),
+        || {
+            let members = cluster[0].members()?;
+            let alive: Vec<_> = members.iter().filter(|m| m.state == "alive").collect();
+            let joined_hold = names
+                .iter()
+                .all(|n| alive.iter().any(|m| &m.name == n && m.slots >= 1));
+            if joined_hold && first.is_none() {
+                first = Some(started.elapsed());
+            }
+            Ok(alive.len() as u64 == all
+                && joined_hold
+                && alive.iter().all(|m| m.slots <= cap)
+                && processes_with_arg(&marker).len() as u64 == services)
+        },
+    )?;
+    let settled = started.elapsed();
+    println!("| measure | agents | joiners | services | seconds |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| joiners started -> every joiner holds a slot | {agents} | {joiners} | {services} | {:.1} |",
+        first.unwrap_or(settled).as_secs_f64()
+    );
+    println!(
+        "| joiners started -> no agent over the new cap {cap} | {agents} | {joiners} | {services} | {:.1} |",
+        settled.as_secs_f64()
+    );
+    println!(
+        "slots per agent before the join: {before}; after: {}; the joiners: {}",
+        spread_of(&cluster[0], None)?,
+        spread_of(&cluster[0], Some(&names))?
     );
     Ok(())
 }

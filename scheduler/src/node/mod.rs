@@ -336,6 +336,15 @@ impl Node {
         self.converged
     }
 
+    /// Whether this node would hand a slot over now to even out the load
+    /// (it is over the cap, or over the mean while a node is under the
+    /// floor): rebalancing has not settled.
+    pub fn would_hand_over(&self) -> bool {
+        self.converged
+            && !self.clash
+            && rebalance::pick(&self.table, &self.members, &self.config.name).is_some()
+    }
+
     /// Counters.
     pub fn stats(&self) -> NodeStats {
         self.stats

@@ -2,7 +2,9 @@
 //! so nothing would move to them. A node over the load cap computed with
 //! the current members hands one of its running slots to the least-loaded
 //! candidate under the cap (by score among equals), at most once every
-//! `rebalance_interval_ms`. The handover is drain-style: the claim names
+//! `rebalance_interval_ms`; a node over the mean load hands one to the
+//! least-loaded candidate under the floor (half the mean), so that joined
+//! nodes get a share, not only the excess over the cap. The handover is drain-style: the claim names
 //! the new owner, which starts it; this node keeps its instance until the
 //! new owner reports it running (or `DRAIN_TIMEOUT_MS` passed), so the
 //! slot always runs somewhere.
@@ -13,9 +15,12 @@
 //! - Only a slot running here moves (a move of a starting one would gain
 //!   nothing and could leave it running nowhere).
 //! - No oscillation: the new owner is under the cap, so the move doesn't
-//!   put it over; a node moves slots only while it is over.
+//!   put it over; a node moves slots only while it is over. Likewise a
+//!   node over the mean gives only to one under the floor: the giver
+//!   stays at the mean or above, the taker at the floor or below, so
+//!   neither ever moves a slot back.
 
-use crate::placement::{Candidates, LOAD_FACTOR, Members};
+use crate::placement::{Candidates, Members};
 use crate::record::InstanceState;
 use crate::table::Table;
 
@@ -33,16 +38,23 @@ pub(crate) struct Handover {
 
 /// The slot `me` should hand over now, if it is over the cap.
 pub(crate) fn pick(table: &Table, members: &Members, me: &str) -> Option<Handover> {
-    // The cap is at least this (candidates are at most the members): most
+    // The mean is at least this (candidates are at most the members): most
     // calls end here, without reading the candidates.
-    let floor = table.live_slots() as f64 * LOAD_FACTOR / members.len().max(1) as f64;
-    if table.load(me) as f64 <= floor.ceil() {
+    let least_mean = table.live_slots() as f64 / members.len().max(1) as f64;
+    if table.load(me) as f64 <= least_mean.ceil() {
         return None;
     }
     let mut candidates = Candidates::new(table, members);
-    if candidates.load_of(me)? <= candidates.cap() {
+    let load = candidates.load_of(me)?;
+    // Over the cap: to anyone under it. Over the mean: to one under the
+    // floor, if there is one.
+    let below = if load > candidates.cap() {
+        candidates.cap()
+    } else if load > candidates.mean_ceil() && candidates.least_load() < candidates.floor() {
+        candidates.floor()
+    } else {
         return None;
-    }
+    };
 
     for (service, slot, claim) in table.claims() {
         if claim.owner.as_deref() != Some(me) {
@@ -67,7 +79,7 @@ pub(crate) fn pick(table: &Table, members: &Members, me: &str) -> Option<Handove
         } else {
             &[]
         };
-        if let Some(to) = candidates.move_target(spec, slot, me, failed, &holders) {
+        if let Some(to) = candidates.move_target(spec, slot, me, failed, &holders, below) {
             return Some(Handover {
                 service: service.to_owned(),
                 slot,
