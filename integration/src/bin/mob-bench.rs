@@ -620,13 +620,41 @@ fn bulk(agents: u64, services: u64, trials: u64) -> anyhow::Result<()> {
             Ok(processes_with_arg(&marker).len() as u64 >= services)
         })?;
         let took = started.elapsed().as_secs_f64();
+        // Where the time went, from the agents' own log timestamps: the
+        // last agent to learn the services, the last claim, the last start.
+        let since = SystemTime::now() - started.elapsed();
+        let last = |message: &str| -> f64 {
+            cluster
+                .iter()
+                .flat_map(|a| a.log_events(message))
+                .filter(|e| {
+                    e["service"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with(&format!("b{trial}-")))
+                })
+                .filter_map(|e| humantime::parse_rfc3339(e["timestamp"].as_str()?).ok())
+                .filter_map(|t| t.duration_since(since).ok())
+                .map(|d| d.as_secs_f64())
+                .fold(0.0, f64::max)
+        };
         eprintln!(
-            "trial {trial}: {services} services running on {agents} agents after {took:.2} s; slots per agent {}",
+            "trial {trial}: {services} services running on {agents} agents after {took:.2} s (last agent learned them at {:.2} s, last claim {:.2} s, last start {:.2} s); slots per agent {}",
+            last("service deployed"),
+            last("slot claimed"),
+            last("instance started"),
             spread_of(&cluster[0], None)?
         );
         all.push(took);
         for i in 0..services {
-            cluster[0].cli(&["remove", &format!("b{trial}-{i:05}")])?;
+            let name = format!("b{trial}-{i:05}");
+            // A busy agent may time a request out: try again.
+            let mut tries = 0;
+            while let Err(e) = cluster[0].cli(&["remove", &name]) {
+                tries += 1;
+                if tries == 3 {
+                    return Err(e);
+                }
+            }
         }
         wait_until("the services to stop", Duration::from_secs(120), || {
             Ok(processes_with_arg(&marker).is_empty())
@@ -688,7 +716,8 @@ fn join(agents: u64, joiners: u64, services: u64) -> anyhow::Result<()> {
     }
     let all = agents + joiners;
     let cap = (services as f64 * 1.25 / all as f64).ceil() as usize;
-    let mut first = None;
+    let half = (services as f64 / all as f64 / 2.0) as usize;
+    let (mut first, mut halfway) = (None, None);
     wait_until(
         "no agent over the new cap",
         Duration::from_secs(300),
@@ -700,6 +729,12 @@ fn join(agents: u64, joiners: u64, services: u64) -> anyhow::Result<()> {
                 .all(|n| alive.iter().any(|m| &m.name == n && m.slots >= 1));
             if joined_hold && first.is_none() {
                 first = Some(started.elapsed());
+            }
+            let joined_half = names
+                .iter()
+                .all(|n| alive.iter().any(|m| &m.name == n && m.slots >= half));
+            if joined_half && halfway.is_none() {
+                halfway = Some(started.elapsed());
             }
             Ok(alive.len() as u64 == all
                 && joined_hold
@@ -713,6 +748,10 @@ fn join(agents: u64, joiners: u64, services: u64) -> anyhow::Result<()> {
     println!(
         "| joiners started -> every joiner holds a slot | {agents} | {joiners} | {services} | {:.1} |",
         first.unwrap_or(settled).as_secs_f64()
+    );
+    println!(
+        "| joiners started -> every joiner holds half the mean ({half}) | {agents} | {joiners} | {services} | {:.1} |",
+        halfway.unwrap_or(settled).as_secs_f64()
     );
     println!(
         "| joiners started -> no agent over the new cap {cap} | {agents} | {joiners} | {services} | {:.1} |",
