@@ -273,15 +273,36 @@ impl<'a> Run<'a> {
     /// Decides `one`, and notes a claim of this node toward its load and a
     /// slot left to another node as waiting.
     fn decide(&mut self, one: &Slot<'_>, service: impl FnOnce() -> Name, pass: &mut Pass) {
+        // Placement gives a slot to a node at the cap only when every
+        // candidate looks at it (stale claims, or this pass's count of the
+        // others' targets): this node claims nothing over the cap, and a
+        // later pass, with the claims seen, places it.
+        let me = self.me;
+        let at_cap = one.open
+            && one.target == Some(me)
+            && self
+                .candidates
+                .as_ref()
+                .is_some_and(|c| c.load_of(me).is_some_and(|load| load >= c.cap()));
+        if at_cap {
+            return;
+        }
         let before = pass.actions.len();
         decide(self.table, self.members, self.me, self.drain, one, pass);
         let claimed = pass.actions[before..]
             .iter()
             .any(|a| matches!(a, Action::Claim { .. }));
         if claimed {
-            let me = self.me;
             self.candidates().claimed(me);
         } else if let Some(target) = one.target.filter(|t| one.open && *t != self.me) {
+            // The target will claim it: count it toward its load for the
+            // rest of this pass, as it will, so that the next slots go
+            // where the other nodes (seeing the same table) put them, and
+            // a bulk deploy settles in one pass instead of a chain of
+            // declines.
+            if let Some(candidates) = self.candidates.as_mut() {
+                candidates.claimed(target);
+            }
             pass.waiting.push(Waiting {
                 on: target.to_owned(),
                 service: service(),

@@ -29,9 +29,15 @@
 //!   Anti-entropy runs with a random alive peer every
 //!   `anti_entropy_period_ms` (±20 %), and with every newcomer.
 //! - **Rebalancing**: a node over the load cap hands one running slot at a
-//!   time to the least-loaded candidate under the cap, every
-//!   `rebalance_interval_ms`, drain-style (it keeps its instance until the
-//!   new owner's runs).
+//!   time to the least-loaded candidate under the cap (a node over the
+//!   mean, to one under the floor), every `rebalance_interval_ms`,
+//!   drain-style (it keeps its instance until the new owner's runs).
+//! - **At-most-once slots** ([`crate::quorum`]): the node counts the alive
+//!   members against the table's nodes, notes when it last saw a member
+//!   go and which members that came up it has not caught up with yet;
+//!   reconcile starts such a slot only with a majority, past the margin,
+//!   caught up, and with a settled claim. Logged when the majority is lost
+//!   or regained.
 //!
 //! # Layout
 //! - [`input`]: [`Input`], [`Request`], [`Peer`], [`InstanceReport`].
