@@ -630,6 +630,47 @@ args = ["httpd", "-f", "-p", "8080"]
     }
 
     #[test]
+    fn every_node_and_at_most_once_parse_round_trip_and_are_checked() {
+        let every = &parse_specs(
+            r#"{"name": "a", "provider": "exec", "replicas": "every-node", "params": {"command": "x"}}"#,
+        )
+        .unwrap()[0];
+        assert!(every.every_node);
+        assert_eq!(every.replicas, 0);
+        assert!(every.has_slot(crate::spec::EVERY_NODE_SLOT) && !every.has_slot(1));
+        let once = &parse_specs(
+            "name = \"b\"\nprovider = \"exec\"\nreplicas = 3\npartition = \"at-most-once\"\nparams = { command = \"x\" }\n",
+        )
+        .unwrap()[0];
+        assert_eq!(once.partition, Partition::AtMostOnce);
+        assert!(!once.moves_to_rebalance());
+        let both = [every.clone(), once.clone()];
+        assert_eq!(parse_specs(&to_toml(&both).unwrap()).unwrap(), both);
+        assert_eq!(parse_specs(&to_json(&both)).unwrap(), both);
+        for (text, field, says) in [
+            (
+                r#"{"name": "a", "provider": "exec", "replicas": "all", "params": {"command": "x"}}"#,
+                "replicas",
+                "every-node",
+            ),
+            (
+                r#"{"name": "a", "provider": "exec", "partition": "cp", "params": {"command": "x"}}"#,
+                "partition",
+                "at-most-once",
+            ),
+            (
+                r#"{"name": "a", "provider": "exec", "replicas": "every-node", "partition": "at-most-once", "params": {"command": "x"}}"#,
+                "partition",
+                "counted replicas",
+            ),
+        ] {
+            let err = parse_specs(text).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.message.contains(says), "{err}");
+        }
+    }
+
+    #[test]
     fn the_service_named_in_errors_is_the_one_at_fault() {
         let e = error(
             r#"[{"name": "ok", "provider": "exec", "params": {"command": "x"}}, {"name": "bad", "provider": "exec", "params": {}}]"#,
