@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::placement::{Assignment, Members, assign, fits};
 use crate::record::{InstanceState, Status};
-use crate::spec::{EVERY_NODE_SLOT, ProviderKind, ServiceSpec};
+use crate::spec::{EVERY_NODE_SLOT, Partition, ProviderKind, ServiceSpec};
 use crate::table::Table;
 
 /// One slot of a service.
@@ -188,10 +188,19 @@ fn slot_view(
             Some("owner is down; waiting for another node to take the slot".to_owned())
         }
         InstanceState::Pending | InstanceState::Failed => {
-            assignment.unplaced.get(&key).cloned().or_else(|| {
-                missing_dependency(table, members, spec)
-                    .map(|d| format!("waiting for dependency {d} to run"))
-            })
+            assignment
+                .unplaced
+                .get(&key)
+                .cloned()
+                .or_else(|| {
+                    missing_dependency(table, members, spec)
+                        .map(|d| format!("waiting for dependency {d} to run"))
+                })
+                .or_else(|| {
+                    (spec.partition == Partition::AtMostOnce && owner.is_some()).then(|| {
+                        "at-most-once: its owner waits until no other instance can run (a majority in sight, the margin after a node went, its claim settled)".to_owned()
+                    })
+                })
         }
         _ => None,
     };

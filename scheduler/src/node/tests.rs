@@ -871,6 +871,9 @@ fn an_at_most_once_slot_runs_only_with_a_majority_and_stops_when_it_is_lost() {
     let margin = a.members().quorum().margin_ms(&specs(ONCE)[0]);
     assert!(margin >= 10_000 + crate::quorum::SLACK_MS);
     assert_eq!(starts(&out), 0);
+    let view = crate::services_view::services(a.table(), a.members());
+    let reason = view[0].slots[0].reason.clone().unwrap_or_default();
+    assert!(reason.contains("at-most-once"), "{reason}");
     assert!(a.next_deadline() <= T0 + margin);
     // b and c came up: nothing starts before a caught up with both.
     let out = a.handle(Input::Tick, T0 + margin);
