@@ -363,10 +363,9 @@ impl<'a> Run<'a> {
         let mut released: HashSet<(&str, u32)> = HashSet::new();
         // An every-node service's slot of this node is decided above.
         let every_node = |service: &str, slot: u32| {
-            slot == EVERY_NODE_SLOT
-                && table
-                    .live_service(service)
-                    .is_some_and(|(s, _)| s.every_node)
+            table
+                .live_service(service)
+                .is_some_and(|(s, _)| s.every_node && s.has_slot(slot))
         };
         for (service, slot, c) in &index.orphan_claims {
             if c.owner.as_deref() == Some(me) && !every_node(service, *slot) {

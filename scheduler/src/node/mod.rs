@@ -277,8 +277,9 @@ impl Node {
             }
             Input::Tick => {}
             Input::Synced(peer) => {
+                // Caught up with every newcomer: the next pass sees the
+                // quorum change and decides every slot again.
                 if self.unsynced.remove(&peer) && self.unsynced.is_empty() {
-                    self.touched.everything();
                     self.reconcile_soon(now);
                 }
                 if !self.converged {
