@@ -352,7 +352,8 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        // MOB_DUMP_LOGS keeps the logs of a passing run too, to read its timing.
+        if std::thread::panicking() || std::env::var_os("MOB_DUMP_LOGS").is_some() {
             self.dump_log();
         }
         if let Some(mut child) = self.child.take() {

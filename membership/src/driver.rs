@@ -405,7 +405,9 @@ impl Driver {
     /// Derives the view from foca, logs and sends one event per change, and
     /// publishes the member list if it changed.
     fn publish(&mut self) {
+        let me = self.me().addr;
         let events = self.view.update(
+            me,
             self.foca
                 .iter_membership_state()
                 .map(|m| (m.id(), m.state())),

@@ -19,16 +19,19 @@ pub(crate) struct View {
 }
 
 impl View {
-    /// Replaces the view with `current` (foca's membership state, ourselves
-    /// excluded) and returns the events the change amounts to.
+    /// Replaces the view with `current` (foca's membership state) and
+    /// returns the events the change amounts to. Identities at `me`, our own
+    /// address, are left out: after a rejoin foca may hear of our previous
+    /// epoch as down, and that is not another member.
     pub(crate) fn update<'a>(
         &mut self,
+        me: SocketAddr,
         current: impl Iterator<Item = (&'a NodeId, foca::State)>,
         left: &HashSet<NodeId>,
     ) -> Vec<MemberEvent> {
         let mut events = Vec::new();
         let mut next = HashMap::with_capacity(self.members.len());
-        for (id, state) in current {
+        for (id, state) in current.filter(|(id, _)| id.addr != me) {
             let state = match state {
                 foca::State::Alive => MemberState::Alive,
                 foca::State::Suspect => MemberState::Suspect,
@@ -97,7 +100,8 @@ mod tests {
 
     fn step(view: &mut View, members: &[(NodeId, State)], left: &[NodeId]) -> Vec<MemberEvent> {
         let left: HashSet<NodeId> = left.iter().cloned().collect();
-        view.update(members.iter().map(|(i, s)| (i, *s)), &left)
+        let me = SocketAddr::from(([127, 0, 0, 1], 1));
+        view.update(me, members.iter().map(|(i, s)| (i, *s)), &left)
     }
 
     #[test]
@@ -127,6 +131,21 @@ mod tests {
             vec![MemberEvent::Up(b2.clone())]
         );
         assert_eq!(v.active(), 1);
+    }
+
+    #[test]
+    fn our_own_previous_epoch_is_not_a_member() {
+        let mut v = View::default();
+        let old_me = id("a", 1, 1);
+        let b = id("b", 2, 1);
+        let events = step(
+            &mut v,
+            &[(old_me, State::Down), (b.clone(), State::Alive)],
+            &[],
+        );
+        assert_eq!(events, vec![MemberEvent::Up(b.clone())]);
+        assert_eq!(v.list().len(), 1);
+        assert_eq!(v.list()[0].id, b);
     }
 
     #[test]
