@@ -515,15 +515,37 @@ impl Table {
 
     /// Records in the given buckets: what a peer with that digest may lack.
     pub fn records_in(&self, buckets: &[u16]) -> Records {
+        self.records_in_except(buckets, &Vec::new())
+    }
+
+    /// [`Table::records_in`], less what the peer just `sent` us: the second
+    /// leg of an anti-entropy round. Once `sent` is merged, this table
+    /// holds every key of it at the same record or a newer one, so the
+    /// peer lacks exactly the rest.
+    pub fn records_in_except(&self, buckets: &[u16], sent: &Records) -> Records {
         let mut wanted = [false; BUCKETS];
         for b in buckets {
             if let Some(w) = wanted.get_mut(usize::from(*b)) {
                 *w = true;
             }
         }
+        let mut sent: Vec<(&Key, &Arc<Record>)> = sent.iter().map(|(k, r)| (k, r)).collect();
+        if !sent.is_sorted_by(|a, b| a.0 < b.0) {
+            sent.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        }
+        let mut sent = sent.into_iter().peekable();
         self.records
             .iter()
-            .filter(|(_, e)| wanted[usize::from(e.bucket)])
+            .filter(|(key, e)| {
+                if !wanted[usize::from(e.bucket)] {
+                    return false;
+                }
+                while sent.next_if(|(k, _)| k < key).is_some() {}
+                !sent.peek().is_some_and(|(k, r)| {
+                    k == key
+                        && (Arc::ptr_eq(r, &e.record) || compare(r, &e.record) == Ordering::Equal)
+                })
+            })
             .map(|(k, e)| (k.clone(), e.record.clone()))
             .collect()
     }

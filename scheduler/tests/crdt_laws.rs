@@ -140,12 +140,15 @@ fn merged(a: &Table, b: &Table) -> Table {
 /// One anti-entropy round as the agent runs it: `a` sends its digest, `b`
 /// answers with its records of the differing buckets, `a` merges and sends
 /// back its records of those buckets.
+/// A round as the agent runs it: `b` sends its records of the buckets that
+/// differ; `a` merges them and sends back its own, less what `b` sent.
 fn sync_round(a: &mut Table, b: &mut Table) {
     let buckets = b.differing_buckets(&a.digest());
-    for (k, r) in b.records_in(&buckets) {
+    let sent = b.records_in(&buckets);
+    for (k, r) in sent.clone() {
         a.apply(k, r);
     }
-    for (k, r) in a.records_in(&buckets) {
+    for (k, r) in a.records_in_except(&buckets, &sent) {
         b.apply(k, r);
     }
 }

@@ -477,22 +477,26 @@ impl Sim {
     }
 
     /// An anti-entropy round, as the agent's exchange does it: digest,
-    /// the peer's records of the differing buckets, then ours.
+    /// the peer's records of the differing buckets, then ours less those.
     fn round(&mut self, i: usize, j: usize) {
-        if !self.reachable(i, j) || self.rng.random_bool(self.loss / 2.0) {
-            self.dropped += 1;
-            return;
-        }
-        let (Some(a), Some(b)) = (&self.hosts[i].node, &self.hosts[j].node) else {
+        let dropped = !self.reachable(i, j) || self.rng.random_bool(self.loss / 2.0);
+        let a = self.hosts.get(i).and_then(|h| h.node.as_ref());
+        let b = self.hosts.get(j).and_then(|h| h.node.as_ref());
+        let (Some(a), Some(b), false) = (a, b, dropped) else {
+            self.dropped += u64::from(dropped);
+            // (A host that is gone, the twin, has no address left to name.)
+            if let Some(peer) = self.hosts.get(j).map(|h| h.addr) {
+                self.feed(i, Input::SyncFailed(peer));
+            }
             return;
         };
         let digest = a.table().digest();
         let buckets = b.table().differing_buckets(&digest);
         if !buckets.is_empty() {
             let theirs = b.table().records_in(&buckets);
-            self.feed(i, Input::Records(Source::AntiEntropy, theirs));
+            self.feed(i, Input::Records(Source::AntiEntropy, theirs.clone()));
             let ours = match &self.hosts[i].node {
-                Some(a) => a.table().records_in(&buckets),
+                Some(a) => a.table().records_in_except(&buckets, &theirs),
                 None => return,
             };
             self.feed(j, Input::Records(Source::AntiEntropy, ours));

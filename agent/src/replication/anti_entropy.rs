@@ -7,7 +7,7 @@
 //! 2. peer → initiator: its records of the buckets that differ, in chunks,
 //!    the last with `more = false`, naming the buckets;
 //! 3. initiator merges, then sends its own records of those buckets the
-//!    same way; the peer merges.
+//!    same way, less those the peer just sent; the peer merges.
 //!
 //! One round makes both tables equal to their merge (property-tested in
 //! the scheduler crate). The table task does the table work; this module
@@ -74,9 +74,12 @@ pub(crate) async fn initiate(
     stream.send(&Message::Digest(digest)).await?;
     let (buckets, theirs) = receive_records(&mut stream).await?;
     let received = theirs.len();
-    table.merge(theirs).await?;
+    table.merge(theirs.clone()).await?;
     let wanted = buckets.clone();
-    let ours = table.read(move |n| n.table().records_in(&wanted)).await?;
+    // What the peer just sent, it has: send back only the rest.
+    let ours = table
+        .read(move |n| n.table().records_in_except(&wanted, &theirs))
+        .await?;
     send_records(&mut stream, buckets, ours).await?;
     Ok(received)
 }

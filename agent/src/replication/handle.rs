@@ -33,6 +33,8 @@ pub(crate) enum Cmd {
     Merge(Records, oneshot::Sender<()>),
     /// An anti-entropy round with a peer completed.
     Synced(SocketAddr),
+    /// An anti-entropy round this node began failed.
+    SyncFailed(SocketAddr),
     /// Save the table and stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -82,6 +84,11 @@ impl TableHandle {
     /// Notes that an anti-entropy round with `peer` completed.
     pub(crate) async fn synced(&self, peer: SocketAddr) {
         let _ = self.cmds.send(Cmd::Synced(peer)).await;
+    }
+
+    /// Reports that a round this node began with `peer` failed.
+    pub(crate) async fn sync_failed(&self, peer: SocketAddr) {
+        let _ = self.cmds.send(Cmd::SyncFailed(peer)).await;
     }
 
     /// Saves the table and stops the task.

@@ -155,6 +155,7 @@ impl TableTask {
                         continue;
                     }
                     Some(Cmd::Synced(peer)) => Input::Synced(peer),
+                    Some(Cmd::SyncFailed(peer)) => Input::SyncFailed(peer),
                     Some(Cmd::Shutdown(done)) => {
                         let bytes = store::encode(self.node.table());
                         let dir = self.data_dir.clone();
@@ -278,6 +279,7 @@ impl TableTask {
                     debug!(peer = %peer, received, "anti-entropy round done");
                 }
                 Err(e) => {
+                    handle.sync_failed(peer).await;
                     handle
                         .stats
                         .anti_entropy_failures

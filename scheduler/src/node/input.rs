@@ -27,6 +27,9 @@ pub enum Input {
     /// An anti-entropy round with `peer` completed, whichever side began it:
     /// the table has caught up with a peer.
     Synced(SocketAddr),
+    /// An anti-entropy round this node began with `peer` (an
+    /// [`Effect::Sync`](super::Effect::Sync)) failed.
+    SyncFailed(SocketAddr),
     /// The [`Effect::Save`](super::Effect::Save) numbered `seq` is done:
     /// the table as of that effect (and every earlier save) is on disk, or
     /// the write failed with the given message.

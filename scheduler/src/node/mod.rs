@@ -101,6 +101,8 @@ pub const ALONE_GRACE_MS: u64 = 3_000;
 pub const STOP_RESEND_MS: u64 = 15_000;
 /// The first anti-entropy round, this long after start.
 const FIRST_SYNC_MS: u64 = 200;
+/// Newcomer rounds this node runs at once.
+pub const NEWCOMER_ROUNDS: usize = 3;
 
 /// What a node is, and its tunables.
 #[derive(Debug, Clone)]
@@ -178,6 +180,13 @@ pub struct Node {
     /// Members that came up (or back) and this node has not completed an
     /// anti-entropy round with since: at-most-once slots wait for them.
     unsynced: BTreeSet<SocketAddr>,
+    /// Newcomer rounds in flight: at most [`NEWCOMER_ROUNDS`], so a heal
+    /// that brings back half the cluster starts a few rounds, not one per
+    /// member; as one ends the next begins.
+    syncing: BTreeSet<SocketAddr>,
+    /// Newcomers whose round failed: the periodic round takes them, not
+    /// an immediate retry.
+    deferred: BTreeSet<SocketAddr>,
     /// When an at-most-once slot waiting for its margin may start.
     retry_at: Option<u64>,
     /// Another live member has this node's name.
@@ -233,6 +242,8 @@ impl Node {
             // A node that just started doesn't know who went lately.
             lost_at: now,
             unsynced: BTreeSet::new(),
+            syncing: BTreeSet::new(),
+            deferred: BTreeSet::new(),
             retry_at: None,
             clash: false,
             converged: !config.has_seeds,
@@ -277,17 +288,26 @@ impl Node {
             }
             Input::Tick => {}
             Input::Synced(peer) => {
+                self.syncing.remove(&peer);
+                self.deferred.remove(&peer);
                 // Caught up with every newcomer: the next pass sees the
                 // quorum change and decides every slot again.
                 if self.unsynced.remove(&peer) && self.unsynced.is_empty() {
                     self.reconcile_soon(now);
                 }
+                self.sync_newcomers();
                 if !self.converged {
                     self.converged = true;
                     self.touched.everything();
                     self.reconcile_soon(now);
                     self.log(Event::CaughtUp);
                 }
+            }
+            Input::SyncFailed(peer) => {
+                if self.syncing.remove(&peer) {
+                    self.deferred.insert(peer);
+                }
+                self.sync_newcomers();
             }
             Input::Saved { seq, result } => {
                 if let Err(error) = result {
@@ -552,17 +572,22 @@ impl Node {
             .filter(|p| p.state.is_active() && p.addr != self.config.addr)
             .map(|p| (p.name.clone(), p.addr, p.incarnation))
             .collect();
-        // A member that just came up gets our table at once.
+        // A member that just came up gets a round soon (a few at a time).
         let newcomers: Vec<SocketAddr> = known
             .iter()
             .filter(|id| !self.known.contains(*id))
             .map(|(_, addr, _)| *addr)
             .collect();
-        self.unsynced.extend(newcomers.iter().copied());
-        self.out.extend(newcomers.into_iter().map(Effect::Sync));
+        for peer in newcomers {
+            self.unsynced.insert(peer);
+            self.deferred.remove(&peer);
+        }
         self.known = known;
         let active: BTreeSet<SocketAddr> = self.known.iter().map(|(_, a, _)| *a).collect();
         self.unsynced.retain(|a| active.contains(a));
+        self.syncing.retain(|a| active.contains(a));
+        self.deferred.retain(|a| active.contains(a));
+        self.sync_newcomers();
         self.peers = peers
             .iter()
             .filter(|p| p.state == PeerState::Alive && p.addr != self.config.addr)
@@ -870,6 +895,26 @@ impl Node {
             }
         } else if !forwarded.is_empty() {
             self.out.push(Effect::Broadcast(forwarded));
+        }
+    }
+
+    /// Begins rounds with newcomers not caught up with yet, up to
+    /// [`NEWCOMER_ROUNDS`] in flight.
+    fn sync_newcomers(&mut self) {
+        let mut free = NEWCOMER_ROUNDS.saturating_sub(self.syncing.len());
+        let mut waiting: Vec<SocketAddr> = self
+            .unsynced
+            .iter()
+            .filter(|a| !self.syncing.contains(*a) && !self.deferred.contains(*a))
+            .copied()
+            .collect();
+        // At random, so that the members of one side of a heal don't all
+        // begin with the same few of the other.
+        while free > 0 && !waiting.is_empty() {
+            free -= 1;
+            let peer = waiting.swap_remove(self.rng.random_range(0..waiting.len()));
+            self.syncing.insert(peer);
+            self.out.push(Effect::Sync(peer));
         }
     }
 

@@ -379,6 +379,36 @@ fn few_records_go_as_deltas_many_by_anti_entropy_to_a_few_peers() {
 }
 
 #[test]
+fn newcomers_get_a_few_rounds_at_a_time() {
+    let mut node = Node::new(config("a", 1, false), Table::new(), T0);
+    let syncs = |out: &[Effect]| -> Vec<SocketAddr> {
+        out.iter()
+            .filter_map(|e| match e {
+                Effect::Sync(peer) => Some(*peer),
+                _ => None,
+            })
+            .collect()
+    };
+    let members: Vec<Peer> = (1..=8).map(|i| peer(&format!("n{i}"), i)).collect();
+    let first = syncs(&node.handle(Input::Members(members), T0));
+    assert_eq!(first.len(), NEWCOMER_ROUNDS, "a few at once, not one each");
+    // One ends: the next begins, with a newcomer not synced yet.
+    let next = syncs(&node.handle(Input::Synced(first[0]), T0 + 1));
+    assert_eq!(next.len(), 1);
+    assert!(!first.contains(&next[0]));
+    // A newcomer that synced with us (its round) needs none of ours.
+    let theirs = (2..=8)
+        .map(addr)
+        .find(|a| !first.contains(a) && *a != next[0]);
+    let theirs = theirs.unwrap();
+    assert_eq!(syncs(&node.handle(Input::Synced(theirs), T0 + 2)), vec![]);
+    // A failed round frees its place for another, not for itself.
+    let after = syncs(&node.handle(Input::SyncFailed(first[1]), T0 + 3));
+    assert_eq!(after.len(), 1);
+    assert_ne!(after[0], first[1]);
+}
+
+#[test]
 fn a_newcomer_gets_a_round_at_once() {
     let mut node = Node::new(config("a", 1, false), Table::new(), T0);
     let out = node.handle(Input::Members(vec![peer("a", 1), peer("b", 2)]), T0);
