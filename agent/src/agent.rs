@@ -59,9 +59,27 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let started = Instant::now();
+    // A crash mid-save leaves a temp file: it never holds anything the
+    // file itself doesn't (the rename did not happen).
+    for file in [store::TABLE_FILE, epoch::EPOCH_FILE] {
+        let path = config.data_dir.join(file);
+        match mob_membership::atomic_file::remove_leftover(&path) {
+            Ok(true) => info!(path = %path.display(), "removed a temp file an earlier run left"),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "cannot remove a temp file an earlier run left")
+            }
+        }
+    }
     let table = load_table(&config, now_ms())?;
     let table_load_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let epoch = epoch::next_epoch(&config.data_dir, now_ms())?;
+    let epoch::NextEpoch {
+        epoch,
+        not_persisted,
+    } = epoch::next_epoch(&config.data_dir, now_ms())?;
+    if let Some(e) = not_persisted {
+        warn!(error = %e, epoch, "cannot persist the epoch; starting with it all the same (the clock keeps the next start newer)");
+    }
     let socket_path = config.socket_path();
     let listener = server::bind(&socket_path)
         .await

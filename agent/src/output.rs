@@ -65,6 +65,7 @@ pub(crate) fn stats_json(stats: &StatsReport) -> String {
         "deltas_received": stats.deltas_received,
         "records_rejected": stats.records_rejected,
         "table_forgotten": stats.table_forgotten,
+        "table_save_failures": stats.table_save_failures,
     })
     .to_string()
 }
@@ -286,6 +287,10 @@ pub(crate) fn stats_text(stats: &StatsReport) -> String {
             stats.records_rejected.to_string(),
         ],
         ["table_forgotten".into(), stats.table_forgotten.to_string()],
+        [
+            "table_save_failures".into(),
+            stats.table_save_failures.to_string(),
+        ],
     ];
     table(["COUNTER", "VALUE"], &rows)
 }

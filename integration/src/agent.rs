@@ -60,8 +60,11 @@ pub struct AgentSpec {
     pub bind: SocketAddr,
     /// `--join` seeds.
     pub join: Vec<SocketAddr>,
-    /// `--data-dir`.
+    /// Where the test keeps the agent's log and ready file; also its
+    /// `--data-dir` unless `state_dir` is given.
     pub data_dir: PathBuf,
+    /// `--data-dir`, when it is not `data_dir` (a small tmpfs, say).
+    pub state_dir: Option<PathBuf>,
     /// `--key-file`.
     pub key_file: PathBuf,
     /// Run inside this network namespace (`ip netns exec`).
@@ -80,6 +83,7 @@ impl AgentSpec {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             join: Vec::new(),
             data_dir: root.join(name),
+            state_dir: None,
             key_file: key_file.to_owned(),
             netns: None,
             extra: Vec::new(),
@@ -129,7 +133,7 @@ impl Agent {
             .args(["--name", &spec.name])
             .args(["--bind", &spec.bind.to_string()])
             .arg("--data-dir")
-            .arg(&spec.data_dir)
+            .arg(spec.state_dir.as_ref().unwrap_or(&spec.data_dir))
             .arg("--key-file")
             .arg(&spec.key_file)
             .arg("--ready-file")

@@ -8,9 +8,7 @@ use std::path::Path;
 /// rename over `path`, fsync of the directory (the rename is durable only
 /// then). On failure the temp file is removed and `path` is untouched.
 pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
+    let tmp = temp_of(path);
     let written = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
@@ -29,6 +27,23 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The temp file [`write`] uses for `path`.
+fn temp_of(path: &Path) -> std::path::PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::path::PathBuf::from(tmp)
+}
+
+/// Removes the temp file a [`write`] of `path` left behind (the process
+/// died between creating and renaming it); returns whether there was one.
+pub fn remove_leftover(path: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_file(temp_of(path)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,6 +57,16 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn a_leftover_temp_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(dir.path().join("f.tmp"), b"half").unwrap();
+        assert!(remove_leftover(&path).unwrap());
+        assert!(!remove_leftover(&path).unwrap());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -107,6 +107,70 @@ impl Serialize for Table {
     }
 }
 
+/// A table with records not applied yet merged in, as it will be once
+/// they are: what a save writes before an operator's write is answered
+/// (the write is applied only once it is on disk). Serializes as a
+/// [`Table`] does.
+#[derive(Debug, Clone, Copy)]
+pub struct WithPending<'a> {
+    /// The table.
+    pub table: &'a Table,
+    /// Records waiting for a save, by key.
+    pub pending: &'a BTreeMap<Key, Arc<Record>>,
+}
+
+impl WithPending<'_> {
+    /// Records in key order: the table's, each pending record in place of
+    /// the table's where it wins.
+    fn records(&self) -> impl Iterator<Item = (&Key, &Arc<Record>)> {
+        let mut pending = self.pending.iter().peekable();
+        let mut ours = self.table.records.iter().peekable();
+        std::iter::from_fn(move || match (ours.peek(), pending.peek()) {
+            (Some((k, _)), Some((p, _))) if p < k => pending.next(),
+            (Some((k, e)), Some((p, r))) if p == k => {
+                let (k, e, r) = (*k, *e, *r);
+                ours.next();
+                pending.next();
+                Some(if compare(r, &e.record) == Ordering::Greater {
+                    (k, r)
+                } else {
+                    (k, &e.record)
+                })
+            }
+            (Some(_), _) => ours.next().map(|(k, e)| (k, &e.record)),
+            (None, _) => pending.next(),
+        })
+    }
+
+    /// The table it stands for.
+    pub fn to_table(&self) -> Table {
+        let mut table = self.table.clone();
+        for (key, record) in self.pending {
+            table.apply(key.clone(), record.clone());
+        }
+        table
+    }
+}
+
+impl Serialize for WithPending<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeStruct};
+        struct Records<'a>(WithPending<'a>);
+        impl Serialize for Records<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(self.0.records().count()))?;
+                for (key, record) in self.0.records() {
+                    map.serialize_entry(key, record)?;
+                }
+                map.end()
+            }
+        }
+        let mut table = serializer.serialize_struct("Table", 1)?;
+        table.serialize_field("records", &Records(*self))?;
+        table.end()
+    }
+}
+
 impl<'de> Deserialize<'de> for Table {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]

@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use mob_scheduler::node::{
-    Effect, Input, InstanceReport, NodeConfig, Peer, PeerState, Reply, Request, Source,
+    Effect, Input, InstanceReport, NodeConfig, OpError, Peer, PeerState, Reply, Request, Source,
 };
 use mob_scheduler::placement::{LOAD_FACTOR, fits};
 use mob_scheduler::quorum::Detection;
@@ -140,6 +140,10 @@ struct Sim {
     delivered: u64,
     /// Instances that failed for good.
     failed: u64,
+    /// Chance that a save fails (a full disk, for a moment).
+    save_fails: f64,
+    /// Saves that failed.
+    saves_failed: u64,
     next_request: u64,
     replies: BTreeMap<u64, Reply>,
     /// A name two live hosts share, while they do.
@@ -248,6 +252,8 @@ impl Sim {
             dropped: 0,
             delivered: 0,
             failed: 0,
+            save_fails: 0.0,
+            saves_failed: 0,
             next_request: 0,
             replies: BTreeMap::new(),
             clash: None,
@@ -425,20 +431,23 @@ impl Sim {
                 }
             }
             Effect::Save { seq } => {
-                if self.hosts[i].keeps_disk
-                    && let Some(node) = &self.hosts[i].node
-                {
-                    self.hosts[i].disk = node.table().clone();
-                }
+                let result = if self.rng.random_bool(self.save_fails) {
+                    self.saves_failed += 1;
+                    Err("No space left on device (os error 28)".to_owned())
+                } else {
+                    if self.hosts[i].keeps_disk
+                        && let Some(node) = &self.hosts[i].node
+                    {
+                        self.hosts[i].disk = node.to_save().to_table();
+                    }
+                    Ok(())
+                };
                 self.later(
                     1,
                     Event::Deliver {
                         to: i,
                         incarnation,
-                        input: Input::Saved {
-                            seq,
-                            result: Ok(()),
-                        },
+                        input: Input::Saved { seq, result },
                     },
                 );
             }
@@ -1249,6 +1258,10 @@ struct Outcome {
     refused: u64,
     /// Instances that failed for good.
     failed: u64,
+    /// Saves that failed.
+    saves_failed: u64,
+    /// Operator writes refused because their save failed.
+    writes_not_saved: u64,
 }
 
 /// Runs one seeded scenario.
@@ -1304,6 +1317,10 @@ fn run(seed: u64, nodes: usize, services: usize, rounds: usize, lagged: bool) ->
     sim.join(2, seed);
     let excess = sim.excess();
     outcome.rounds.push(sim.converge(seed, 0, &expected, true));
+    // From here on disks fail now and then: a write refused for it must
+    // never appear anywhere (the checks compare with `expected`, which
+    // holds only what was acknowledged), and nothing acknowledged is lost.
+    sim.save_fails = 0.1;
     let joined: usize = sim.hosts[nodes..]
         .iter()
         .map(|h| {
@@ -1411,6 +1428,18 @@ fn run(seed: u64, nodes: usize, services: usize, rounds: usize, lagged: bool) ->
         "the loss knob had no effect"
     );
     outcome.failed = sim.failed;
+    outcome.saves_failed = sim.saves_failed;
+    outcome.writes_not_saved = sim
+        .replies
+        .values()
+        .filter(|r| {
+            matches!(
+                r,
+                Reply::Deployed(Err(OpError::NotSaved(_)))
+                    | Reply::Written(Err(OpError::NotSaved(_)))
+            )
+        })
+        .count() as u64;
     outcome.refused = sim
         .hosts
         .iter()
@@ -1452,8 +1481,10 @@ fn run_seeds(nodes: usize, services: usize, seeds: u64, rounds: usize, lagged: b
     let mut bulk: Vec<u64> = outcomes.iter().map(|o| o.bulk_rounds).collect();
     bulk.sort_unstable();
     let failed: u64 = outcomes.iter().map(|o| o.failed).sum();
+    let saves_failed: u64 = outcomes.iter().map(|o| o.saves_failed).sum();
+    let not_saved: u64 = outcomes.iter().map(|o| o.writes_not_saved).sum();
     eprintln!(
-        "sim: {nodes} nodes x {services} services, {seeds} seeds, {} convergences: rounds to converge min {} median {} max {}; bulk deploy reached every node in {} / {} / {} rounds; {joined} slots rebalanced to joined nodes; {refused} collected records refused on merge; wall {:.1} s",
+        "sim: {nodes} nodes x {services} services, {seeds} seeds, {} convergences: rounds to converge min {} median {} max {}; bulk deploy reached every node in {} / {} / {} rounds; {joined} slots rebalanced to joined nodes; {refused} collected records refused on merge; {saves_failed} saves failed, {not_saved} operator writes refused for it; wall {:.1} s",
         rounds_all.len(),
         rounds_all[0],
         rounds_all[rounds_all.len() / 2],
@@ -1471,6 +1502,10 @@ fn run_seeds(nodes: usize, services: usize, seeds: u64, rounds: usize, lagged: b
         assert!(
             refused > 0,
             "no peer ever sent a collected record back: the GC knob had no effect"
+        );
+        assert!(
+            not_saved > 0,
+            "no operator write was refused for a failed save: the disk knob had no effect"
         );
     }
 }

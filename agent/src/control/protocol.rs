@@ -101,4 +101,7 @@ pub(crate) struct StatsReport {
     pub(crate) records_rejected: u64,
     /// Records forgotten by garbage collection.
     pub(crate) table_forgotten: u64,
+    /// Saves of the table file that failed (a full disk, say).
+    #[serde(default)]
+    pub(crate) table_save_failures: u64,
 }

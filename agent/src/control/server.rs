@@ -143,8 +143,10 @@ fn response(reply: Reply) -> Response {
     match reply {
         Reply::Deployed(Ok(outcomes)) => Response::Deployed(outcomes),
         Reply::Written(Ok(version)) => Response::Written(version),
-        Reply::Done => Response::Ok,
-        Reply::Deployed(Err(e)) | Reply::Written(Err(e)) => Response::Error(e.to_string()),
+        Reply::Done(Ok(())) => Response::Ok,
+        Reply::Deployed(Err(e)) | Reply::Written(Err(e)) | Reply::Done(Err(e)) => {
+            Response::Error(e.to_string())
+        }
     }
 }
 
@@ -238,6 +240,7 @@ fn stats(state: &ControlState) -> StatsReport {
         deltas_received: get(&t.deltas_received),
         records_rejected: get(&t.records_rejected),
         table_forgotten: get(&t.forgotten),
+        table_save_failures: get(&t.save_failures),
     }
 }
 

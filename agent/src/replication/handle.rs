@@ -18,6 +18,7 @@ pub(crate) struct TableStats {
     pub(crate) anti_entropy_rounds: AtomicU64,
     pub(crate) anti_entropy_failures: AtomicU64,
     pub(crate) forgotten: AtomicU64,
+    pub(crate) save_failures: AtomicU64,
 }
 
 /// A read of the node, run inside the table task.

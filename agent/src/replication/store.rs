@@ -42,8 +42,9 @@ pub(crate) enum StoreError {
     },
 }
 
-/// Encodes a table into the file format.
-pub(crate) fn encode(table: &Table) -> Vec<u8> {
+/// Encodes a table (a [`Table`], or one with writes pending beside it)
+/// into the file format.
+pub(crate) fn encode(table: &impl serde::Serialize) -> Vec<u8> {
     let payload = postcard::to_stdvec(table).unwrap_or_default();
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(MAGIC);

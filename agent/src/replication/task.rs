@@ -199,6 +199,9 @@ impl TableTask {
             .records_rejected
             .store(stats.records_rejected, Ordering::Relaxed);
         counters.forgotten.store(stats.forgotten, Ordering::Relaxed);
+        counters
+            .save_failures
+            .store(stats.save_failures, Ordering::Relaxed);
         for effect in effects {
             self.apply(effect).await;
         }
@@ -248,7 +251,7 @@ impl TableTask {
                 }
             }
             Effect::Save { seq } => {
-                let bytes = Arc::new(store::encode(self.node.table()));
+                let bytes = Arc::new(store::encode(&self.node.to_save()));
                 let _ = self.saver.send(Some((seq, bytes)));
             }
             Effect::Reply(id, reply) => {
@@ -354,11 +357,19 @@ fn log_event(node: &str, event: Event) {
             )
         }
         Event::Forgot { count } => debug!(node, records = count, "forgot old records"),
-        Event::SaveFailed { error } => error!(node, error = %error, "cannot save the table"),
+        Event::SaveFailed { error, failures } => error!(
+            node,
+            error = %error,
+            failures,
+            "cannot save the table; operator writes are refused until a save succeeds"
+        ),
+        Event::SaveRecovered { failures } => {
+            info!(node, failures, "table saved again")
+        }
         Event::SaveSlow => {
             warn!(
                 node,
-                "table file write is slow; answering before it is on disk"
+                "table file write is slow; the write waiting for it was refused"
             )
         }
     }

@@ -56,7 +56,18 @@ pub enum Reply {
     /// Of a remove or a scale: the version written.
     Written(Result<u64, OpError>),
     /// Of a drain or a leave.
-    Done,
+    Done(Result<(), OpError>),
+}
+
+impl Reply {
+    /// The same kind of answer, refusing with `error`.
+    pub(crate) fn refused(&self, error: OpError) -> Reply {
+        match self {
+            Reply::Deployed(_) => Reply::Deployed(Err(error)),
+            Reply::Written(_) => Reply::Written(Err(error)),
+            Reply::Done(_) => Reply::Done(Err(error)),
+        }
+    }
 }
 
 /// One line in the agent's log.
@@ -127,12 +138,18 @@ pub enum Event {
         /// How many.
         count: usize,
     },
-    /// A save failed.
+    /// Saves fail (logged once a minute while they do).
     SaveFailed {
         /// The OS error.
         error: String,
+        /// Saves failed since the last success.
+        failures: u64,
     },
-    /// An operator's write is answered before it is on disk: the save is
-    /// overdue.
+    /// A save succeeded after failures.
+    SaveRecovered {
+        /// Saves that had failed.
+        failures: u64,
+    },
+    /// An operator's write was refused: its save did not finish in time.
     SaveSlow,
 }

@@ -58,7 +58,7 @@ mod rebalance;
 pub mod saves;
 pub mod touched;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -70,7 +70,7 @@ pub use input::{Input, InstanceReport, Peer, PeerState, Request, RequestId, Sour
 pub use ops::{ChangeKind, DeployKind, Deployed, OpError, ServiceChange};
 
 use self::collector::Collector;
-use self::saves::Saves;
+use self::saves::{Held, Saves};
 use self::touched::Touched;
 use crate::hlc::Clock;
 use crate::key::Key;
@@ -80,6 +80,7 @@ use crate::reconcile::{Action, Reason, Scope, reconcile_scope};
 use crate::record::{Claim, NodeRecord, Record, Records, Value};
 use crate::spec::{Partition, ProviderKind};
 use crate::table::Table;
+use crate::table::WithPending;
 
 /// A write of more records than this skips the gossip deltas and pushes by
 /// anti-entropy instead, so bulk deploys don't flood the gossip queue.
@@ -101,6 +102,11 @@ pub const ALONE_GRACE_MS: u64 = 3_000;
 pub const STOP_RESEND_MS: u64 = 15_000;
 /// The first anti-entropy round, this long after start.
 const FIRST_SYNC_MS: u64 = 200;
+/// Operator writes that may wait behind one held for its save; more are
+/// refused as busy.
+pub const MAX_QUEUED: usize = 64;
+/// While saves fail, at most one log line per this long.
+pub const SAVE_FAILED_LOG_MS: u64 = 60_000;
 /// Newcomer rounds this node runs at once.
 pub const NEWCOMER_ROUNDS: usize = 3;
 
@@ -153,6 +159,8 @@ pub struct NodeStats {
     pub full_passes: u64,
     /// Reconcile passes over the touched slots only.
     pub partial_passes: u64,
+    /// Saves of the table that failed.
+    pub save_failures: u64,
 }
 
 /// One agent's view of the cluster's table and what it does about it.
@@ -205,6 +213,15 @@ pub struct Node {
     rebalance_at: u64,
     collector: Collector,
     saves: Saves,
+    /// Records of the operator's write waiting for its save, by key:
+    /// saved beside the table, not in it yet.
+    pending: BTreeMap<Key, Arc<Record>>,
+    /// Operator requests behind the held one: one write is planned at a
+    /// time, against the table with every earlier write in it.
+    queued: VecDeque<(RequestId, Request)>,
+    /// Saves failed since the last success, and when that was last logged.
+    save_failures: u64,
+    save_failure_logged: Option<u64>,
     /// Records written during this call, to spread at its end.
     outgoing: Records,
     /// Records new to this node that came by anti-entropy during this
@@ -256,6 +273,10 @@ impl Node {
             sync_at: now.saturating_add(FIRST_SYNC_MS),
             rebalance_at: now.saturating_add(config.rebalance_interval_ms),
             saves: Saves::default(),
+            pending: BTreeMap::new(),
+            queued: VecDeque::new(),
+            save_failures: 0,
+            save_failure_logged: None,
             outgoing: Vec::new(),
             forwarded: Vec::new(),
             forwarded_at: None,
@@ -309,14 +330,7 @@ impl Node {
                 }
                 self.sync_newcomers();
             }
-            Input::Saved { seq, result } => {
-                if let Err(error) = result {
-                    self.log(Event::SaveFailed { error });
-                }
-                for (id, reply) in self.saves.done(seq) {
-                    self.out.push(Effect::Reply(id, reply));
-                }
-            }
+            Input::Saved { seq, result } => self.saved(seq, result, now),
         }
         self.run_due(now);
         self.flush(now);
@@ -404,14 +418,29 @@ impl Node {
             ts: self.clock.tick(now),
             value,
         });
+        self.apply_local(key, record, now);
+        self.saves.changed(now);
+    }
+
+    /// Applies a record written here; it goes out at the end of the call.
+    fn apply_local(&mut self, key: Key, record: Arc<Record>, now: u64) {
         let was_live =
             matches!(&key, Key::Service(name) if self.table.live_service(name).is_some());
         if self.table.apply(key.clone(), record.clone()) {
             if let Some(change) = ops::service_change(was_live, &key, &record) {
                 self.log(Event::Service(change));
             }
-            self.changed(&key, now);
+            self.touched.key(&key, &self.config.name);
+            self.reconcile_soon(now);
             self.outgoing.push((key, record));
+        }
+    }
+
+    /// What a save writes: the table, and the held write beside it.
+    pub fn to_save(&self) -> WithPending<'_> {
+        WithPending {
+            table: &self.table,
+            pending: &self.pending,
         }
     }
 
@@ -433,7 +462,12 @@ impl Node {
     }
 
     fn write_node_record(&mut self, draining: bool, leaving: bool, now: u64) {
-        let record = NodeRecord {
+        let record = self.node_record(draining, leaving, now);
+        self.write(Key::Node(self.me.clone()), record, now);
+    }
+
+    fn node_record(&self, draining: bool, leaving: bool, now: u64) -> Value {
+        Value::Node(NodeRecord {
             addr: self.config.addr.to_string(),
             providers: self.config.providers.clone(),
             tags: self.config.tags.clone(),
@@ -442,30 +476,49 @@ impl Node {
             leaving,
             version: self.config.version.clone(),
             started_at_ms: self.started_ms,
-        };
-        self.write(Key::Node(self.me.clone()), Value::Node(record), now);
+        })
     }
 
     fn request(&mut self, id: RequestId, request: Request, now: u64) {
+        if self.saves.holding() {
+            if self.queued.len() >= MAX_QUEUED {
+                let busy = OpError::Busy(self.queued.len());
+                let reply = match request {
+                    Request::Deploy(_) => Reply::Deployed(Err(busy)),
+                    Request::Remove(_) | Request::Scale(..) => Reply::Written(Err(busy)),
+                    Request::Drain(_) | Request::Leave => Reply::Done(Err(busy)),
+                };
+                self.out.push(Effect::Reply(id, reply));
+            } else {
+                self.queued.push_back((id, request));
+            }
+            return;
+        }
+        self.begin(id, request, now);
+    }
+
+    /// Plans an operator's write and holds it for its save.
+    fn begin(&mut self, id: RequestId, request: Request, now: u64) {
+        let me = Key::Node(self.me.clone());
         // A refused write writes nothing and is answered at once.
         let planned = match request {
             Request::Deploy(specs) => ops::deploy(&self.table, specs)
-                .map(|(outcomes, writes)| (Reply::Deployed(Ok(outcomes)), writes))
+                .map(|(outcomes, writes)| (Reply::Deployed(Ok(outcomes)), writes, Vec::new()))
                 .map_err(|e| Reply::Deployed(Err(e))),
             Request::Remove(name) => ops::remove(&self.table, &name)
-                .map(|(version, write)| (Reply::Written(Ok(version)), vec![write]))
+                .map(|(version, write)| (Reply::Written(Ok(version)), vec![write], Vec::new()))
                 .map_err(|e| Reply::Written(Err(e))),
             Request::Scale(name, replicas) => ops::scale(&self.table, &name, replicas)
-                .map(|(version, write)| (Reply::Written(Ok(version)), vec![write]))
+                .map(|(version, write)| (Reply::Written(Ok(version)), vec![write], Vec::new()))
                 .map_err(|e| Reply::Written(Err(e))),
             Request::Drain(on) => {
-                self.write_node_record(on, false, now);
-                self.log(if on {
+                let event = if on {
                     Event::Draining
                 } else {
                     Event::DrainUndone
-                });
-                Ok((Reply::Done, Vec::new()))
+                };
+                let record = self.node_record(on, false, now);
+                Ok((Reply::Done(Ok(())), vec![(me, record)], vec![event]))
             }
             Request::Leave => {
                 // Leaving keeps an operator's drain as it was.
@@ -473,26 +526,96 @@ impl Node {
                     .table
                     .node(&self.config.name)
                     .is_some_and(|n| n.draining);
-                self.write_node_record(draining, true, now);
-                Ok((Reply::Done, Vec::new()))
+                let record = self.node_record(draining, true, now);
+                Ok((Reply::Done(Ok(())), vec![(me, record)], Vec::new()))
             }
         };
-        let reply = match planned {
-            Ok((reply, writes)) => {
-                for (key, value) in writes {
-                    self.write(key, value, now);
-                }
-                reply
-            }
+        let (reply, writes, events) = match planned {
+            Ok(planned) => planned,
             Err(refused) => {
                 self.out.push(Effect::Reply(id, refused));
                 return;
             }
         };
-        // An acknowledged write survives a crash right after.
+        if writes.is_empty() {
+            self.out.push(Effect::Reply(id, reply));
+            return;
+        }
+        let records: Records = writes
+            .into_iter()
+            .map(|(key, value)| {
+                let ts = self.clock.tick(now);
+                (key, Arc::new(Record { ts, value }))
+            })
+            .collect();
+        // Saved first, applied and answered once on disk.
+        self.pending = records.iter().cloned().collect();
         let seq = self.saves.save_now();
         self.out.push(Effect::Save { seq });
-        self.saves.hold(id, seq, reply, now);
+        let held = Held {
+            reply,
+            records,
+            events,
+        };
+        self.saves.hold(id, seq, held, now);
+    }
+
+    /// A save finished: applies (or drops) the writes it held, answers
+    /// them, and begins the next queued request.
+    fn saved(&mut self, seq: u64, result: Result<(), String>, now: u64) {
+        let released = self.saves.done(seq);
+        match result {
+            Ok(()) => {
+                if self.save_failures > 0 {
+                    self.log(Event::SaveRecovered {
+                        failures: self.save_failures,
+                    });
+                    self.save_failures = 0;
+                    self.save_failure_logged = None;
+                }
+                for (id, held) in released {
+                    for (key, record) in held.records {
+                        self.apply_local(key, record, now);
+                    }
+                    for event in held.events {
+                        self.log(event);
+                    }
+                    self.out.push(Effect::Reply(id, held.reply));
+                }
+            }
+            Err(error) => {
+                self.save_failures += 1;
+                self.stats.save_failures += 1;
+                let due = self
+                    .save_failure_logged
+                    .is_none_or(|at| now.saturating_sub(at) >= SAVE_FAILED_LOG_MS);
+                if due {
+                    self.save_failure_logged = Some(now);
+                    self.log(Event::SaveFailed {
+                        error: error.clone(),
+                        failures: self.save_failures,
+                    });
+                }
+                self.saves.retry(now);
+                for (id, held) in released {
+                    let refused = held.reply.refused(OpError::NotSaved(error.clone()));
+                    self.out.push(Effect::Reply(id, refused));
+                }
+            }
+        }
+        self.next_request(now);
+    }
+
+    /// Drops the held writes that `refused` answers, then begins the
+    /// next queued request.
+    fn next_request(&mut self, now: u64) {
+        self.pending = self.saves.held_records().cloned().collect();
+        while !self.saves.holding() {
+            let Some((id, request)) = self.queued.pop_front() else {
+                break;
+            };
+            self.begin(id, request, now);
+        }
     }
 
     fn merge(&mut self, source: Source, mut records: Records, now: u64) {
@@ -669,9 +792,17 @@ impl Node {
         let overdue = self.saves.overdue(now);
         if !overdue.is_empty() {
             self.log(Event::SaveSlow);
-        }
-        for (id, reply) in overdue {
-            self.out.push(Effect::Reply(id, reply));
+            // (If that save ends well after all, the next one takes the
+            // dropped write off the disk again.)
+            self.saves.changed(now);
+            for (id, held) in overdue {
+                let refused = held.reply.refused(OpError::NotSaved(format!(
+                    "the disk did not answer within {} s",
+                    saves::WAIT_MS / 1000
+                )));
+                self.out.push(Effect::Reply(id, refused));
+            }
+            self.next_request(now);
         }
     }
 

@@ -22,6 +22,13 @@ pub enum OpError {
     /// The spec is invalid.
     #[error(transparent)]
     Invalid(#[from] SpecError),
+    /// The table could not be saved: the write was dropped, not applied
+    /// and not sent to anyone.
+    #[error("the table could not be saved ({0}); nothing was written")]
+    NotSaved(String),
+    /// Too many writes wait for their saves already.
+    #[error("{0} writes are waiting for the disk already; try again")]
+    Busy(usize),
 }
 
 /// What a deploy did to one service.

@@ -1,13 +1,19 @@
-//! When the table is saved, and which answers wait for a save.
+//! When the table is saved, and which writes wait for a save.
 //!
 //! A change is saved [`DEBOUNCE_MS`] after the last one, and at most
 //! [`MAX_DELAY_MS`] after the first unsaved one, so a steady stream of
-//! changes can't postpone the save for ever. An operator's write is saved
-//! at once and answered only when the save is done, or after
-//! [`WAIT_MS`] if the disk hangs (the table must keep serving).
+//! changes can't postpone the save for ever. A failed save is tried again
+//! [`RETRY_MS`] later.
+//!
+//! An operator's write is held: saved at once (the save holds it beside
+//! the table), then applied, broadcast and answered only when that save
+//! is done. If the save fails, or the disk has not answered within
+//! [`WAIT_MS`] (the table must keep serving), the write is dropped and
+//! the answer is an error: acknowledged means on disk.
 
-use super::effect::Reply;
+use super::effect::{Event, Reply};
 use super::input::RequestId;
+use crate::record::Records;
 
 /// Quiet time after a change before the table is saved.
 pub const DEBOUNCE_MS: u64 = 200;
@@ -15,14 +21,27 @@ pub const DEBOUNCE_MS: u64 = 200;
 pub const MAX_DELAY_MS: u64 = 1_000;
 /// Longest an operator's answer waits for its save.
 pub const WAIT_MS: u64 = 5_000;
+/// Pause before a failed save is tried again.
+pub const RETRY_MS: u64 = 5_000;
 
-/// An answer waiting for a save.
+/// An operator's write waiting for its save.
+#[derive(Debug, Clone)]
+pub(crate) struct Held {
+    /// The answer, once saved.
+    pub(crate) reply: Reply,
+    /// The records it writes.
+    pub(crate) records: Records,
+    /// Log lines for when it is applied.
+    pub(crate) events: Vec<Event>,
+}
+
+/// A held write and the save it waits for.
 #[derive(Debug, Clone)]
 struct Waiting {
     id: RequestId,
     seq: u64,
     deadline: u64,
-    reply: Reply,
+    held: Held,
 }
 
 /// Save scheduling and the answers that wait for saves.
@@ -56,6 +75,25 @@ impl Saves {
         }
     }
 
+    /// A save failed: try again in a while (the table keeps changing, so
+    /// a full disk would otherwise be written to at every change).
+    pub(crate) fn retry(&mut self, now: u64) {
+        self.dirty_since = Some(now);
+        self.due = Some(now.saturating_add(RETRY_MS));
+    }
+
+    /// Whether an operator's write waits for a save.
+    pub(crate) fn holding(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// The records of the held writes.
+    pub(crate) fn held_records(
+        &self,
+    ) -> impl Iterator<Item = &(crate::Key, std::sync::Arc<crate::Record>)> {
+        self.waiting.iter().flat_map(|w| &w.held.records)
+    }
+
     /// A save to ask for now, if one is due: its number.
     pub(crate) fn take_due(&mut self, now: u64) -> Option<u64> {
         match self.due {
@@ -72,32 +110,32 @@ impl Saves {
         self.seq
     }
 
-    /// Holds `reply` until save `seq` is done, or `WAIT_MS` passed.
-    pub(crate) fn hold(&mut self, id: RequestId, seq: u64, reply: Reply, now: u64) {
+    /// Holds a write until save `seq` is done, or `WAIT_MS` passed.
+    pub(crate) fn hold(&mut self, id: RequestId, seq: u64, held: Held, now: u64) {
         self.waiting.push(Waiting {
             id,
             seq,
             deadline: now.saturating_add(WAIT_MS),
-            reply,
+            held,
         });
     }
 
-    /// Save `seq` is done: the answers it releases.
-    pub(crate) fn done(&mut self, seq: u64) -> Vec<(RequestId, Reply)> {
+    /// Save `seq` is done (or failed): the writes it was for.
+    pub(crate) fn done(&mut self, seq: u64) -> Vec<(RequestId, Held)> {
         self.done = self.done.max(seq.min(self.seq));
         let done = self.done;
         self.release(|w| w.seq <= done)
     }
 
-    /// Answers whose save is overdue.
-    pub(crate) fn overdue(&mut self, now: u64) -> Vec<(RequestId, Reply)> {
+    /// Writes whose save is overdue.
+    pub(crate) fn overdue(&mut self, now: u64) -> Vec<(RequestId, Held)> {
         self.release(|w| w.deadline <= now)
     }
 
-    fn release(&mut self, go: impl Fn(&Waiting) -> bool) -> Vec<(RequestId, Reply)> {
+    fn release(&mut self, go: impl Fn(&Waiting) -> bool) -> Vec<(RequestId, Held)> {
         let (gone, kept) = std::mem::take(&mut self.waiting).into_iter().partition(go);
         self.waiting = kept;
-        gone.into_iter().map(|w: Waiting| (w.id, w.reply)).collect()
+        gone.into_iter().map(|w: Waiting| (w.id, w.held)).collect()
     }
 }
 
@@ -123,16 +161,40 @@ mod tests {
         assert_eq!(s.deadline(), None);
     }
 
+    fn held() -> Held {
+        Held {
+            reply: Reply::Done(Ok(())),
+            records: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn ids(released: Vec<(RequestId, Held)>) -> Vec<RequestId> {
+        released.into_iter().map(|(id, _)| id).collect()
+    }
+
     #[test]
-    fn an_answer_waits_for_its_save_or_the_deadline() {
+    fn a_write_waits_for_its_save_or_the_deadline() {
         let mut s = Saves::default();
         let first = s.save_now();
-        s.hold(7, first, Reply::Done, 0);
+        s.hold(7, first, held(), 0);
         let second = s.save_now();
-        s.hold(8, second, Reply::Done, 10);
-        assert_eq!(s.done(first), vec![(7, Reply::Done)]);
+        s.hold(8, second, held(), 10);
+        assert!(s.holding());
+        assert_eq!(ids(s.done(first)), vec![7]);
         assert!(s.overdue(WAIT_MS + 9).is_empty());
-        assert_eq!(s.overdue(WAIT_MS + 10), vec![(8, Reply::Done)]);
+        assert_eq!(ids(s.overdue(WAIT_MS + 10)), vec![8]);
         assert!(s.done(second).is_empty());
+        assert!(!s.holding());
+    }
+
+    #[test]
+    fn a_failed_save_is_tried_again_later() {
+        let mut s = Saves::default();
+        s.changed(1_000);
+        assert_eq!(s.take_due(1_200), Some(1));
+        s.retry(1_300);
+        assert_eq!(s.take_due(1_300 + RETRY_MS - 1), None);
+        assert_eq!(s.take_due(1_300 + RETRY_MS), Some(2));
     }
 }

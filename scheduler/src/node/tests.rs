@@ -138,7 +138,10 @@ fn an_operator_write_is_answered_only_once_saved() {
     let out = node.handle(Input::Request(7, Request::Deploy(specs(WEB))), T0 + 1);
     assert!(reply(&out, 7).is_none(), "answered before the save");
     let seq = save(&out).expect("saved at once");
-    assert!(written(&out).contains(&Key::Service("web".into())));
+    assert!(written(&out).is_empty(), "sent before the save");
+    assert!(node.table().live_service("web").is_none(), "applied before");
+    // The save holds it, beside the table.
+    assert!(node.to_save().to_table().live_service("web").is_some());
     let out = node.handle(
         Input::Saved {
             seq,
@@ -149,10 +152,93 @@ fn an_operator_write_is_answered_only_once_saved() {
     assert!(
         matches!(reply(&out, 7), Some(Reply::Deployed(Ok(d))) if d[0].kind == DeployKind::Created)
     );
+    assert!(written(&out).contains(&Key::Service("web".into())));
+    assert!(node.table().live_service("web").is_some());
 }
 
 #[test]
-fn a_hung_disk_delays_the_answer_by_at_most_the_wait() {
+fn a_write_whose_save_fails_is_refused_and_dropped() {
+    let mut node = Node::new(config("a", 1, false), Table::new(), T0);
+    node.handle(Input::Tick, T0);
+    let out = node.handle(Input::Request(7, Request::Deploy(specs(WEB))), T0 + 1);
+    let seq = save(&out).unwrap();
+    // Another write waits behind it; it is planned once the first is done.
+    let out = node.handle(Input::Request(8, Request::Remove("web".into())), T0 + 2);
+    assert!(reply(&out, 8).is_none() && save(&out).is_none());
+    let full = "No space left on device (os error 28)".to_owned();
+    let out = node.handle(
+        Input::Saved {
+            seq,
+            result: Err(full.clone()),
+        },
+        T0 + 3,
+    );
+    assert_eq!(
+        reply(&out, 7),
+        Some(&Reply::Deployed(Err(OpError::NotSaved(full.clone()))))
+    );
+    let logged = out
+        .iter()
+        .any(|e| matches!(e, Effect::Log(Event::SaveFailed { error, .. }) if *error == full));
+    assert!(logged);
+    assert!(written(&out).is_empty());
+    assert!(node.table().live_service("web").is_none());
+    assert!(node.to_save().to_table().live_service("web").is_none());
+    // The remove, planned now, finds nothing to remove.
+    assert!(matches!(
+        reply(&out, 8),
+        Some(Reply::Written(Err(OpError::Unknown(_))))
+    ));
+    assert_eq!(node.stats().save_failures, 1);
+    // Saves are tried again later, not at every change; failures are logged
+    // once a minute.
+    let out = node.handle(Input::Request(9, Request::Deploy(specs(WEB))), T0 + 4);
+    let seq = save(&out).unwrap();
+    let out = node.handle(
+        Input::Saved {
+            seq,
+            result: Err(full.clone()),
+        },
+        T0 + 5,
+    );
+    assert!(
+        !out.iter()
+            .any(|e| matches!(e, Effect::Log(Event::SaveFailed { .. })))
+    );
+    let out = answered(&mut node, 10, Request::Deploy(specs(WEB)), T0 + 6);
+    assert!(matches!(reply(&out, 10), Some(Reply::Deployed(Ok(_)))));
+    assert!(out.contains(&Effect::Log(Event::SaveRecovered { failures: 2 })));
+}
+
+#[test]
+fn writes_queue_behind_a_held_one_up_to_a_bound() {
+    let mut node = Node::new(config("a", 1, false), Table::new(), T0);
+    node.handle(Input::Tick, T0);
+    let out = node.handle(Input::Request(0, Request::Deploy(specs(WEB))), T0);
+    let seq = save(&out).unwrap();
+    for id in 1..=MAX_QUEUED as u64 {
+        let out = node.handle(Input::Request(id, Request::Scale("web".into(), 2)), T0);
+        assert!(reply(&out, id).is_none());
+    }
+    let out = node.handle(Input::Request(999, Request::Drain(true)), T0);
+    assert_eq!(
+        reply(&out, 999),
+        Some(&Reply::Done(Err(OpError::Busy(MAX_QUEUED))))
+    );
+    // The held one is saved: it is answered and the next begins.
+    let out = node.handle(
+        Input::Saved {
+            seq,
+            result: Ok(()),
+        },
+        T0 + 1,
+    );
+    assert!(matches!(reply(&out, 0), Some(Reply::Deployed(Ok(_)))));
+    assert!(save(&out).is_some(), "the first queued write is saved next");
+}
+
+#[test]
+fn a_hung_disk_refuses_the_write_after_the_wait() {
     let mut node = Node::new(config("a", 1, false), Table::new(), T0);
     let out = node.handle(Input::Request(7, Request::Remove("nope".into())), T0);
     assert!(matches!(
@@ -163,8 +249,12 @@ fn a_hung_disk_delays_the_answer_by_at_most_the_wait() {
     assert!(reply(&out, 8).is_none());
     assert!(node.next_deadline() <= T0 + saves::WAIT_MS);
     let out = node.handle(Input::Tick, T0 + saves::WAIT_MS);
-    assert_eq!(reply(&out, 8), Some(&Reply::Done));
+    assert!(matches!(
+        reply(&out, 8),
+        Some(Reply::Done(Err(OpError::NotSaved(_))))
+    ));
     assert!(out.contains(&Effect::Log(Event::SaveSlow)));
+    assert!(!node.table().node("a").is_some_and(|n| n.draining));
 }
 
 #[test]
@@ -312,7 +402,7 @@ fn a_name_clash_claims_nothing() {
 fn a_stop_is_sent_once_until_the_instance_reports_it_stopped() {
     let (mut node, _) = lone_with_web();
     node.handle(Input::Tick, T0 + 40);
-    let remove = node.handle(Input::Request(2, Request::Remove("web".into())), T0 + 100);
+    let remove = answered(&mut node, 2, Request::Remove("web".into()), T0 + 100);
     let stop = |effects: &[Effect]| {
         effects
             .iter()
@@ -358,7 +448,7 @@ fn few_records_go_as_deltas_many_by_anti_entropy_to_a_few_peers() {
         T0,
     );
     node.handle(Input::Tick, T0 + 1);
-    let out = node.handle(Input::Request(1, Request::Deploy(specs(WEB))), T0 + 10);
+    let out = answered(&mut node, 1, Request::Deploy(specs(WEB)), T0 + 10);
     let deltas = written(&out);
     assert!(deltas.contains(&Key::Service("web".into())) && deltas.len() <= MAX_DELTAS);
     assert!(!out.iter().any(|e| matches!(e, Effect::Sync(_))));
@@ -366,8 +456,10 @@ fn few_records_go_as_deltas_many_by_anti_entropy_to_a_few_peers() {
         .map(|i| format!(r#"{{"name":"s{i}","provider":"shell","params":{{"command":"x"}}}}"#))
         .collect::<Vec<_>>()
         .join(",");
-    let out = node.handle(
-        Input::Request(2, Request::Deploy(specs(&format!("[{many}]")))),
+    let out = answered(
+        &mut node,
+        2,
+        Request::Deploy(specs(&format!("[{many}]"))),
         T0 + 20,
     );
     assert!(written(&out).is_empty(), "a bulk write floods no deltas");
@@ -523,16 +615,16 @@ fn a_collected_record_a_peer_sends_back_is_refused() {
 #[test]
 fn drain_hands_slots_over_and_leave_is_not_remembered() {
     let (mut node, _) = lone_with_web();
-    let out = node.handle(Input::Request(2, Request::Drain(true)), T0 + 100);
+    let out = answered(&mut node, 2, Request::Drain(true), T0 + 100);
     assert!(out.contains(&Effect::Log(Event::Draining)));
     assert!(node.table().node("a").is_some_and(|n| n.draining));
     // A restart keeps an operator's drain...
     let restarted = Node::new(config("a", 1, false), node.table().clone(), T0 + 200);
     assert!(restarted.table().node("a").is_some_and(|n| n.draining));
     // ...but not a leave.
-    let out = node.handle(Input::Request(3, Request::Drain(false)), T0 + 300);
+    let out = answered(&mut node, 3, Request::Drain(false), T0 + 300);
     assert!(out.contains(&Effect::Log(Event::DrainUndone)));
-    node.handle(Input::Request(4, Request::Leave), T0 + 400);
+    answered(&mut node, 4, Request::Leave, T0 + 400);
     assert!(
         node.table()
             .node("a")
@@ -631,6 +723,8 @@ fn records_learned_by_anti_entropy_are_forwarded_once_and_deltas_never() {
         Request::Deploy(specs(&format!("[{many}]"))),
         T0 + 10,
     );
+    // Its claims too.
+    source.handle(Input::Tick, T0 + 20);
     let all = source
         .table()
         .records_in(&(0..crate::digest::BUCKETS as u16).collect::<Vec<_>>());
