@@ -12,7 +12,7 @@ use mob_providers::Supervisor;
 use mob_providers::restart::Exit;
 use mob_scheduler::ServiceSpec;
 use mob_scheduler::node::InstanceReport;
-use mob_scheduler::record::{InstanceState, Status};
+use mob_scheduler::record::{InstanceState, MAX_ERROR_LEN, Status};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
@@ -51,6 +51,14 @@ fn status_of(report: &Report, version: u64) -> Status {
         since_ms: ms_of(report.at),
         last_exit,
         last_signal,
+        last_error: report.error.as_ref().map(|e| {
+            let mut e = e.clone();
+            // (On a character boundary.)
+            while e.len() > MAX_ERROR_LEN {
+                e.pop();
+            }
+            e
+        }),
         version,
     }
 }
@@ -248,6 +256,7 @@ fn report_now(service: &str, slot: u32, state: InstanceState) -> Report {
         pid: None,
         restarts: 0,
         exit: None,
+        error: None,
         at: std::time::SystemTime::now(),
     }
 }

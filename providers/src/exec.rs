@@ -11,10 +11,26 @@
 //! the forked child of a multi-threaded process; it only makes
 //! async-signal-safe system calls and allocates nothing.
 //!
+//! It also marks every file descriptor above 2 close-on-exec
+//! (`close_range`, or `fcntl` one by one on kernels without it): the
+//! agent's own parent may have left descriptors open that no workload
+//! should hold.
+//!
 //! PDEATHSIG fires when the *thread* that forked dies, so instances are
 //! only ever spawned from the runtime's long-lived worker threads, never
 //! from `spawn_blocking`.
+//!
+//! # The environment
+//!
+//! Like systemd's services, an instance starts from a clean environment:
+//! `PATH` (the agent's, or a default), `HOME`, `LANG`, `LANGUAGE`, `LC_*`
+//! and `TZ` (the agent's), `USER` and `LOGNAME` (and `HOME`) of
+//! `params.user` when given, then the spec's `env`, then the `MOB_*`
+//! variables. `inherit_env = true` gives it the agent's whole environment
+//! instead, less `MOB_KEY`. (The docker client always gets the agent's:
+//! the container's environment is the spec's `env` alone.)
 
+use std::ffi::OsString;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -41,7 +57,13 @@ pub(crate) fn spawn_supervised(
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| bad_params(instance, "params.command is empty"))?;
+    let account = lookup_user(instance, user)?;
     let mut command = Command::new(program);
+    let clean =
+        !instance.spec.inherit_env && instance.spec.params.provider() != ProviderKind::Docker;
+    if clean {
+        command.env_clear().envs(clean_env(account.as_ref()));
+    }
     command
         .args(args)
         .envs(&instance.spec.env)
@@ -60,7 +82,7 @@ pub(crate) fn spawn_supervised(
     if let Some(cwd) = cwd {
         command.current_dir(cwd);
     }
-    if let Some(found) = lookup_user(instance, user)? {
+    if let Some(found) = &account {
         command.uid(found.uid.as_raw()).gid(found.gid.as_raw());
     }
     let agent = nix::unistd::getpid();
@@ -69,10 +91,17 @@ pub(crate) fn spawn_supervised(
         reason = "setsid and PR_SET_PDEATHSIG between fork and exec; see the module docs"
     )]
     // SAFETY: the closure runs in the forked child before exec and only
-    // calls async-signal-safe functions (setsid, prctl, getppid); it
-    // allocates nothing and takes no locks.
+    // calls async-signal-safe functions (setsid, prctl, getppid,
+    // close_range, fcntl); it allocates nothing and takes no locks.
     unsafe {
         command.pre_exec(move || {
+            // (stdin, stdout and stderr are in place already.)
+            let marked = nix::libc::close_range(3, u32::MAX, nix::libc::CLOSE_RANGE_CLOEXEC as i32);
+            if marked != 0 {
+                for fd in 3..MAX_FD_WITHOUT_CLOSE_RANGE {
+                    nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC);
+                }
+            }
             nix::unistd::setsid()?;
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
             if nix::unistd::getppid() != agent {
@@ -99,6 +128,34 @@ pub(crate) fn spawn_supervised(
         pid,
         group: pid,
     })
+}
+
+/// Descriptors marked close-on-exec one by one where `close_range` is
+/// missing (kernels before 5.11).
+const MAX_FD_WITHOUT_CLOSE_RANGE: i32 = 4096;
+
+/// Where `PATH` comes from when the agent has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The clean environment of an instance (see the module docs).
+fn clean_env(account: Option<&nix::unistd::User>) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| {
+            let k = k.to_string_lossy();
+            matches!(&*k, "HOME" | "LANG" | "LANGUAGE" | "TZ") || k.starts_with("LC_")
+        })
+        .collect();
+    env.push((
+        "PATH".into(),
+        std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
+    ));
+    if let Some(account) = account {
+        env.retain(|(k, _)| k != "HOME");
+        env.push(("HOME".into(), account.dir.clone().into_os_string()));
+        env.push(("USER".into(), account.name.clone().into()));
+        env.push(("LOGNAME".into(), account.name.clone().into()));
+    }
+    env
 }
 
 /// The account `params.user` names, if any; a name with no account is a

@@ -38,6 +38,8 @@ pub struct Report {
     pub restarts: u32,
     /// How the last run ended.
     pub exit: Option<Exit>,
+    /// Why the last start failed, while starts fail.
+    pub error: Option<String>,
     /// When.
     pub at: SystemTime,
 }
@@ -253,7 +255,12 @@ async fn run(
     }
 }
 
-fn report(reports: &mpsc::Sender<Report>, instance: &InstanceSpec, life: &Lifecycle) {
+fn report(
+    reports: &mpsc::Sender<Report>,
+    instance: &InstanceSpec,
+    life: &Lifecycle,
+    error: &Option<String>,
+) {
     let _ = reports.try_send(Report {
         service: instance.service().to_owned(),
         slot: instance.slot,
@@ -261,6 +268,7 @@ fn report(reports: &mpsc::Sender<Report>, instance: &InstanceSpec, life: &Lifecy
         pid: life.pid(),
         restarts: life.restarts(),
         exit: life.last_exit(),
+        error: error.clone(),
         at: SystemTime::now(),
     });
 }
@@ -283,11 +291,13 @@ async fn drive<P: Provider>(
 ) {
     let (service, slot) = (instance.service().to_owned(), instance.slot);
     let mut life = Lifecycle::new(rules(&instance.spec));
+    let mut error = None;
     loop {
-        report(&reports, &instance, &life);
+        report(&reports, &instance, &life, &error);
         let next = match provider.start(&instance, &logs).await {
             Err(e) => {
                 warn!(service = %service, slot, provider = %provider.kind(), error = %e, "instance failed to start");
+                error = Some(e.to_string());
                 life.exited(
                     Exit::StartFailed,
                     Instant::now(),
@@ -296,8 +306,9 @@ async fn drive<P: Provider>(
             }
             Ok(mut spawned) => {
                 life.started(spawned.pid, Instant::now());
+                error = None;
                 info!(service = %service, slot, pid = spawned.pid, restarts = life.restarts(), "instance started");
-                report(&reports, &instance, &life);
+                report(&reports, &instance, &life, &error);
                 tokio::select! {
                     status = spawned.child.wait() => {
                         let exit = status.map_or(Exit::Code(-1), exit_of);
@@ -311,7 +322,7 @@ async fn drive<P: Provider>(
                         let exit = provider.stop(&instance, &mut spawned, instance.spec.stop_timeout).await;
                         life.stopped(Some(exit));
                         info!(service = %service, slot, pid = spawned.pid, how = %describe(exit), "instance stopped");
-                        report(&reports, &instance, &life);
+                        report(&reports, &instance, &life, &error);
                         return;
                     }
                 }
@@ -320,12 +331,12 @@ async fn drive<P: Provider>(
         match next {
             Next::Start => {}
             Next::Wait(delay) => {
-                report(&reports, &instance, &life);
+                report(&reports, &instance, &life, &error);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => life.restarting(),
                     _ = &mut stop => {
                         life.stopped(None);
-                        report(&reports, &instance, &life);
+                        report(&reports, &instance, &life, &error);
                         return;
                     }
                 }
@@ -334,7 +345,7 @@ async fn drive<P: Provider>(
                 if life.state() == InstanceState::Failed {
                     warn!(service = %service, slot, restarts = life.restarts(), "instance failed: restart budget spent");
                 }
-                report(&reports, &instance, &life);
+                report(&reports, &instance, &life, &error);
                 return;
             }
         }

@@ -144,6 +144,7 @@ mod tests {
             since_ms: 0,
             last_exit: None,
             last_signal: None,
+            last_error: None,
             version: 1,
         })
     }

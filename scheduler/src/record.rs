@@ -136,9 +136,15 @@ pub struct Status {
     pub last_exit: Option<i32>,
     /// Signal that ended the last run, if any.
     pub last_signal: Option<i32>,
+    /// Why the last start failed, while it keeps failing (at most
+    /// [`MAX_ERROR_LEN`] bytes).
+    pub last_error: Option<String>,
     /// Version of the service spec the instance runs.
     pub version: u64,
 }
+
+/// Longest [`Status::last_error`] kept in the table.
+pub const MAX_ERROR_LEN: usize = 256;
 
 impl NodeRecord {
     /// Draining, or leaving: takes no slots, hands its slots over.

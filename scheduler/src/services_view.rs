@@ -146,7 +146,7 @@ fn every_node_slots(table: &Table, members: &Members, spec: &ServiceSpec) -> Vec
                 InstanceState::Pending => missing_dependency(table, members, spec)
                     .map(|d| format!("waiting for dependency {d} to run")),
                 _ if !wanted => Some("node no longer eligible; stopping".to_owned()),
-                _ => None,
+                _ => start_error(status),
             };
             Some(SlotView {
                 slot: EVERY_NODE_SLOT,
@@ -160,6 +160,12 @@ fn every_node_slots(table: &Table, members: &Members, spec: &ServiceSpec) -> Vec
             })
         })
         .collect()
+}
+
+/// Why the instance's last start failed, while starts fail.
+fn start_error(status: Option<&Status>) -> Option<String> {
+    let error = status?.last_error.as_ref()?;
+    Some(format!("last start failed: {error}"))
 }
 
 fn slot_view(
@@ -201,8 +207,9 @@ fn slot_view(
                         "at-most-once: its owner waits until no other instance can run (a majority in sight, the margin after a node went, its claim settled)".to_owned()
                     })
                 })
+                .or_else(|| start_error(status))
         }
-        _ => None,
+        _ => start_error(status),
     };
     SlotView {
         slot,

@@ -49,6 +49,9 @@ pub struct ServiceSpec {
     /// Whether its slots may move to a node that joined, to even out the
     /// load (default true).
     pub rebalance: bool,
+    /// Whether instances get the agent's whole environment (less
+    /// `MOB_KEY`) rather than a clean one (default false).
+    pub inherit_env: bool,
 }
 
 /// The slot number every node's instance of an every-node service has:
@@ -315,9 +318,73 @@ impl ServiceSpec {
             Params::Docker { image, .. } if image.trim().is_empty() => {
                 return Err(err("params.image", "is missing or empty".into()));
             }
+            Params::Docker { image, .. } if image.starts_with('-') => {
+                return Err(err(
+                    "params.image",
+                    format!("{image:?} starts with '-' (docker would read it as an option)"),
+                ));
+            }
             _ => {}
         }
+        for (key, value) in &self.env {
+            if key.is_empty() || key.contains(['\0', '=']) {
+                return Err(err(
+                    "env",
+                    format!("key {key:?} must be non-empty, without NUL or '='"),
+                ));
+            }
+            if value.contains('\0') {
+                return Err(err(&format!("env.{key}"), "contains a NUL byte".into()));
+            }
+        }
+        for (field, text) in self.params.texts() {
+            if text.contains('\0') {
+                return Err(err(
+                    &format!("params.{field}"),
+                    "contains a NUL byte".into(),
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+impl Params {
+    /// Every text of the parameters, with the name of its field: what ends
+    /// up in an argument vector, a path or a user name.
+    fn texts(&self) -> Vec<(&'static str, &str)> {
+        fn one<'a>(
+            field: &'static str,
+            text: &'a Option<String>,
+        ) -> Option<(&'static str, &'a str)> {
+            text.as_deref().map(|t| (field, t))
+        }
+        fn many<'a>(field: &'static str, list: &'a [String]) -> Vec<(&'static str, &'a str)> {
+            list.iter().map(|t| (field, t.as_str())).collect()
+        }
+        match self {
+            Params::Exec { command, cwd, user } => many("command", command)
+                .into_iter()
+                .chain(one("cwd", cwd))
+                .chain(one("user", user))
+                .collect(),
+            Params::Shell { command, cwd, user } => [("command", command.as_str())]
+                .into_iter()
+                .chain(one("cwd", cwd))
+                .chain(one("user", user))
+                .collect(),
+            Params::Docker {
+                image,
+                args,
+                ports,
+                volumes,
+            } => [("image", image.as_str())]
+                .into_iter()
+                .chain(many("args", args))
+                .chain(many("ports", ports))
+                .chain(many("volumes", volumes))
+                .collect(),
+        }
     }
 }
 
@@ -397,6 +464,7 @@ mod tests {
             constraints: Constraints::default(),
             env: BTreeMap::new(),
             rebalance: true,
+            inherit_env: false,
         }
     }
 

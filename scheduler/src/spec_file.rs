@@ -47,6 +47,8 @@ struct RawSpec {
     env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rebalance: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inherit_env: Option<bool>,
     #[serde(default)]
     params: BTreeMap<String, ParamValue>,
 }
@@ -312,6 +314,7 @@ impl RawSpec {
             },
             env: self.env,
             rebalance: self.rebalance.unwrap_or(true),
+            inherit_env: self.inherit_env.unwrap_or(false),
             name: self.name,
         };
         spec.validate()?;
@@ -373,6 +376,7 @@ impl RawSpec {
             },
             env: spec.env.clone(),
             rebalance: (!spec.rebalance).then_some(false),
+            inherit_env: spec.inherit_env.then_some(true),
             params,
         }
     }
@@ -593,6 +597,36 @@ args = ["httpd", "-f", "-p", "8080"]
                 r#"{"name": "a", "provider": "exec", "params": {"command": "x", "cwd": ["a"]}}"#,
                 "params.cwd",
                 "string",
+            ),
+            (
+                r#"{"name": "a", "provider": "exec", "env": {"A=B": "x"}, "params": {"command": "x"}}"#,
+                "env",
+                "'='",
+            ),
+            (
+                r#"{"name": "a", "provider": "exec", "env": {"A\u0000": "x"}, "params": {"command": "x"}}"#,
+                "env",
+                "NUL",
+            ),
+            (
+                r#"{"name": "a", "provider": "exec", "env": {"A": "x\u0000"}, "params": {"command": "x"}}"#,
+                "env.A",
+                "NUL",
+            ),
+            (
+                r#"{"name": "a", "provider": "exec", "params": {"command": ["x", "y\u0000"]}}"#,
+                "params.command",
+                "NUL",
+            ),
+            (
+                r#"{"name": "a", "provider": "shell", "params": {"command": "x", "cwd": "/\u0000"}}"#,
+                "params.cwd",
+                "NUL",
+            ),
+            (
+                r#"{"name": "a", "provider": "docker", "params": {"image": "-v/:/host"}}"#,
+                "params.image",
+                "'-'",
             ),
             (
                 r#"{"name": "a", "provider": "exec", "params": {"command": "'unclosed"}}"#,

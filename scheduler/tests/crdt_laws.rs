@@ -84,6 +84,7 @@ fn spec() -> impl Strategy<Value = ServiceSpec> {
                 depends_on,
                 constraints: Constraints { tags },
                 rebalance: env.len() % 2 == 0,
+                inherit_env: max_restarts % 2 == 0,
                 env,
             },
         )

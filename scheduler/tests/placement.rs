@@ -89,6 +89,7 @@ impl World {
             since_ms: 0,
             last_exit: None,
             last_signal: None,
+            last_error: None,
             version: 1,
         };
         self.put(status_key(node, service, slot), Value::Status(status));

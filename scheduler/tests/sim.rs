@@ -467,6 +467,7 @@ impl Sim {
             since_ms: now(self.tick),
             last_exit: None,
             last_signal: None,
+            last_error: None,
             version,
         };
         let input = Input::Instance(InstanceReport {

@@ -60,6 +60,7 @@ fn running(pid: u32, since_ms: u64, version: u64) -> Status {
         since_ms,
         last_exit: None,
         last_signal: None,
+        last_error: None,
         version,
     }
 }
