@@ -224,6 +224,7 @@ pub(crate) async fn run(
             table: table.clone(),
             logs: log_config,
             started,
+            limits: server::Limits::default(),
         }),
     ));
     if let Some(path) = &config.ready_file {

@@ -58,6 +58,7 @@ pub(crate) fn stats_json(stats: &StatsReport) -> String {
         "dropped_notices": m.dropped_notices,
         "stream_bytes_sent": m.stream_bytes_sent,
         "stream_bytes_received": m.stream_bytes_received,
+        "connections_refused": m.connections_refused,
         "table_records": stats.table_records,
         "deltas_rejected": stats.deltas_rejected,
         "anti_entropy_rounds": stats.anti_entropy_rounds,
@@ -270,6 +271,10 @@ pub(crate) fn stats_text(stats: &StatsReport) -> String {
         [
             "stream_bytes_received".into(),
             m.stream_bytes_received.to_string(),
+        ],
+        [
+            "connections_refused".into(),
+            m.connections_refused.to_string(),
         ],
         ["table_records".into(), stats.table_records.to_string()],
         ["deltas_rejected".into(), stats.deltas_rejected.to_string()],

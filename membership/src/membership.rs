@@ -24,10 +24,17 @@ use crate::stream::{Channel, HELLO_FRAME_LIMIT, Hello, IncomingStream, SealedStr
 use crate::{ClusterKey, Error, NodeId, Timings};
 
 const CHANNEL_DEPTH: usize = 1024;
+/// Streams past their hello (the peer holds the key) served at once.
 const MAX_CONCURRENT_STREAMS: usize = 64;
-/// A connection must say which channel it opens within this time; short,
-/// since it holds one of the few stream permits.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections not past their hello yet: a pool of their own, so that
+/// connections from anyone, key or not, never take the permits members
+/// need.
+const MAX_UNPROVEN: usize = 32;
+/// Of those, from one source address.
+const MAX_UNPROVEN_PER_SOURCE: usize = 4;
+/// A connection must prove the key (a hello sealed with it) within this
+/// time.
+const HELLO_TIMEOUT: Duration = Duration::from_millis(500);
 /// Time for each later step of a push-pull.
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -281,6 +288,7 @@ async fn accept_streams(
     limit: usize,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_STREAMS));
+    let unproven = Arc::new(Unproven::default());
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -290,18 +298,21 @@ async fn accept_streams(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            debug!(peer = %peer, "too many streams; connection refused");
+        let Some(pending) = unproven.admit(peer.ip()) else {
+            stats.refused_connection();
+            debug!(peer = %peer, "too many connections without a hello; refused");
             continue;
         };
-        let (cmds, streams, envelope, stats) = (
+        let (cmds, streams, envelope, stats, permits) = (
             cmds.clone(),
             streams.clone(),
             envelope.clone(),
             stats.clone(),
+            permits.clone(),
         );
         tokio::spawn(async move {
-            match serve_stream(tcp, permit, cmds, streams, envelope, stats, limit).await {
+            let served = serve_stream(tcp, pending, permits, cmds, streams, envelope, stats, limit);
+            match served.await {
                 Ok(()) | Err(Error::Rejected(_)) => {}
                 Err(e) => debug!(peer = %peer, error = %e, "stream ended"),
             }
@@ -309,20 +320,74 @@ async fn accept_streams(
     }
 }
 
+/// Connections not past their hello, in all and by source address.
+#[derive(Debug, Default)]
+struct Unproven {
+    by_source: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place among the [`Unproven`]; given back on drop.
+struct UnprovenGuard {
+    pool: Arc<Unproven>,
+    source: IpAddr,
+}
+
+impl Unproven {
+    /// A place for a connection from `source`, if the pool and the
+    /// source's share of it have one.
+    fn admit(self: &Arc<Self>, source: IpAddr) -> Option<UnprovenGuard> {
+        let mut by_source = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = by_source.values().sum();
+        let mine = by_source.entry(source).or_default();
+        if total >= MAX_UNPROVEN || *mine >= MAX_UNPROVEN_PER_SOURCE {
+            return None;
+        }
+        *mine += 1;
+        Some(UnprovenGuard {
+            pool: self.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for UnprovenGuard {
+    fn drop(&mut self) {
+        let mut by_source = self
+            .pool
+            .by_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_source.get_mut(&self.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_source.remove(&self.source);
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_stream(
     tcp: tokio::net::TcpStream,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    pending: UnprovenGuard,
+    permits: Arc<Semaphore>,
     cmds: mpsc::WeakSender<Cmd>,
     streams: mpsc::Sender<IncomingStream>,
     envelope: Envelope,
     stats: Arc<Stats>,
     limit: usize,
 ) -> Result<(), Error> {
-    let mut stream = SealedStream::new(tcp, envelope, HELLO_FRAME_LIMIT, stats)?;
-    // The stream counts against the limit until it is dropped, here or by
-    // the agent that serves its channel.
-    stream.hold(permit);
+    let mut stream = SealedStream::new(tcp, envelope, HELLO_FRAME_LIMIT, stats.clone())?;
     let hello: Hello = stream.recv_within(HELLO_TIMEOUT).await?;
+    // The key is proven: the stream leaves the unproven pool for a permit
+    // of the members', which it holds until it is dropped, here or by the
+    // agent that serves its channel.
+    drop(pending);
+    let Ok(permit) = permits.try_acquire_owned() else {
+        stats.refused_connection();
+        return Err(Error::Stream("too many streams; refused".into()));
+    };
+    stream.hold(permit);
     stream.set_frame_limit(limit);
     match Channel::from_number(hello.channel) {
         Some(Channel::PushPull) => {}
@@ -343,4 +408,29 @@ async fn serve_stream(
     stream.send(&ours).await?;
     cmds.try_send(Cmd::ApplyMembers(theirs.into_bounded()))
         .map_err(|_| Error::Stopped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_without_a_hello_have_a_pool_and_a_share_per_source() {
+        let pool = Arc::new(Unproven::default());
+        let one = IpAddr::from([10, 0, 0, 1]);
+        let mine: Vec<_> = (0..MAX_UNPROVEN_PER_SOURCE)
+            .map(|_| pool.admit(one).unwrap())
+            .collect();
+        assert!(pool.admit(one).is_none(), "one source takes its share only");
+        let others: Vec<_> = (0..MAX_UNPROVEN - MAX_UNPROVEN_PER_SOURCE)
+            .map(|i| pool.admit(IpAddr::from([10, 0, 1, i as u8])).unwrap())
+            .collect();
+        assert!(
+            pool.admit(IpAddr::from([10, 0, 2, 1])).is_none(),
+            "the pool is full"
+        );
+        drop(mine);
+        assert!(pool.admit(one).is_some(), "given back on drop");
+        drop(others);
+    }
 }

@@ -17,6 +17,7 @@ pub struct Stats {
     dropped_notices: AtomicU64,
     stream_bytes_sent: AtomicU64,
     stream_bytes_received: AtomicU64,
+    connections_refused: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`].
@@ -39,6 +40,9 @@ pub struct StatsSnapshot {
     pub stream_bytes_sent: u64,
     /// Sealed stream frame bytes received.
     pub stream_bytes_received: u64,
+    /// TCP connections refused: too many without a hello (in all, or from
+    /// one address), or too many streams.
+    pub connections_refused: u64,
 }
 
 impl Stats {
@@ -79,6 +83,10 @@ impl Stats {
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
+    pub(crate) fn refused_connection(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn dropped_notice(&self) {
         self.dropped_notices.fetch_add(1, Ordering::Relaxed);
     }
@@ -95,6 +103,7 @@ impl Stats {
             dropped_notices: get(&self.dropped_notices),
             stream_bytes_sent: get(&self.stream_bytes_sent),
             stream_bytes_received: get(&self.stream_bytes_received),
+            connections_refused: get(&self.connections_refused),
         }
     }
 }

@@ -22,7 +22,15 @@ use super::protocol::{
     MAX_FRAME, MemberReport, PROTOCOL_VERSION, Request, RequestBody, Response, StatsReport,
 };
 
-const MAX_CONNECTIONS: usize = 64;
+/// Control connections open at once (each a task and a descriptor).
+const MAX_CONNECTIONS: usize = 512;
+/// Requests answered at once; more wait their turn.
+const MAX_REQUESTS: usize = 64;
+/// Log streams (`logs`, `logs -f`) at once: a pool of their own, so that
+/// followers never keep a request from being answered.
+const MAX_FOLLOWERS: usize = 256;
+/// A connection that sends no request for this long is closed.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What requests are answered from.
 pub(crate) struct ControlState {
@@ -30,6 +38,23 @@ pub(crate) struct ControlState {
     pub(crate) table: TableHandle,
     pub(crate) logs: mob_providers::logs::LogConfig,
     pub(crate) started: Instant,
+    /// See [`MAX_REQUESTS`] and [`MAX_FOLLOWERS`].
+    pub(crate) limits: Limits,
+}
+
+/// The pools control connections draw from.
+pub(crate) struct Limits {
+    requests: Arc<Semaphore>,
+    followers: Arc<Semaphore>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            requests: Arc::new(Semaphore::new(MAX_REQUESTS)),
+            followers: Arc::new(Semaphore::new(MAX_FOLLOWERS)),
+        }
+    }
 }
 
 /// Binds the control socket at `path` (mode 0600). A stale socket file is
@@ -79,16 +104,24 @@ async fn serve_connection(stream: UnixStream, state: &ControlState) -> std::io::
         .max_frame_length(MAX_FRAME)
         .new_codec();
     let mut framed = Framed::new(stream, codec);
-    while let Some(frame) = framed.next().await {
+    while let Ok(Some(frame)) = tokio::time::timeout(IDLE_TIMEOUT, framed.next()).await {
         let request = postcard::from_bytes::<Request>(&frame?);
         if let Ok(Request {
             version: PROTOCOL_VERSION,
             body: RequestBody::Logs(logs),
         }) = request
         {
+            let Ok(_following) = state.limits.followers.clone().try_acquire_owned() else {
+                let busy = format!("{MAX_FOLLOWERS} log streams are open already; try again");
+                send(&mut framed, &Response::Error(busy)).await?;
+                continue;
+            };
             stream_logs(&mut framed, state, logs).await?;
             continue;
         }
+        let Ok(_answering) = state.limits.requests.clone().acquire_owned().await else {
+            return Ok(());
+        };
         let response = match request {
             Ok(request) if request.version != PROTOCOL_VERSION => Response::Error(format!(
                 "control protocol version {} is not supported by this agent (speaks {PROTOCOL_VERSION}); use a matching mob-agent",
