@@ -321,8 +321,10 @@ async fn serve_streams(
             Channel::AntiEntropy => {
                 let table = table.clone();
                 tokio::spawn(async move {
+                    // (Only the initiator's node counts a round as caught
+                    // up: here the peer is an unknown port, not a member.)
                     match anti_entropy::serve(incoming.stream, &table).await {
-                        Ok(_) => table.synced(peer).await,
+                        Ok(_) => {}
                         Err(e) if e.is_rejected_frame() => {}
                         Err(e) => {
                             tracing::debug!(peer = %peer, error = %e, "anti-entropy round failed")

@@ -19,7 +19,8 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{debug, error, info, warn};
 
 use crate::broadcast::{Handler, MAX_BROADCAST, encode_item};
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, OpenError};
+use crate::freshness::Stale;
 use crate::member::{MemberEvent, MemberState, MemberView};
 use crate::push_pull::PushPull;
 use crate::reject_log::RejectLog;
@@ -103,6 +104,11 @@ pub(crate) struct Driver {
     pub(crate) effects: Effects,
     pub(crate) timers: BinaryHeap<Reverse<(Instant, Timer<NodeId>)>>,
     pub(crate) rejects: RejectLog,
+    /// Nonces of fresh datagrams seen within the window.
+    pub(crate) replays: crate::freshness::ReplayGuard,
+    /// Datagrams refused for a clock far off are an ERROR once a minute
+    /// per peer.
+    pub(crate) skewed: RejectLog,
     pub(crate) view: View,
     pub(crate) left: HashSet<NodeId>,
     pub(crate) active: bool,
@@ -212,8 +218,18 @@ impl Driver {
 
     fn handle_datagram(&mut self, data: &[u8], from: SocketAddr) {
         self.stats.received(data.len());
-        let plain = match self.envelope.open(data, MAX_DATAGRAM) {
+        let opened = self
+            .envelope
+            .open_datagram(data, MAX_DATAGRAM, unix_ms(), &mut self.replays);
+        let plain = match opened {
             Ok(plain) => plain,
+            Err(OpenError::Stale(stale @ (Stale::Old(_) | Stale::Ahead(_)))) => {
+                self.stats.rejected();
+                if self.skewed.should_log(from, std::time::Instant::now()) {
+                    error!(peer = %from, error = %stale, "datagram refused: stale");
+                }
+                return;
+            }
             Err(e) => return self.reject(from, &e.to_string()),
         };
         match plain.split_first() {
@@ -333,7 +349,7 @@ impl Driver {
         let mut plain = Vec::with_capacity(notice.len() + 1);
         plain.push(TAG_LEAVE);
         plain.extend_from_slice(&notice);
-        let sealed = self.envelope.seal(&plain);
+        let sealed = self.envelope.seal_datagram(&plain, unix_ms());
         // Tell every live member directly, so each reports `left` at once
         // instead of hearing a `down` second-hand.
         for member in self.foca.iter_members() {
@@ -355,7 +371,7 @@ impl Driver {
         }
         let out: Vec<_> = self.effects.out.drain(..).collect();
         for (to, plain) in out {
-            let sealed = self.envelope.seal(&plain);
+            let sealed = self.envelope.seal_datagram(&plain, unix_ms());
             match self.socket.send_to(&sealed, to).await {
                 Ok(n) => self.stats.sent(n),
                 Err(e) => debug!(peer = %to, error = %e, "udp send failed"),
@@ -458,4 +474,11 @@ impl Driver {
             }
         });
     }
+}
+
+/// The wall clock, in unix ms: datagrams carry it.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

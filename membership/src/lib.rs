@@ -10,6 +10,7 @@
 //! - [`identity`]: [`NodeId`] `{ name, addr, epoch }` and its foca identity.
 //! - [`atomic_file`]: files replaced whole or not at all.
 //! - [`epoch`]: the epoch persisted in the data dir, newer on every start.
+//! - [`freshness`]: the send-time window and seen nonces that refuse replayed datagrams.
 //! - [`key`]: the 32-byte [`ClusterKey`].
 //! - [`envelope`]: seal and open, `MOB | version | nonce | AEAD`.
 //! - [`timings`]: every timing as a config value, LAN defaults.
@@ -26,6 +27,7 @@ pub mod atomic_file;
 pub mod envelope;
 pub mod epoch;
 mod error;
+pub mod freshness;
 pub mod identity;
 pub mod key;
 pub mod member;

@@ -136,6 +136,8 @@ impl Membership {
             effects: Default::default(),
             timers: BinaryHeap::new(),
             rejects: Default::default(),
+            replays: Default::default(),
+            skewed: crate::reject_log::RejectLog::every(Duration::from_secs(60)),
             view: Default::default(),
             left: HashSet::new(),
             active: false,
@@ -377,7 +379,10 @@ async fn serve_stream(
     stats: Arc<Stats>,
     limit: usize,
 ) -> Result<(), Error> {
-    let mut stream = SealedStream::new(tcp, envelope, HELLO_FRAME_LIMIT, stats.clone())?;
+    let accepted = SealedStream::accept(tcp, envelope, HELLO_FRAME_LIMIT, stats.clone());
+    let mut stream = tokio::time::timeout(HELLO_TIMEOUT, accepted)
+        .await
+        .map_err(|_| Error::Stream("challenge not taken in time".into()))??;
     let hello: Hello = stream.recv_within(HELLO_TIMEOUT).await?;
     // The key is proven: the stream leaves the unproven pool for a permit
     // of the members', which it holds until it is dropped, here or by the

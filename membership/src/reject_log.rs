@@ -9,22 +9,37 @@ const PERIOD: Duration = Duration::from_secs(1);
 const MAX_PEERS: usize = 1024;
 
 /// Remembers when each peer was last logged.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RejectLog {
     last: HashMap<SocketAddr, Instant>,
+    period: Duration,
+}
+
+impl Default for RejectLog {
+    fn default() -> Self {
+        Self::every(PERIOD)
+    }
 }
 
 impl RejectLog {
+    /// At most one line per `period` per peer.
+    pub(crate) fn every(period: Duration) -> Self {
+        Self {
+            last: HashMap::new(),
+            period,
+        }
+    }
+
     /// Whether a rejection from `peer` at `now` should be logged.
     pub(crate) fn should_log(&mut self, peer: SocketAddr, now: Instant) -> bool {
         if let Some(at) = self.last.get(&peer)
-            && now.saturating_duration_since(*at) < PERIOD
+            && now.saturating_duration_since(*at) < self.period
         {
             return false;
         }
         if self.last.len() >= MAX_PEERS {
             self.last
-                .retain(|_, at| now.saturating_duration_since(*at) < PERIOD);
+                .retain(|_, at| now.saturating_duration_since(*at) < self.period);
             if self.last.len() >= MAX_PEERS {
                 return false;
             }

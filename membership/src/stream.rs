@@ -1,6 +1,16 @@
 //! Sealed TCP streams: length-delimited frames, each one a sealed postcard
 //! message. Push-pull, anti-entropy and log fetching all use them; the first
 //! frame of a stream is a [`Hello`] naming its channel.
+//!
+//! # Replay
+//!
+//! The acceptor speaks first: a sealed [`Challenge`] of 16 random bytes.
+//! Every later frame, both ways, starts (inside the box) with that
+//! challenge and its own sequence number in its direction, and a frame
+//! with another challenge or out of sequence ends the stream. So a stream
+//! recorded on the wire cannot be played again (the acceptor's challenge
+//! is new), nor can frames of one stream be replayed into another or
+//! within it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,7 +64,17 @@ pub const DEFAULT_FRAME_LIMIT: usize = 8 * 1024 * 1024;
 /// unauthenticated peer gets no more than this.
 pub(crate) const HELLO_FRAME_LIMIT: usize = 1024;
 
-/// First frame of every stream.
+/// The acceptor's first frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Challenge {
+    nonce: [u8; 16],
+}
+
+/// Bytes every frame after the challenge starts with: the challenge and
+/// the frame's sequence number.
+const BINDING_LEN: usize = 16 + 8;
+
+/// First frame of every stream after the challenge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// Which protocol the rest of the stream speaks.
@@ -71,6 +91,11 @@ pub struct SealedStream {
     /// An accepted stream's slot among the concurrent ones, held for as
     /// long as the stream lives, whoever serves it.
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The acceptor's challenge, which every frame carries.
+    session: [u8; 16],
+    /// Frames sent and received so far (the next one's sequence number).
+    sent: u64,
+    received: u64,
 }
 
 impl SealedStream {
@@ -92,7 +117,33 @@ impl SealedStream {
             peer,
             stats,
             _permit: None,
+            session: [0; 16],
+            sent: 0,
+            received: 0,
         })
+    }
+
+    /// The acceptor's side: sends a fresh challenge, which the peer's
+    /// hello must carry.
+    pub(crate) async fn accept(
+        tcp: TcpStream,
+        envelope: Envelope,
+        limit: usize,
+        stats: Arc<Stats>,
+    ) -> Result<Self, Error> {
+        let mut stream = Self::new(tcp, envelope, limit, stats)?;
+        let nonce: [u8; 16] = rand::random();
+        let plain =
+            postcard::to_stdvec(&Challenge { nonce }).map_err(|e| Error::Stream(e.to_string()))?;
+        let sealed = stream.envelope.seal(&plain);
+        stream.stats.stream_sent(sealed.len() + 4);
+        stream
+            .framed
+            .send(Bytes::from(sealed))
+            .await
+            .map_err(|e| Error::Stream(format!("send to {}: {e}", stream.peer)))?;
+        stream.session = nonce;
+        Ok(stream)
     }
 
     /// Changes the frame limit: raised once the peer said hello, lowered
@@ -121,6 +172,21 @@ impl SealedStream {
             .map_err(|_| Error::Stream(format!("connect to {addr} timed out")))?
             .map_err(|e| Error::Stream(format!("connect to {addr}: {e}")))?;
         let mut stream = Self::new(tcp, envelope, limit, stats)?;
+        let challenge = tokio::time::timeout(timeout, stream.framed.next())
+            .await
+            .map_err(|_| Error::Stream(format!("{addr} sent no challenge in time")))?;
+        let frame = match challenge {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Err(stream.reject(format!("challenge from {addr}: {e}"))),
+            None => return Err(Error::Stream(format!("{addr} closed the stream"))),
+        };
+        stream.stats.stream_received(frame.len() + 4);
+        let challenge: Challenge = match stream.envelope.open(&frame, stream.limit) {
+            Ok(plain) => postcard::from_bytes(&plain)
+                .map_err(|e| stream.reject(format!("undecodable challenge from {addr}: {e}")))?,
+            Err(e) => return Err(stream.reject(format!("challenge from {addr}: {e}"))),
+        };
+        stream.session = challenge.nonce;
         stream
             .send(&Hello {
                 channel: channel.number(),
@@ -137,7 +203,11 @@ impl SealedStream {
     /// Sends one message. A message larger than the frame limit is an error
     /// and nothing is sent.
     pub async fn send<T: Serialize>(&mut self, message: &T) -> Result<(), Error> {
-        let plain = postcard::to_stdvec(message).map_err(|e| Error::Stream(e.to_string()))?;
+        let mut plain = Vec::with_capacity(BINDING_LEN + 64);
+        plain.extend_from_slice(&self.session);
+        plain.extend_from_slice(&self.sent.to_le_bytes());
+        let plain =
+            postcard::to_extend(message, plain).map_err(|e| Error::Stream(e.to_string()))?;
         let sealed = self.envelope.seal(&plain);
         if sealed.len() > self.limit {
             return Err(Error::Stream(format!(
@@ -148,6 +218,7 @@ impl SealedStream {
         }
         // Frame plus its 4-byte length prefix.
         self.stats.stream_sent(sealed.len() + 4);
+        self.sent += 1;
         self.framed
             .send(Bytes::from(sealed))
             .await
@@ -174,7 +245,17 @@ impl SealedStream {
             Ok(plain) => plain,
             Err(e) => return Err(self.reject(format!("frame from {}: {e}", self.peer))),
         };
-        postcard::from_bytes(&plain)
+        let mut expected = [0u8; BINDING_LEN];
+        expected[..16].copy_from_slice(&self.session);
+        expected[16..].copy_from_slice(&self.received.to_le_bytes());
+        if plain.get(..BINDING_LEN) != Some(&expected[..]) {
+            return Err(self.reject(format!(
+                "frame from {} out of place (another stream's, or out of sequence): a replay",
+                self.peer
+            )));
+        }
+        self.received += 1;
+        postcard::from_bytes(&plain[BINDING_LEN..])
             .map(Some)
             .map_err(|e| self.reject(format!("undecodable frame from {}: {e}", self.peer)))
     }
@@ -225,8 +306,20 @@ mod tests {
         let (tcp, _) = listener.accept().await.unwrap();
         let stats = Arc::new(Stats::default());
         let server =
-            SealedStream::new(tcp, Envelope::new(key), HELLO_FRAME_LIMIT, stats.clone()).unwrap();
+            SealedStream::accept(tcp, Envelope::new(key), HELLO_FRAME_LIMIT, stats.clone())
+                .await
+                .unwrap();
         (server, client, stats)
+    }
+
+    /// The client's side of [`pair`]: reads the challenge, as `connect` does.
+    async fn client_of(client: TcpStream, key: &ClusterKey, stats: Arc<Stats>) -> SealedStream {
+        let mut stream =
+            SealedStream::new(client, Envelope::new(key), DEFAULT_FRAME_LIMIT, stats).unwrap();
+        let frame = stream.framed.next().await.unwrap().unwrap();
+        let plain = stream.envelope.open(&frame, DEFAULT_FRAME_LIMIT).unwrap();
+        stream.session = postcard::from_bytes::<Challenge>(&plain).unwrap().nonce;
+        stream
     }
 
     #[tokio::test]
@@ -257,8 +350,7 @@ mod tests {
         // The same key passes, and the limit can be raised after.
         let key = ClusterKey::generate();
         let (mut server, client, _) = pair(&key).await;
-        let mut ours =
-            SealedStream::new(client, Envelope::new(&key), DEFAULT_FRAME_LIMIT, stats).unwrap();
+        let mut ours = client_of(client, &key, stats).await;
         ours.send(&Hello { channel: 7 }).await.unwrap();
         assert_eq!(
             server.recv::<Hello>().await.unwrap(),
@@ -270,5 +362,54 @@ mod tests {
             server.recv::<Vec<u8>>().await.unwrap().map(|v| v.len()),
             Some(100_000)
         );
+    }
+
+    #[tokio::test]
+    async fn a_recorded_stream_played_again_is_refused() {
+        let key = ClusterKey::generate();
+        // Record what a client sends on one stream.
+        let (mut server, client, _) = pair(&key).await;
+        let mut ours = client_of(client, &key, Arc::new(Stats::default())).await;
+        let mut recorded = Vec::new();
+        for message in [1u16, 2, 3] {
+            let before = ours.sent;
+            ours.send(&Hello { channel: message }).await.unwrap();
+            assert_eq!(ours.sent, before + 1);
+            let frame = server.framed.next().await.unwrap().unwrap();
+            recorded.push(frame.clone());
+            // (Handed to the real reader too.)
+            let plain = server.envelope.open(&frame, DEFAULT_FRAME_LIMIT).unwrap();
+            assert_eq!(&plain[..16], &server.session);
+            server.received += 1;
+        }
+        // Played to a new stream: its challenge is another.
+        let (mut fresh, mut raw, stats) = pair(&key).await;
+        let mut len = [0u8; 4];
+        use tokio::io::AsyncReadExt;
+        raw.read_exact(&mut len).await.unwrap();
+        let mut challenge = vec![0u8; u32::from_be_bytes(len) as usize];
+        raw.read_exact(&mut challenge).await.unwrap();
+        raw.write_all(&(recorded[0].len() as u32).to_be_bytes())
+            .await
+            .unwrap();
+        raw.write_all(&recorded[0]).await.unwrap();
+        let err = fresh.recv::<Hello>().await.unwrap_err();
+        assert!(matches!(err, Error::Rejected(_)), "{err}");
+        assert_eq!(stats.snapshot().packets_rejected, 1);
+        // Within its own stream, a frame again (out of sequence) is refused too.
+        let (mut server, client, stats) = pair(&key).await;
+        let mut ours = client_of(client, &key, Arc::new(Stats::default())).await;
+        ours.send(&Hello { channel: 1 }).await.unwrap();
+        let frame = server.framed.next().await.unwrap().unwrap();
+        let plain = server.envelope.open(&frame, DEFAULT_FRAME_LIMIT).unwrap();
+        assert_eq!(&plain[16..24], &0u64.to_le_bytes());
+        server.received += 1;
+        ours.sent = 0;
+        ours.send(&Hello { channel: 1 }).await.unwrap();
+        assert!(matches!(
+            server.recv::<Hello>().await,
+            Err(Error::Rejected(_))
+        ));
+        assert_eq!(stats.snapshot().packets_rejected, 1);
     }
 }

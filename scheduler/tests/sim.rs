@@ -512,9 +512,9 @@ impl Sim {
             self.feed(j, Input::Records(Source::AntiEntropy, ours));
         }
         self.delivered += 1;
-        let (ai, aj) = (self.hosts[i].addr, self.hosts[j].addr);
+        // The initiator hears of it, as the agent's does.
+        let aj = self.hosts[j].addr;
         self.feed(i, Input::Synced(aj));
-        self.feed(j, Input::Synced(ai));
     }
 
     /// Gives each node the members it sees, when that changed.

@@ -24,8 +24,9 @@ pub enum Input {
     /// Time passed; do what is due. Call it at
     /// [`Node::next_deadline`](super::Node::next_deadline) at the latest.
     Tick,
-    /// An anti-entropy round with `peer` completed, whichever side began it:
-    /// the table has caught up with a peer.
+    /// An anti-entropy round this node began with `peer` (a member's
+    /// gossip address) completed: the table has caught up with it. Any
+    /// other address is ignored.
     Synced(SocketAddr),
     /// An anti-entropy round this node began with `peer` (an
     /// [`Effect::Sync`](super::Effect::Sync)) failed.

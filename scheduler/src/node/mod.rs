@@ -14,9 +14,11 @@
 //! - **Reconcile** decides only the slots a change touched ([`touched`]),
 //!   with a full pass every [`FULL_PASS_MS`] as a safety net. It claims,
 //!   starts and releases nothing until the table caught up with a peer
-//!   (one anti-entropy round), or the node has been alone for
-//!   [`ALONE_GRACE_MS`] (at once without seeds): a restarted node must not
-//!   act on a stale table. It claims nothing while another live member has
+//!   (one anti-entropy round) and membership has shown it every node its
+//!   table lists (or [`SETTLE_MS`] passed since it started), or the node
+//!   has been alone for [`ALONE_GRACE_MS`] (at once without seeds): a
+//!   restarted node must not act on a stale table, and a joining node must
+//!   not take the slots of members it has not heard of yet for orphaned. It claims nothing while another live member has
 //!   its name. A stop is sent once per slot until the instance reports it
 //!   stopped (again after [`STOP_RESEND_MS`]).
 //! - **Spreading**: the records written in one call go out as deltas, or,
@@ -97,6 +99,10 @@ pub const FULL_PASS_MS: u64 = 5_000;
 /// A node with seeds but no peer after this long claims without waiting
 /// for an anti-entropy round.
 pub const ALONE_GRACE_MS: u64 = 3_000;
+/// Longest a node that caught up waits, after its start, for membership to
+/// show it every node its table lists (SWIM tells a joiner of the members
+/// a few at a time; some of those nodes may be gone for good).
+pub const SETTLE_MS: u64 = 3_000;
 /// A stop not yet confirmed by the instance's report is sent again after
 /// this long.
 pub const STOP_RESEND_MS: u64 = 15_000;
@@ -188,6 +194,10 @@ pub struct Node {
     /// Members that came up (or back) and this node has not completed an
     /// anti-entropy round with since: at-most-once slots wait for them.
     unsynced: BTreeSet<SocketAddr>,
+    /// Names membership has reported, in any state, until the gate opens.
+    seen: BTreeSet<String>,
+    /// An anti-entropy round this node began with a member completed.
+    synced_once: bool,
     /// Newcomer rounds in flight: at most [`NEWCOMER_ROUNDS`], so a heal
     /// that brings back half the cluster starts a few rounds, not one per
     /// member; as one ends the next begins.
@@ -259,6 +269,8 @@ impl Node {
             // A node that just started doesn't know who went lately.
             lost_at: now,
             unsynced: BTreeSet::new(),
+            seen: BTreeSet::new(),
+            synced_once: false,
             syncing: BTreeSet::new(),
             deferred: BTreeSet::new(),
             retry_at: None,
@@ -308,6 +320,12 @@ impl Node {
                 self.write(status, Value::Status(report.status), now);
             }
             Input::Tick => {}
+            // Only a round with a member counts: an address membership
+            // has not reported (a round served on a connection from an
+            // unknown port) says nothing about whom this node caught up
+            // with, and a node that opened its gate on one before it saw
+            // any member would take every slot for orphaned.
+            Input::Synced(peer) if !self.known.iter().any(|(_, addr, _)| *addr == peer) => {}
             Input::Synced(peer) => {
                 self.syncing.remove(&peer);
                 self.deferred.remove(&peer);
@@ -317,12 +335,8 @@ impl Node {
                     self.reconcile_soon(now);
                 }
                 self.sync_newcomers();
-                if !self.converged {
-                    self.converged = true;
-                    self.touched.everything();
-                    self.reconcile_soon(now);
-                    self.log(Event::CaughtUp);
-                }
+                self.synced_once = true;
+                self.open_gate(now);
             }
             Input::SyncFailed(peer) => {
                 if self.syncing.remove(&peer) {
@@ -352,7 +366,12 @@ impl Node {
             at = at.min(s);
         }
         if !self.converged {
-            at = at.min(self.started_ms.saturating_add(ALONE_GRACE_MS));
+            let grace = if self.synced_once {
+                SETTLE_MS
+            } else {
+                ALONE_GRACE_MS
+            };
+            at = at.min(self.started_ms.saturating_add(grace));
         }
         at
     }
@@ -665,6 +684,9 @@ impl Node {
     }
 
     fn set_members(&mut self, peers: Vec<Peer>, now: u64) {
+        if !self.converged {
+            self.seen.extend(peers.iter().map(|p| p.name.clone()));
+        }
         let me = &self.config.name;
         let mut members = Members::new(
             peers
@@ -725,6 +747,28 @@ impl Node {
         }
     }
 
+    /// Opens the gate once the table caught up with a member and
+    /// membership has shown every node the table lists (or it had the
+    /// time to).
+    fn open_gate(&mut self, now: u64) {
+        if self.converged || !self.synced_once {
+            return;
+        }
+        let settled = now.saturating_sub(self.started_ms) >= SETTLE_MS;
+        let all_seen = || {
+            self.table
+                .nodes()
+                .all(|(name, n)| n.leaving || name == self.config.name || self.seen.contains(name))
+        };
+        if settled || all_seen() {
+            self.seen.clear();
+            self.converged = true;
+            self.touched.everything();
+            self.reconcile_soon(now);
+            self.log(Event::CaughtUp);
+        }
+    }
+
     /// Up to `n` distinct alive peers, at random.
     fn random_peers(&mut self, n: usize) -> Vec<SocketAddr> {
         let mut peers = self.peers.clone();
@@ -747,6 +791,7 @@ impl Node {
             self.touched.everything();
             self.reconcile_soon(now);
         }
+        self.open_gate(now);
         if now >= self.full_pass_at || self.retry_at.is_some_and(|at| at <= now) {
             self.retry_at = None;
             self.touched.everything();

@@ -362,11 +362,44 @@ fn a_node_with_seeds_claims_nothing_until_it_caught_up_with_a_peer() {
         );
         assert_eq!(starts(&out), 0);
     }
+    // A round from an address that is no member (a connection's port)
+    // opens nothing.
+    let out = node.handle(Input::Synced(addr(9)), T0 + 10_000);
+    assert!(!out.contains(&Effect::Log(Event::CaughtUp)));
+    assert!(!node.converged());
     let out = node.handle(Input::Synced(addr(3)), T0 + 10_001);
     assert!(out.contains(&Effect::Log(Event::CaughtUp)));
     // Within the reconcile gap.
     let out = node.handle(Input::Tick, T0 + 10_001 + RECONCILE_GAP_MS);
     assert!(written(&out).contains(&Key::Claim("web".into(), 0)));
+}
+
+#[test]
+fn a_joining_node_waits_to_hear_of_every_node_its_table_lists() {
+    // "a" runs web; "b" joins and has heard of "c" only so far.
+    let (lone, _) = lone_with_web();
+    let mut node = Node::new(config("b", 2, true), lone.table().clone(), T0);
+    node.handle(Input::Members(vec![peer("b", 2), peer("c", 3)]), T0);
+    node.handle(Input::Synced(addr(3)), T0 + 10);
+    let out = node.handle(Input::Tick, T0 + 20);
+    assert!(!node.converged(), "opened before hearing of a");
+    assert!(!written(&out).contains(&Key::Claim("web".into(), 0)));
+    // It hears of "a": the gate opens, and a's slot stays a's.
+    let out = node.handle(
+        Input::Members(vec![peer("a", 1), peer("b", 2), peer("c", 3)]),
+        T0 + 30,
+    );
+    assert!(node.converged() && out.contains(&Effect::Log(Event::CaughtUp)));
+    assert!(!written(&out).contains(&Key::Claim("web".into(), 0)));
+    // A node never heard of (gone for good) holds the gate up to SETTLE_MS.
+    let mut node = Node::new(config("b", 2, true), lone.table().clone(), T0);
+    node.handle(Input::Members(vec![peer("b", 2), peer("c", 3)]), T0);
+    node.handle(Input::Synced(addr(3)), T0 + 10);
+    assert!(node.next_deadline() <= T0 + SETTLE_MS);
+    node.handle(Input::Tick, T0 + SETTLE_MS - 1);
+    assert!(!node.converged());
+    let out = node.handle(Input::Tick, T0 + SETTLE_MS);
+    assert!(node.converged() && out.contains(&Effect::Log(Event::CaughtUp)));
 }
 
 #[test]
