@@ -27,14 +27,14 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The temp file [`write`] uses for `path`.
+/// The temp file [`write()`] uses for `path`.
 fn temp_of(path: &Path) -> std::path::PathBuf {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     std::path::PathBuf::from(tmp)
 }
 
-/// Removes the temp file a [`write`] of `path` left behind (the process
+/// Removes the temp file a [`write()`] of `path` left behind (the process
 /// died between creating and renaming it); returns whether there was one.
 pub fn remove_leftover(path: &Path) -> std::io::Result<bool> {
     match std::fs::remove_file(temp_of(path)) {

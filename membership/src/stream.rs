@@ -4,7 +4,7 @@
 //!
 //! # Replay
 //!
-//! The acceptor speaks first: a sealed [`Challenge`] of 16 random bytes.
+//! The acceptor speaks first: a sealed challenge of 16 random bytes.
 //! Every later frame, both ways, starts (inside the box) with that
 //! challenge and its own sequence number in its direction, and a frame
 //! with another challenge or out of sequence ends the stream. So a stream
