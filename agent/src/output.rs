@@ -8,7 +8,7 @@ use crate::control::protocol::StatsReport;
 use crate::wall_clock::now_ms;
 use mob_scheduler::node::{DeployKind, Deployed};
 
-/// `members --json`: `[{"name","addr","epoch","state","slots"}]`.
+/// `members --json`: `[{"name","addr","epoch","state","slots","clock_offset_ms"}]`.
 pub(crate) fn members_json(members: &[MemberReport]) -> String {
     let rows: Vec<_> = members
         .iter()
@@ -20,6 +20,7 @@ pub(crate) fn members_json(members: &[MemberReport]) -> String {
                 "epoch": m.id.epoch,
                 "state": m.state.as_str(),
                 "slots": r.slots,
+                "clock_offset_ms": r.clock_offset_ms,
             })
         })
         .collect();
@@ -28,7 +29,7 @@ pub(crate) fn members_json(members: &[MemberReport]) -> String {
 
 /// `members`: an aligned table.
 pub(crate) fn members_table(members: &[MemberReport]) -> String {
-    let rows: Vec<[String; 5]> = members
+    let rows: Vec<[String; 6]> = members
         .iter()
         .map(|r| {
             let m = &r.member;
@@ -38,10 +39,12 @@ pub(crate) fn members_table(members: &[MemberReport]) -> String {
                 m.id.epoch.to_string(),
                 m.state.to_string(),
                 r.slots.to_string(),
+                r.clock_offset_ms
+                    .map_or_else(|| "-".to_owned(), |ms| format!("{ms:+}ms")),
             ]
         })
         .collect();
-    table(["NAME", "ADDR", "EPOCH", "STATE", "SLOTS"], &rows)
+    table(["NAME", "ADDR", "EPOCH", "STATE", "SLOTS", "CLOCK"], &rows)
 }
 
 /// `stats --json`.
@@ -341,6 +344,7 @@ mod tests {
                 state,
             },
             slots: name.len(),
+            clock_offset_ms: (state == MemberState::Alive).then_some(-12),
         }
     }
 
@@ -351,8 +355,8 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!([
-                {"name": "a", "addr": "10.0.0.1:7946", "epoch": 7, "state": "alive", "slots": 1},
-                {"name": "b", "addr": "10.0.0.1:7946", "epoch": 7, "state": "left", "slots": 1},
+                {"name": "a", "addr": "10.0.0.1:7946", "epoch": 7, "state": "alive", "slots": 1, "clock_offset_ms": -12},
+                {"name": "b", "addr": "10.0.0.1:7946", "epoch": 7, "state": "left", "slots": 1, "clock_offset_ms": null},
             ])
         );
     }

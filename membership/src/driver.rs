@@ -19,7 +19,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{debug, error, info, warn};
 
 use crate::broadcast::{Handler, MAX_BROADCAST, encode_item};
-use crate::envelope::{Envelope, OpenError};
+use crate::envelope::Envelope;
 use crate::freshness::Stale;
 use crate::member::{MemberEvent, MemberState, MemberView};
 use crate::push_pull::PushPull;
@@ -34,6 +34,11 @@ use crate::{Error, NodeId, epoch};
 const TAG_SWIM: u8 = 0;
 /// Plaintext tag of a leave notice (the leaving `NodeId` follows).
 const TAG_LEAVE: u8 = 1;
+/// Tag of a notice that the receiver's datagrams were refused as stale,
+/// with how many peers agree with the refuser's clock (one byte): the
+/// receiver learns the refuser's clock from its send time, and whether it
+/// is the odd one out.
+const TAG_CLOCK: u8 = 2;
 /// Most custom broadcasts queued in foca at once; beyond, broadcasts are
 /// refused so the queue stays bounded.
 const MAX_BROADCAST_BACKLOG: usize = 256;
@@ -109,6 +114,10 @@ pub(crate) struct Driver {
     /// Datagrams refused for a clock far off are an ERROR once a minute
     /// per peer.
     pub(crate) skewed: RejectLog,
+    /// Offsets over [`CLOCK_WARN_MS`] are a WARN once a minute per peer.
+    pub(crate) clock_warned: RejectLog,
+    /// Clock notices sent, at most one a second per address.
+    pub(crate) notified: RejectLog,
     pub(crate) view: View,
     pub(crate) left: HashSet<NodeId>,
     pub(crate) active: bool,
@@ -218,20 +227,51 @@ impl Driver {
 
     fn handle_datagram(&mut self, data: &[u8], from: SocketAddr) {
         self.stats.received(data.len());
-        let opened = self
+        let now = unix_ms();
+        let opened = match self
             .envelope
-            .open_datagram(data, MAX_DATAGRAM, unix_ms(), &mut self.replays);
-        let plain = match opened {
-            Ok(plain) => plain,
-            Err(OpenError::Stale(stale @ (Stale::Old(_) | Stale::Ahead(_)))) => {
+            .open_datagram(data, MAX_DATAGRAM, now, &mut self.replays)
+        {
+            Ok(opened) => opened,
+            Err(e) => return self.reject(from, &e.to_string()),
+        };
+        // Whatever its freshness, it was sealed with the key at that time
+        // by the sender's clock.
+        self.stats.clock_seen(from, opened.sent_ms, now);
+        let offset = i128::from(opened.sent_ms) - i128::from(now);
+        let at = std::time::Instant::now();
+        match opened.fresh {
+            Ok(()) => {
+                if offset.unsigned_abs() > u128::from(CLOCK_WARN_MS)
+                    && self.clock_warned.should_log(from, at)
+                {
+                    warn!(peer = %from, offset_ms = offset as i64, "peer's clock is off from this one by more than 1 s");
+                }
+            }
+            Err(Stale::Replayed) => return self.reject(from, &Stale::Replayed.to_string()),
+            Err(stale) => {
                 self.stats.rejected();
-                if self.skewed.should_log(from, std::time::Instant::now()) {
-                    error!(peer = %from, error = %stale, "datagram refused: stale");
+                if self.skewed.should_log(from, at) {
+                    error!(peer = %from, offset_ms = offset as i64, error = %stale, "datagram refused: stale");
+                }
+                // Tell the sender, so that it knows its clock (or ours) is
+                // off, unless this is such a notice itself; at most once a
+                // second per address.
+                match opened.payload.split_first() {
+                    Some((&TAG_CLOCK, agreeing)) => {
+                        let agreeing = agreeing.first().copied().unwrap_or(0);
+                        self.stats.refused_by(from, u32::from(agreeing));
+                    }
+                    _ if self.notified.should_log(from, at) => {
+                        let agreeing = u8::try_from(self.stats.clock_agreeing()).unwrap_or(u8::MAX);
+                        self.effects.out.push((from, vec![TAG_CLOCK, agreeing]));
+                    }
+                    _ => {}
                 }
                 return;
             }
-            Err(e) => return self.reject(from, &e.to_string()),
-        };
+        }
+        let plain = opened.payload;
         match plain.split_first() {
             Some((&TAG_SWIM, swim)) => {
                 let result = self.foca.handle_data(swim, &mut self.effects);
@@ -250,6 +290,8 @@ impl Driver {
                 }
                 Err(e) => self.reject(from, &format!("bad leave notice: {e}")),
             },
+            // (Its send time was noted above.)
+            Some((&TAG_CLOCK, _)) => {}
             Some((tag, _)) => self.reject(from, &format!("unknown datagram tag {tag}")),
             None => self.reject(from, "empty datagram"),
         }
@@ -475,6 +517,9 @@ impl Driver {
         });
     }
 }
+
+/// A peer's clock further off than this is worth a warning.
+const CLOCK_WARN_MS: u64 = 1_000;
 
 /// The wall clock, in unix ms: datagrams carry it.
 fn unix_ms() -> u64 {

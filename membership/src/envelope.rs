@@ -51,9 +51,18 @@ pub enum OpenError {
     /// Authentication failed: another cluster key, or tampered bytes.
     #[error("authentication failed (wrong cluster key or corrupted)")]
     BadSeal,
-    /// A datagram that is not fresh: a replay, or a clock far off.
-    #[error(transparent)]
-    Stale(#[from] Stale),
+}
+
+/// A datagram that opened with the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// What it carries.
+    pub payload: Vec<u8>,
+    /// When it was sent, by the sender's clock (unix ms).
+    pub sent_ms: u64,
+    /// Whether it may be taken: not a replay, and from a clock within the
+    /// window.
+    pub fresh: Result<(), Stale>,
 }
 
 /// Seals and opens messages with one cluster key.
@@ -102,26 +111,32 @@ impl Envelope {
         self.seal(&plain)
     }
 
-    /// Opens a datagram received at `now_ms` and checks it is fresh; a
-    /// fresh one's nonce is remembered in `guard`.
+    /// Opens a datagram received at `now_ms` and checks whether it is
+    /// fresh; a fresh one's nonce is remembered in `guard`. An error means
+    /// it did not open at all.
     pub fn open_datagram(
         &self,
         data: &[u8],
         limit: usize,
         now_ms: u64,
         guard: &mut ReplayGuard,
-    ) -> Result<Vec<u8>, OpenError> {
+    ) -> Result<Datagram, OpenError> {
         let mut plain = self.open(data, limit)?;
-        let (Some(sent), Some(nonce)) = (
+        let (Some(sent_at), Some(nonce)) = (
             plain.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()),
             data.get(HEADER_LEN..HEADER_LEN + NONCE_LEN)
                 .and_then(|b| <[u8; NONCE_LEN]>::try_from(b).ok()),
         ) else {
             return Err(OpenError::Truncated(data.len()));
         };
-        guard.check(nonce, u64::from_le_bytes(sent), now_ms)?;
+        let sent_ms = u64::from_le_bytes(sent_at);
+        let fresh = guard.check(nonce, sent_ms, now_ms);
         plain.drain(..8);
-        Ok(plain)
+        Ok(Datagram {
+            payload: plain,
+            sent_ms,
+            fresh,
+        })
     }
 
     /// Opens a sealed message of at most `limit` bytes, returning its payload.
@@ -175,22 +190,22 @@ mod tests {
         let mut guard = ReplayGuard::default();
         let now = 1_800_000_000_000;
         let sealed = env.seal_datagram(b"swim", now);
-        assert_eq!(
-            env.open_datagram(&sealed, LIMIT, now + 5, &mut guard)
-                .unwrap(),
-            b"swim"
-        );
-        assert_eq!(
-            env.open_datagram(&sealed, LIMIT, now + 6, &mut guard),
-            Err(OpenError::Stale(Stale::Replayed))
-        );
+        let opened = env
+            .open_datagram(&sealed, LIMIT, now + 5, &mut guard)
+            .unwrap();
+        assert_eq!(opened.payload, b"swim");
+        assert_eq!((opened.sent_ms, opened.fresh), (now, Ok(())));
+        let again = env
+            .open_datagram(&sealed, LIMIT, now + 6, &mut guard)
+            .unwrap();
+        assert_eq!(again.fresh, Err(Stale::Replayed));
         // Recorded, and played after the window: refused, seen or not.
         let later = now + crate::freshness::WINDOW_MS + 1;
         let mut fresh_guard = ReplayGuard::default();
-        assert!(matches!(
-            env.open_datagram(&sealed, LIMIT, later, &mut fresh_guard),
-            Err(OpenError::Stale(Stale::Old(_)))
-        ));
+        let late = env
+            .open_datagram(&sealed, LIMIT, later, &mut fresh_guard)
+            .unwrap();
+        assert!(matches!(late.fresh, Err(Stale::Old(_))));
     }
 
     proptest! {

@@ -138,6 +138,8 @@ impl Membership {
             rejects: Default::default(),
             replays: Default::default(),
             skewed: crate::reject_log::RejectLog::every(Duration::from_secs(60)),
+            clock_warned: crate::reject_log::RejectLog::every(Duration::from_secs(60)),
+            notified: Default::default(),
             view: Default::default(),
             left: HashSet::new(),
             active: false,
@@ -188,6 +190,18 @@ impl Membership {
     /// A receiver that changes whenever the member list does.
     pub fn watch(&self) -> watch::Receiver<Vec<MemberView>> {
         self.members.clone()
+    }
+
+    /// The clock offset of the peer at `peer` (ms, positive: ahead of
+    /// ours), from its datagrams of the last minute.
+    pub fn clock_offset(&self, peer: SocketAddr) -> Option<i64> {
+        self.stats.clock_offset(peer)
+    }
+
+    /// How far this node's clock seems off from its peers' (ms, positive:
+    /// ahead), when most of them say so.
+    pub fn own_clock_skew(&self) -> Option<i64> {
+        self.stats.own_clock_skew()
     }
 
     /// Current counters.

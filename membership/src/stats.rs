@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 pub struct Stats {
     /// When rejected stream frames were last logged, per peer address.
     stream_rejects: std::sync::Mutex<crate::reject_log::RejectLog>,
+    /// Peers' clock offsets, from their datagrams' send times.
+    clock: std::sync::Mutex<crate::freshness::ClockOffsets>,
     packets_rejected: AtomicU64,
     datagrams_sent: AtomicU64,
     datagrams_received: AtomicU64,
@@ -85,6 +87,41 @@ impl Stats {
 
     pub(crate) fn refused_connection(&self) {
         self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes a datagram's send time, for `peer`'s clock offset.
+    pub(crate) fn clock_seen(&self, peer: std::net::SocketAddr, sent_ms: u64, now_ms: u64) {
+        if let Ok(mut clock) = self.clock.lock() {
+            clock.observe(peer, sent_ms, now_ms, std::time::Instant::now());
+        }
+    }
+
+    /// Notes a peer's notice that it refused our datagrams as stale.
+    pub(crate) fn refused_by(&self, peer: std::net::SocketAddr, agreeing: u32) {
+        if let Ok(mut clock) = self.clock.lock() {
+            clock.refused_by(peer, agreeing, std::time::Instant::now());
+        }
+    }
+
+    /// Peers heard lately whose clocks agree with ours.
+    pub(crate) fn clock_agreeing(&self) -> u32 {
+        self.clock
+            .lock()
+            .map_or(0, |clock| clock.agreeing(std::time::Instant::now()))
+    }
+
+    /// `peer`'s clock offset in ms (positive: ahead of ours), if it sent a
+    /// datagram in the last minute.
+    pub fn clock_offset(&self, peer: std::net::SocketAddr) -> Option<i64> {
+        let clock = self.clock.lock().ok()?;
+        clock.of(peer, std::time::Instant::now())
+    }
+
+    /// How far this node's clock seems off from its peers', if it does
+    /// (see [`crate::freshness::ClockOffsets::own_skew`]).
+    pub fn own_clock_skew(&self) -> Option<i64> {
+        let clock = self.clock.lock().ok()?;
+        clock.own_skew(std::time::Instant::now())
     }
 
     pub(crate) fn dropped_notice(&self) {

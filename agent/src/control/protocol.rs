@@ -53,6 +53,9 @@ pub(crate) struct MemberReport {
     pub(crate) member: MemberView,
     /// Slots it holds (its claims in the table).
     pub(crate) slots: usize,
+    /// Its clock's offset from this agent's (ms, positive: ahead), from
+    /// its datagrams of the last minute; 0 for this agent itself.
+    pub(crate) clock_offset_ms: Option<i64>,
 }
 
 /// The agent's answer.

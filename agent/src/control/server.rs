@@ -142,13 +142,26 @@ async fn answer(body: RequestBody, state: &ControlState) -> Response {
     let result = match body {
         RequestBody::Members => {
             let members = state.membership.members();
+            let me = state.membership.local().addr;
+            let offsets: Vec<Option<i64>> = members
+                .iter()
+                .map(|m| {
+                    if m.id.addr == me {
+                        Some(0)
+                    } else {
+                        state.membership.clock_offset(m.id.addr)
+                    }
+                })
+                .collect();
             table
                 .read(move |n| {
                     members
                         .into_iter()
-                        .map(|member| MemberReport {
+                        .zip(offsets)
+                        .map(|(member, clock_offset_ms)| MemberReport {
                             slots: n.table().load(&member.id.name),
                             member,
+                            clock_offset_ms,
                         })
                         .collect()
                 })

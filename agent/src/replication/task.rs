@@ -52,6 +52,8 @@ struct TableTask {
     saver: watch::Sender<Snapshot>,
     replies: HashMap<RequestId, oneshot::Sender<Reply>>,
     next_request: RequestId,
+    /// The skew last given to the node.
+    clock_skew: Option<i64>,
 }
 
 /// Starts the table task around `node`.
@@ -78,6 +80,7 @@ pub(crate) fn spawn(
         saver,
         replies: HashMap::new(),
         next_request: 0,
+        clock_skew: None,
     };
     tokio::spawn(task.run(rx, inputs.broadcasts, inputs.reports, saved));
     handle
@@ -141,6 +144,15 @@ impl TableTask {
                 biased;
                 cmd = cmds.recv() => match cmd {
                     Some(Cmd::Request(request, reply)) => {
+                        // Whether peers would take a write from this clock.
+                        let skew = self.membership.own_clock_skew();
+                        if skew != self.clock_skew {
+                            self.clock_skew = skew;
+                            if let Some(ms) = skew {
+                                error!(node = self.node.name(), offset_ms = ms, "this agent's clock is far off from its peers'; operator writes are refused");
+                            }
+                            self.feed(Input::ClockSkew(skew)).await;
+                        }
                         self.next_request += 1;
                         self.replies.insert(self.next_request, reply);
                         Input::Request(self.next_request, request)
@@ -356,6 +368,11 @@ fn log_event(node: &str, event: Event) {
                 "malformed records from a peer dropped"
             )
         }
+        Event::FutureRecordsDropped { count } => warn!(
+            node,
+            records = count,
+            "records stamped over an hour ahead of this clock dropped from the saved table (its clock ran ahead)"
+        ),
         Event::Forgot { count } => debug!(node, records = count, "forgot old records"),
         Event::SaveFailed { error, failures } => error!(
             node,

@@ -133,6 +133,13 @@ pub enum Event {
         /// How many.
         count: usize,
     },
+    /// Records of the saved table stamped more than
+    /// [`MAX_CLOCK_AHEAD_MS`](super::admission::MAX_CLOCK_AHEAD_MS) ahead
+    /// of the clock were dropped at start.
+    FutureRecordsDropped {
+        /// How many.
+        count: usize,
+    },
     /// Garbage collection forgot records.
     Forgot {
         /// How many.

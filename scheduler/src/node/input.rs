@@ -31,6 +31,10 @@ pub enum Input {
     /// An anti-entropy round this node began with `peer` (an
     /// [`Effect::Sync`](super::Effect::Sync)) failed.
     SyncFailed(SocketAddr),
+    /// How far this node's clock seems off from its peers' (ms, positive:
+    /// ahead), or `None`: while it is, operator writes are refused (peers
+    /// would refuse them, or they would drag every clock along).
+    ClockSkew(Option<i64>),
     /// The [`Effect::Save`](super::Effect::Save) numbered `seq` is done:
     /// the table as of that effect (and every earlier save) is on disk, or
     /// the write failed with the given message.

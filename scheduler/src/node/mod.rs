@@ -229,6 +229,8 @@ pub struct Node {
     /// Operator requests behind the held one: one write is planned at a
     /// time, against the table with every earlier write in it.
     queued: VecDeque<(RequestId, Request)>,
+    /// See [`Input::ClockSkew`].
+    clock_skew: Option<i64>,
     /// Saves failed since the last success, and when that was last logged.
     save_failures: u64,
     save_failure_logged: Option<u64>,
@@ -249,7 +251,23 @@ impl Node {
     /// It writes its node record at once (an operator's drain outlives a
     /// restart); call [`Node::handle`] with [`Input::Tick`] to get the
     /// first effects.
-    pub fn new(config: NodeConfig, table: Table, now: u64) -> Self {
+    pub fn new(config: NodeConfig, mut table: Table, now: u64) -> Self {
+        // Records stamped further ahead of the clock than peers accept
+        // (written while this clock ran ahead, most likely) are dropped:
+        // no peer whose clock is right takes them, and the hybrid clock
+        // would follow them, so that every later write of this node was
+        // refused too and the node stayed split after its clock was
+        // fixed. Last-writer-wins stays safe: such a record reached no
+        // peer that refuses it; a peer that does hold one sends it again
+        // by anti-entropy, and it is taken once the clocks reach it.
+        let ahead: Vec<Key> = table
+            .iter()
+            .filter(|(_, r)| r.ts.wall_ms > now.saturating_add(admission::MAX_CLOCK_AHEAD_MS))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &ahead {
+            table.forget(key);
+        }
         let mut clock = Clock::new(config.name.clone());
         for (_, record) in table.iter() {
             clock.observe(&record.ts);
@@ -287,6 +305,7 @@ impl Node {
             saves: Saves::default(),
             pending: BTreeMap::new(),
             queued: VecDeque::new(),
+            clock_skew: None,
             save_failures: 0,
             save_failure_logged: None,
             outgoing: Vec::new(),
@@ -297,6 +316,9 @@ impl Node {
             config,
         };
         node.touched.everything();
+        if !ahead.is_empty() {
+            node.log(Event::FutureRecordsDropped { count: ahead.len() });
+        }
         let draining = node
             .table
             .node(&node.config.name)
@@ -338,6 +360,7 @@ impl Node {
                 self.synced_once = true;
                 self.open_gate(now);
             }
+            Input::ClockSkew(skew) => self.clock_skew = skew,
             Input::SyncFailed(peer) => {
                 if self.syncing.remove(&peer) {
                     self.deferred.insert(peer);
@@ -499,21 +522,25 @@ impl Node {
     }
 
     fn request(&mut self, id: RequestId, request: Request, now: u64) {
-        if self.saves.holding() {
-            if self.queued.len() >= MAX_QUEUED {
-                let busy = OpError::Busy(self.queued.len());
-                let reply = match request {
-                    Request::Deploy(_) => Reply::Deployed(Err(busy)),
-                    Request::Remove(_) | Request::Scale(..) => Reply::Written(Err(busy)),
-                    Request::Drain(_) | Request::Leave => Reply::Done(Err(busy)),
-                };
-                self.out.push(Effect::Reply(id, reply));
-            } else {
-                self.queued.push_back((id, request));
+        let refused = match self.clock_skew {
+            Some(skew) if !matches!(request, Request::Leave) => Some(OpError::ClockSkew(skew)),
+            _ if self.saves.holding() && self.queued.len() >= MAX_QUEUED => {
+                Some(OpError::Busy(self.queued.len()))
             }
-            return;
+            _ => None,
+        };
+        if let Some(error) = refused {
+            let reply = match request {
+                Request::Deploy(_) => Reply::Deployed(Err(error)),
+                Request::Remove(_) | Request::Scale(..) => Reply::Written(Err(error)),
+                Request::Drain(_) | Request::Leave => Reply::Done(Err(error)),
+            };
+            self.out.push(Effect::Reply(id, reply));
+        } else if self.saves.holding() {
+            self.queued.push_back((id, request));
+        } else {
+            self.begin(id, request, now);
         }
-        self.begin(id, request, now);
     }
 
     /// Plans an operator's write and holds it for its save.

@@ -26,6 +26,10 @@ pub enum OpError {
     /// and not sent to anyone.
     #[error("the table could not be saved ({0}); nothing was written")]
     NotSaved(String),
+    /// This node's clock is far off from its peers': its writes would not
+    /// be taken.
+    #[error("this agent's clock is {} s {} its peers' (their datagrams are refused as stale); its writes would not be taken, so none is made: fix the clock (NTP)", .0.unsigned_abs() / 1000, if *.0 > 0 { "ahead of" } else { "behind" })]
+    ClockSkew(i64),
     /// Too many writes wait for their saves already.
     #[error("{0} writes are waiting for the disk already; try again")]
     Busy(usize),

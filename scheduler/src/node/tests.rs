@@ -212,6 +212,24 @@ fn a_write_whose_save_fails_is_refused_and_dropped() {
 }
 
 #[test]
+fn a_node_whose_clock_is_far_off_refuses_operator_writes() {
+    let (mut node, _) = lone_with_web();
+    node.handle(Input::ClockSkew(Some(7_200_000)), T0 + 100);
+    let out = node.handle(Input::Request(3, Request::Remove("web".into())), T0 + 101);
+    assert_eq!(
+        reply(&out, 3),
+        Some(&Reply::Written(Err(OpError::ClockSkew(7_200_000))))
+    );
+    let message = OpError::ClockSkew(7_200_000).to_string();
+    assert!(message.contains("7200 s ahead of its peers'"), "{message}");
+    assert!(save(&out).is_none() && written(&out).is_empty());
+    // Fixed: writes go through again.
+    node.handle(Input::ClockSkew(None), T0 + 200);
+    let out = answered(&mut node, 4, Request::Remove("web".into()), T0 + 201);
+    assert!(matches!(reply(&out, 4), Some(Reply::Written(Ok(_)))));
+}
+
+#[test]
 fn writes_queue_behind_a_held_one_up_to_a_bound() {
     let mut node = Node::new(config("a", 1, false), Table::new(), T0);
     node.handle(Input::Tick, T0);
@@ -400,6 +418,40 @@ fn a_joining_node_waits_to_hear_of_every_node_its_table_lists() {
     assert!(!node.converged());
     let out = node.handle(Input::Tick, T0 + SETTLE_MS);
     assert!(node.converged() && out.contains(&Effect::Log(Event::CaughtUp)));
+}
+
+#[test]
+fn records_stamped_far_ahead_are_dropped_at_start_and_the_clock_follows_the_wall() {
+    // The node wrote while its clock ran two hours ahead, then restarts
+    // with the clock fixed.
+    let skewed = T0 + 2 * 3_600_000;
+    let (mut ahead, _) = lone_with_web();
+    answered(
+        &mut ahead,
+        5,
+        Request::Deploy(specs(WEB.replace("100", "200").as_str())),
+        skewed,
+    );
+    let table = ahead.table().clone();
+    assert!(table.iter().any(|(_, r)| r.ts.wall_ms >= skewed));
+    let mut node = Node::new(config("a", 1, false), table, T0 + 1_000);
+    let out = node.handle(Input::Tick, T0 + 1_000);
+    assert!(
+        out.iter().any(
+            |e| matches!(e, Effect::Log(Event::FutureRecordsDropped { count }) if *count >= 1)
+        )
+    );
+    assert!(node.table().iter().all(|(_, r)| r.ts.wall_ms < skewed));
+    // (Peers, which refused the dropped record, send back what they hold.)
+    // Its next write is stamped by the wall clock, so peers take it.
+    let out = answered(&mut node, 6, Request::Deploy(specs(WEB)), T0 + 2_000);
+    assert!(matches!(reply(&out, 6), Some(Reply::Deployed(Ok(_)))));
+    let (_, record) = node
+        .table()
+        .iter()
+        .find(|(k, _)| **k == Key::Service("web".into()))
+        .unwrap();
+    assert!(record.ts.wall_ms < T0 + 3_000);
 }
 
 #[test]
