@@ -58,8 +58,9 @@ fn main() -> anyhow::Result<()> {
         Some("bulk") => bulk(number(1, 20)?, number(2, 1_000)?, number(3, 3)?),
         Some("join") => join(number(1, 40)?, number(2, 10)?, number(3, 300)?),
         Some("graceful") => failover(number(1, 10)?, true),
+        Some("ack") => ack(number(1, 10)?, number(2, 100)?),
         _ => bail!(
-            "usage: mob-bench detection|idle|idle-big|spread|big|restart|deploy-run|rss|failover|graceful|bulk|join [N]"
+            "usage: mob-bench detection|idle|idle-big|spread|big|restart|deploy-run|rss|failover|graceful|bulk|join|ack [N]"
         ),
     }
 }
@@ -386,6 +387,37 @@ fn big(count: u64) -> anyhow::Result<()> {
         "| new agent start → holds the whole table | {:.2} s |",
         converge.as_secs_f64()
     );
+    Ok(())
+}
+
+/// Deploy acknowledgement latency: `mob-agent deploy` of one service, from
+/// spawning the CLI to its exit (the write saved with the whole table
+/// first), on one agent whose table holds `services` others (placed on no
+/// node, so nothing runs).
+fn ack(services: u64, trials: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let agents = local_cluster(dir.path(), 1)?;
+    let nowhere = |name: &str| {
+        format!(
+            r#"{{"name":"{name}","provider":"exec","constraints":{{"tags":{{"zone":"none"}}}},"params":{{"command":["sleep","100"]}}}}"#
+        )
+    };
+    let specs: Vec<String> = (0..services).map(|i| nowhere(&format!("bg-{i:05}"))).collect();
+    agents[0].deploy(&format!("[{}]", specs.join(",")))?;
+    let mut times = Vec::new();
+    for i in 0..trials {
+        let started = std::time::Instant::now();
+        agents[0].deploy(&nowhere(&format!("ack-{i:04}")))?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!("| services in the table | trials | p50 (ms) | p99 (ms) | max (ms) |");
+    println!("|---|---|---|---|---|");
+    let (p50, p99, max) = (
+        percentile(&mut times, 0.5),
+        percentile(&mut times, 0.99),
+        percentile(&mut times, 1.0),
+    );
+    println!("| {services} | {trials} | {p50:.1} | {p99:.1} | {max:.1} |");
     Ok(())
 }
 
