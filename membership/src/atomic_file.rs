@@ -8,9 +8,25 @@ use std::path::Path;
 /// rename over `path`, fsync of the directory (the rename is durable only
 /// then). On failure the temp file is removed and `path` is untouched.
 pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_with_mode(path, bytes, 0o666)
+}
+
+/// [`write()`], the file readable by its owner only (mode 0600): a
+/// keyring.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_with_mode(path, bytes, 0o600)
+}
+
+fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = temp_of(path);
+    let _ = std::fs::remove_file(&tmp);
     let written = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)

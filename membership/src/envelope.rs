@@ -16,6 +16,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use crate::freshness::{ReplayGuard, Stale};
 use crate::key::ClusterKey;
+use crate::keyring::Keyring;
 
 /// The first bytes of every sealed message.
 pub const MAGIC: &[u8; 3] = b"MOB";
@@ -65,18 +66,33 @@ pub struct Datagram {
     pub fresh: Result<(), Stale>,
 }
 
-/// Seals and opens messages with one cluster key.
+/// Seals with a keyring's primary key and opens with any of its keys.
+/// Clones share the keys, so a keyring change reaches every socket and
+/// stream at once.
 #[derive(Clone)]
 pub struct Envelope {
-    cipher: XChaCha20Poly1305,
+    /// The primary's cipher first.
+    ciphers: std::sync::Arc<std::sync::RwLock<Vec<XChaCha20Poly1305>>>,
 }
 
 impl Envelope {
-    /// An envelope keyed by `key`.
+    /// An envelope keyed by `key` alone.
     pub fn new(key: &ClusterKey) -> Self {
+        Self::with_keyring(&Keyring::single(key.clone()))
+    }
+
+    /// An envelope keyed by `keyring`.
+    pub fn with_keyring(keyring: &Keyring) -> Self {
         Self {
-            cipher: XChaCha20Poly1305::new(key.as_bytes().into()),
+            ciphers: std::sync::Arc::new(std::sync::RwLock::new(ciphers_of(keyring))),
         }
+    }
+
+    /// Seals with `keyring`'s primary and opens with its keys from now on,
+    /// here and in every clone.
+    pub fn set_keyring(&self, keyring: &Keyring) {
+        let mut ciphers = self.ciphers.write().unwrap_or_else(|e| e.into_inner());
+        *ciphers = ciphers_of(keyring);
     }
 
     /// Seals `payload` into a new buffer of `payload.len() + OVERHEAD` bytes.
@@ -86,8 +102,11 @@ impl Envelope {
         header[..MAGIC.len()].copy_from_slice(MAGIC);
         header[MAGIC.len()] = VERSION;
         // Encryption fails only for payloads beyond 256 GiB, never built here.
-        let sealed = self
-            .cipher
+        let ciphers = self.ciphers.read().unwrap_or_else(|e| e.into_inner());
+        let Some(primary) = ciphers.first() else {
+            return Vec::new();
+        };
+        let sealed = primary
             .encrypt(
                 &nonce,
                 Payload {
@@ -159,16 +178,30 @@ impl Envelope {
         }
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
         let nonce = XNonce::try_from(nonce).map_err(|_| OpenError::Truncated(data.len()))?;
-        self.cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: sealed,
-                    aad: header,
-                },
-            )
-            .map_err(|_| OpenError::BadSeal)
+        let ciphers = self.ciphers.read().unwrap_or_else(|e| e.into_inner());
+        ciphers
+            .iter()
+            .find_map(|cipher| {
+                cipher
+                    .decrypt(
+                        &nonce,
+                        Payload {
+                            msg: sealed,
+                            aad: header,
+                        },
+                    )
+                    .ok()
+            })
+            .ok_or(OpenError::BadSeal)
     }
+}
+
+fn ciphers_of(keyring: &Keyring) -> Vec<XChaCha20Poly1305> {
+    keyring
+        .keys()
+        .iter()
+        .map(|key| XChaCha20Poly1305::new(key.as_bytes().into()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -182,6 +215,34 @@ mod tests {
         Envelope::new(
             &ClusterKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap(),
         )
+    }
+
+    #[test]
+    fn a_keyring_seals_with_its_primary_and_opens_with_any_of_its_keys() {
+        let (old, new) = (ClusterKey::generate(), ClusterKey::generate());
+        let mut ring = Keyring::single(old.clone());
+        ring.install(new.clone()).unwrap();
+        let ours = Envelope::with_keyring(&ring);
+        let clone = ours.clone();
+        let (only_old, only_new) = (Envelope::new(&old), Envelope::new(&new));
+        // Sealed with the primary (old); opens with either holder of it.
+        assert!(only_old.open(&ours.seal(b"x"), LIMIT).is_ok());
+        assert_eq!(
+            only_new.open(&ours.seal(b"x"), LIMIT),
+            Err(OpenError::BadSeal)
+        );
+        assert!(ours.open(&only_new.seal(b"x"), LIMIT).is_ok());
+        // Use the new key: every clone seals with it at once.
+        ring.use_key(&new.fingerprint()).unwrap();
+        ours.set_keyring(&ring);
+        assert!(only_new.open(&clone.seal(b"x"), LIMIT).is_ok());
+        // Removed: the old key opens nothing any more.
+        ring.remove(&old.fingerprint()).unwrap();
+        ours.set_keyring(&ring);
+        assert_eq!(
+            clone.open(&only_old.seal(b"x"), LIMIT),
+            Err(OpenError::BadSeal)
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`epoch`]: the epoch persisted in the data dir, newer on every start.
 //! - [`freshness`]: the send-time window and seen nonces that refuse replayed datagrams.
 //! - [`key`]: the 32-byte [`ClusterKey`].
+//! - [`keyring`]: the primary key and the others that open, and their file.
 //! - [`envelope`]: seal and open, `MOB | version | nonce | AEAD`.
 //! - [`timings`]: every timing as a config value, LAN defaults.
 //! - [`member`]: [`MemberView`], [`MemberState`], [`MemberEvent`].
@@ -30,6 +31,7 @@ mod error;
 pub mod freshness;
 pub mod identity;
 pub mod key;
+pub mod keyring;
 pub mod member;
 pub mod membership;
 pub mod stats;

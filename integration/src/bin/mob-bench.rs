@@ -402,7 +402,9 @@ fn ack(services: u64, trials: u64) -> anyhow::Result<()> {
             r#"{{"name":"{name}","provider":"exec","constraints":{{"tags":{{"zone":"none"}}}},"params":{{"command":["sleep","100"]}}}}"#
         )
     };
-    let specs: Vec<String> = (0..services).map(|i| nowhere(&format!("bg-{i:05}"))).collect();
+    let specs: Vec<String> = (0..services)
+        .map(|i| nowhere(&format!("bg-{i:05}")))
+        .collect();
     agents[0].deploy(&format!("[{}]", specs.join(",")))?;
     let mut times = Vec::new();
     for i in 0..trials {
