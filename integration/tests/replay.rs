@@ -111,13 +111,7 @@ fn counter(agent: &Agent, path: &[&str]) -> u64 {
 #[test]
 fn recorded_traffic_played_again_changes_nothing_and_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let gc = dir.path().join("gc.toml");
-    std::fs::write(
-        &gc,
-        "[table]\nanti_entropy_period = \"200ms\"\ngc_after = \"2s\"\n",
-    )
-    .unwrap();
-    let extra = vec!["--config".to_owned(), gc.display().to_string()];
+    let extra = fast_gc(dir.path());
     let key = new_key_file(&dir.path().join("cluster.key")).unwrap();
 
     let (udp, tcp, tap_port) = tap_sockets();

@@ -3,8 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
+mod common;
+
 use std::time::Duration;
 
+use common::fast_gc;
 use mob_integration::{Agent, AgentSpec, local_cluster, local_cluster_with, wait_until};
 
 fn spec(name: &str, replicas: u32) -> String {
@@ -260,17 +263,6 @@ fn table_stat(agent: &Agent, counter: &str) -> anyhow::Result<u64> {
     agent.stats()?[counter]
         .as_u64()
         .ok_or_else(|| anyhow::anyhow!("no {counter} in stats"))
-}
-
-/// `run` arguments for a config with garbage collected after 2 s.
-fn fast_gc(dir: &std::path::Path) -> Vec<String> {
-    let config = dir.join("gc.toml");
-    std::fs::write(
-        &config,
-        "[table]\nanti_entropy_period = \"200ms\"\ngc_after = \"2s\"\n",
-    )
-    .unwrap();
-    vec!["--config".to_owned(), config.display().to_string()]
 }
 
 #[test]

@@ -136,3 +136,14 @@ pub(crate) fn free_port() -> SocketAddr {
         }
     }
 }
+
+/// `run` arguments for a config with garbage collected after 2 s.
+pub(crate) fn fast_gc(dir: &std::path::Path) -> Vec<String> {
+    let config = dir.join("gc.toml");
+    std::fs::write(
+        &config,
+        "[table]\nanti_entropy_period = \"200ms\"\ngc_after = \"2s\"\n",
+    )
+    .unwrap();
+    vec!["--config".to_owned(), config.display().to_string()]
+}
