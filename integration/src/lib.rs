@@ -7,6 +7,8 @@
 //! - [`netns`]: [`Netns`], hosts with their own IPs on a bridge, links that
 //!   can be cut (wraps `scripts/netns.sh`).
 //! - [`poll`]: [`wait_until`], polling with a deadline instead of sleeping.
+//! - [`requirement`]: skip a test whose requirement is missing, unless CI
+//!   requires it.
 //!
 //! The binary is `$MOB_AGENT_BIN`, or `target/debug/mob-agent`, built once
 //! on first use.
@@ -14,6 +16,7 @@
 pub mod agent;
 pub mod netns;
 pub mod poll;
+pub mod requirement;
 
 pub use agent::{
     Agent, AgentSpec, Member, binary, count_processes_with_args, local_cluster, local_cluster_on,

@@ -41,15 +41,11 @@ impl Netns {
     /// Whether a test may use namespaces: `false` (skip, with a note) when
     /// unavailable, a panic when `MOB_REQUIRE_NETNS` says they must be.
     pub fn usable() -> bool {
-        if Self::available() {
-            return true;
-        }
-        assert!(
-            std::env::var_os("MOB_REQUIRE_NETNS").is_none(),
-            "MOB_REQUIRE_NETNS is set but network namespaces are unavailable (need root and iproute2)"
-        );
-        eprintln!("skipped: network namespaces need root and iproute2");
-        false
+        crate::requirement::met(
+            Self::available(),
+            "MOB_REQUIRE_NETNS",
+            "network namespaces are unavailable (need root and iproute2)",
+        )
     }
 
     /// Starts an agent `h<i>` on every host, port 7946, all joining `h1`.

@@ -14,15 +14,11 @@ const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 /// libfaketime is there; CI installs it and must not skip.
 fn faketime() -> bool {
-    if Path::new(LIBFAKETIME).exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("MOB_REQUIRE_FAKETIME").is_none(),
-        "MOB_REQUIRE_FAKETIME is set but {LIBFAKETIME} is missing (apt-get install faketime)"
-    );
-    eprintln!("skipped: {LIBFAKETIME} is missing");
-    false
+    mob_integration::requirement::met(
+        Path::new(LIBFAKETIME).exists(),
+        "MOB_REQUIRE_FAKETIME",
+        &format!("{LIBFAKETIME} is missing (apt-get install faketime)"),
+    )
 }
 
 /// An agent joining `seed` whose wall clock is moved by `offset`

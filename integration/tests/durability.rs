@@ -37,15 +37,11 @@ impl Drop for Tmpfs {
 
 /// Mounting needs root; CI runs as root and must not skip.
 fn root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("MOB_REQUIRE_NETNS").is_none(),
-        "MOB_REQUIRE_NETNS is set but this is not root"
-    );
-    eprintln!("skipped: mounting a tmpfs needs root");
-    false
+    mob_integration::requirement::met(
+        nix::unistd::geteuid().is_root(),
+        "MOB_REQUIRE_NETNS",
+        "mounting a tmpfs needs root",
+    )
 }
 
 /// A service no node runs (its constraint matches none), with a large

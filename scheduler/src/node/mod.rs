@@ -460,22 +460,26 @@ impl Node {
             ts: self.clock.tick(now),
             value,
         });
-        self.apply_local(key, record, now);
-        self.saves.changed(now);
+        if self.apply_local(key, record, now) {
+            self.saves.changed(now);
+        }
     }
 
     /// Applies a record written here; it goes out at the end of the call.
-    fn apply_local(&mut self, key: Key, record: Arc<Record>, now: u64) {
+    /// Returns whether it changed the table.
+    fn apply_local(&mut self, key: Key, record: Arc<Record>, now: u64) -> bool {
         let was_live =
             matches!(&key, Key::Service(name) if self.table.live_service(name).is_some());
-        if self.table.apply(key.clone(), record.clone()) {
-            if let Some(change) = ops::service_change(was_live, &key, &record) {
-                self.log(Event::Service(change));
-            }
-            self.touched.key(&key, &self.config.name);
-            self.reconcile_soon(now);
-            self.outgoing.push((key, record));
+        if !self.table.apply(key.clone(), record.clone()) {
+            return false;
         }
+        if let Some(change) = ops::service_change(was_live, &key, &record) {
+            self.log(Event::Service(change));
+        }
+        self.touched.key(&key, &self.config.name);
+        self.reconcile_soon(now);
+        self.outgoing.push((key, record));
+        true
     }
 
     /// What a save writes: the table, and the held write beside it.
@@ -595,15 +599,15 @@ impl Node {
             })
             .collect();
         // Saved first, applied and answered once on disk.
-        self.pending = records.iter().cloned().collect();
         let seq = self.saves.save_now();
-        self.out.push(Effect::Save { seq });
         let held = Held {
             reply,
             records,
             events,
         };
         self.saves.hold(id, seq, held, now);
+        self.pending = self.saves.held_records().cloned().collect();
+        self.out.push(Effect::Save { seq });
     }
 
     /// A save finished: applies (or drops) the writes it held, answers
@@ -652,8 +656,8 @@ impl Node {
         self.next_request(now);
     }
 
-    /// Drops the held writes that `refused` answers, then begins the
-    /// next queued request.
+    /// After held writes were released: keeps the save's pending records
+    /// to those still held, then begins the next queued request.
     fn next_request(&mut self, now: u64) {
         self.pending = self.saves.held_records().cloned().collect();
         while !self.saves.holding() {

@@ -98,6 +98,14 @@ fn save(effects: &[Effect]) -> Option<u64> {
     })
 }
 
+/// Save `seq` failed with `error`.
+fn failed(seq: u64, error: &str) -> Input {
+    Input::Saved {
+        seq,
+        result: Err(error.to_owned()),
+    }
+}
+
 /// Handles `request` at `at`, then its save's completion: every effect.
 fn answered(node: &mut Node, id: RequestId, request: Request, at: u64) -> Vec<Effect> {
     let mut out = node.handle(Input::Request(id, request), at);
@@ -167,13 +175,7 @@ fn a_write_whose_save_fails_is_refused_and_dropped() {
     let out = node.handle(Input::Request(8, Request::Remove("web".into())), T0 + 2);
     assert!(reply(&out, 8).is_none() && save(&out).is_none());
     let full = "No space left on device (os error 28)".to_owned();
-    let out = node.handle(
-        Input::Saved {
-            seq,
-            result: Err(full.clone()),
-        },
-        T0 + 3,
-    );
+    let out = node.handle(failed(seq, &full), T0 + 3);
     assert_eq!(
         reply(&out, 7),
         Some(&Reply::Deployed(Err(OpError::NotSaved(full.clone()))))
@@ -195,13 +197,7 @@ fn a_write_whose_save_fails_is_refused_and_dropped() {
     // once a minute.
     let out = node.handle(Input::Request(9, Request::Deploy(specs(WEB))), T0 + 4);
     let seq = save(&out).unwrap();
-    let out = node.handle(
-        Input::Saved {
-            seq,
-            result: Err(full.clone()),
-        },
-        T0 + 5,
-    );
+    let out = node.handle(failed(seq, &full), T0 + 5);
     assert!(
         !out.iter()
             .any(|e| matches!(e, Effect::Log(Event::SaveFailed { .. })))
