@@ -100,12 +100,13 @@ pub(crate) async fn run(
             seeds.push(addr);
         }
     }
+    let keyring = crate::keys::at_start(&config.data_dir, &config.key, &config.key_source)?;
     let (membership, channels) = Membership::start(MembershipConfig {
         name: config.name.clone(),
         bind: config.bind,
         advertise: config.advertise,
         seeds: seeds.clone(),
-        key: config.key.clone(),
+        keyring: keyring.clone(),
         epoch,
         data_dir: Some(config.data_dir.clone()),
         timings: config.timings.clone(),
@@ -120,6 +121,7 @@ pub(crate) async fn run(
         epoch,
         data_dir = %config.data_dir.display(),
         key_source = %config.key_source,
+        key = %keyring.primary().fingerprint(),
         seeds = ?seeds,
         tags = ?config.tags,
         providers = ?config.providers,
@@ -197,6 +199,7 @@ pub(crate) async fn run(
                 probe_rtt_ms: millis(config.timings.probe_rtt),
                 suspect_to_down_ms: millis(config.timings.suspect_to_down_after),
             },
+            keyring: crate::keys::ring_of(&keyring),
         },
         table,
         now_ms(),

@@ -83,6 +83,9 @@ pub(crate) enum Command {
         #[arg(long)]
         undo: bool,
     },
+    /// The cluster's keyring: rotate the key on every agent at once.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Show one service in detail.
     Status {
         /// Service name.
@@ -90,6 +93,33 @@ pub(crate) enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `mob-agent keys ...`: Serf's `keys`, over the table.
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Which keys there are, and which live members hold and seal with
+    /// each.
+    List {
+        /// Print JSON: [{"fingerprint","primary","held","nodes","sealing"}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make every agent accept a new key (as `keygen` prints; `-`: stdin).
+    Install {
+        /// The key (base64), or `-` to read it from stdin.
+        key: String,
+    },
+    /// Make every agent seal with an installed key.
+    Use {
+        /// The key (base64), or its fingerprint as `keys list` shows it.
+        key: String,
+    },
+    /// Make every agent drop a key (not the primary).
+    Remove {
+        /// The key (base64), or its fingerprint as `keys list` shows it.
+        key: String,
     },
 }
 

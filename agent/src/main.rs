@@ -20,6 +20,7 @@ mod agent;
 mod cli;
 mod config;
 mod control;
+mod keys;
 mod log_service;
 mod logging;
 mod output;
@@ -33,7 +34,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, KeysCommand};
 use crate::config::{AgentConfig, Env, SOCKET_FILE};
 use crate::control::client::Client;
 
@@ -150,6 +151,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 print!("{}", output::status_text(&service));
             }
         }
+        Command::Keys(command) => keys(command, &client()?).await?,
         Command::Drain { undo } => {
             client()?.drain(!undo).await?;
             if undo {
@@ -179,6 +181,69 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             } else {
                 print!("{}", output::stats_text(&stats));
             }
+        }
+    }
+    Ok(())
+}
+
+/// `mob-agent keys ...`.
+async fn keys(command: KeysCommand, client: &Client) -> Result<(), Failure> {
+    use control::protocol::KeysRequest;
+    // A key names itself by its fingerprint; a fingerprint is 16 hex digits.
+    let fingerprint = |text: &str| -> Result<String, Failure> {
+        let text = text.trim();
+        if text.len() == 16 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(text.to_ascii_lowercase());
+        }
+        mob_membership::ClusterKey::from_base64(text)
+            .map(|key| key.fingerprint())
+            .map_err(|e| {
+                Failure::Usage(anyhow::anyhow!(
+                    "KEY: {e} (give the key, or its 16-digit fingerprint)"
+                ))
+            })
+    };
+    match command {
+        KeysCommand::List { json } => {
+            let (members, keys) = client.keys().await?;
+            if json {
+                println!("{}", output::keys_json(&keys));
+            } else {
+                print!("{}", output::keys_table(&members, &keys));
+            }
+        }
+        KeysCommand::Install { key } => {
+            let text = if key == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .map_err(|e| anyhow::anyhow!("reading stdin: {e}"))?
+            } else {
+                key
+            };
+            let key = mob_membership::ClusterKey::from_base64(text.trim())
+                .map_err(|e| Failure::Usage(anyhow::anyhow!("KEY: {e}")))?;
+            client
+                .change_keys(KeysRequest::Install(key.to_base64()))
+                .await?;
+            println!(
+                "installed key {} on the cluster: every agent accepts it once it hears; `keys use` it next",
+                key.fingerprint()
+            );
+        }
+        KeysCommand::Use { key } => {
+            let fingerprint = fingerprint(&key)?;
+            client
+                .change_keys(KeysRequest::Use(fingerprint.clone()))
+                .await?;
+            println!(
+                "every agent seals with key {fingerprint} once it hears; `keys list` shows who does"
+            );
+        }
+        KeysCommand::Remove { key } => {
+            let fingerprint = fingerprint(&key)?;
+            client
+                .change_keys(KeysRequest::Remove(fingerprint.clone()))
+                .await?;
+            println!("removed key {fingerprint}: no agent accepts it once it hears");
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::control::protocol::StatsReport;
 use crate::wall_clock::now_ms;
+use mob_scheduler::node::keyring::KeyView;
 use mob_scheduler::node::{DeployKind, Deployed};
 
 /// `members --json`: `[{"name","addr","epoch","state","slots","clock_offset_ms"}]`.
@@ -45,6 +46,50 @@ pub(crate) fn members_table(members: &[MemberReport]) -> String {
         })
         .collect();
     table(["NAME", "ADDR", "EPOCH", "STATE", "SLOTS", "CLOCK"], &rows)
+}
+
+/// `keys list`: one row per key; NODES counts the live members that
+/// hold it.
+pub(crate) fn keys_table(members: &[String], keys: &[KeyView]) -> String {
+    let rows: Vec<[String; 4]> = keys
+        .iter()
+        .map(|k| {
+            let state = match (k.primary, k.held) {
+                (true, _) => "primary",
+                (false, true) => "accepted",
+                (false, false) => "not held here",
+            };
+            let sealing = if k.sealing.is_empty() {
+                "-".to_owned()
+            } else {
+                k.sealing.join(",")
+            };
+            [
+                k.fingerprint.clone(),
+                state.to_owned(),
+                format!("{}/{}", k.nodes.len(), members.len()),
+                sealing,
+            ]
+        })
+        .collect();
+    table(["KEY", "HERE", "NODES", "SEALING"], &rows)
+}
+
+/// `keys list --json`.
+pub(crate) fn keys_json(keys: &[KeyView]) -> String {
+    let keys: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|k| {
+            json!({
+                "fingerprint": k.fingerprint,
+                "primary": k.primary,
+                "held": k.held,
+                "nodes": k.nodes,
+                "sealing": k.sealing,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(keys).to_string()
 }
 
 /// `stats --json`.

@@ -111,6 +111,8 @@ pub(crate) struct Driver {
     pub(crate) rejects: RejectLog,
     /// Nonces of fresh datagrams seen within the window.
     pub(crate) replays: crate::freshness::ReplayGuard,
+    /// The keys each peer holds, for sealing to it.
+    pub(crate) peer_keys: crate::peer_keys::PeerKeys,
     /// Datagrams refused for a clock far off are an ERROR once a minute
     /// per peer.
     pub(crate) skewed: RejectLog,
@@ -242,6 +244,7 @@ impl Driver {
         let at = std::time::Instant::now();
         match opened.fresh {
             Ok(()) => {
+                self.peer_keys.heard(from, opened.keys);
                 if offset.unsigned_abs() > u128::from(CLOCK_WARN_MS)
                     && self.clock_warned.should_log(from, at)
                 {
@@ -391,11 +394,15 @@ impl Driver {
         let mut plain = Vec::with_capacity(notice.len() + 1);
         plain.push(TAG_LEAVE);
         plain.extend_from_slice(&notice);
-        let sealed = self.envelope.seal_datagram(&plain, unix_ms());
         // Tell every live member directly, so each reports `left` at once
         // instead of hearing a `down` second-hand.
-        for member in self.foca.iter_members() {
-            if let Ok(n) = self.socket.send_to(&sealed, member.id().addr).await {
+        let now = unix_ms();
+        let to: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        for addr in to {
+            let sealed = self
+                .envelope
+                .seal_datagram(&plain, now, self.peer_keys.of(addr));
+            if let Ok(n) = self.socket.send_to(&sealed, addr).await {
                 self.stats.sent(n);
             }
         }
@@ -413,7 +420,9 @@ impl Driver {
         }
         let out: Vec<_> = self.effects.out.drain(..).collect();
         for (to, plain) in out {
-            let sealed = self.envelope.seal_datagram(&plain, unix_ms());
+            let sealed = self
+                .envelope
+                .seal_datagram(&plain, unix_ms(), self.peer_keys.of(to));
             match self.socket.send_to(&sealed, to).await {
                 Ok(n) => self.stats.sent(n),
                 Err(e) => debug!(peer = %to, error = %e, "udp send failed"),

@@ -7,7 +7,8 @@
 //! random per message: with 192 bits, collisions are not a concern.
 //!
 //! A datagram's payload starts with its send time (unix ms, u64 LE), so
-//! that the receiver can refuse replays ([`crate::freshness`]); a stream's
+//! that the receiver can refuse replays ([`crate::freshness`]), then the
+//! count and ids of the keys its sender holds (see [`Envelope`]); a stream's
 //! frames carry the stream's challenge and their sequence number instead
 //! ([`crate::stream`]).
 
@@ -15,13 +16,13 @@ use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use crate::freshness::{ReplayGuard, Stale};
-use crate::key::ClusterKey;
-use crate::keyring::Keyring;
+use crate::key::{ClusterKey, KeyId};
+use crate::keyring::{Keyring, MAX_KEYS};
 
 /// The first bytes of every sealed message.
 pub const MAGIC: &[u8; 3] = b"MOB";
 /// Wire format version; a peer speaking another version is rejected.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = MAGIC.len() + 1;
@@ -52,6 +53,9 @@ pub enum OpenError {
     /// Authentication failed: another cluster key, or tampered bytes.
     #[error("authentication failed (wrong cluster key or corrupted)")]
     BadSeal,
+    /// A datagram that names more keys than a keyring holds.
+    #[error("names {0} keys, at most {MAX_KEYS}")]
+    BadKeyList(usize),
 }
 
 /// A datagram that opened with the key.
@@ -64,15 +68,32 @@ pub struct Datagram {
     /// Whether it may be taken: not a replay, and from a clock within the
     /// window.
     pub fresh: Result<(), Stale>,
+    /// The keys its sender holds, its primary first.
+    pub keys: Vec<KeyId>,
+}
+
+/// One key of the keyring, ready to seal and open.
+struct Sealing {
+    id: KeyId,
+    cipher: XChaCha20Poly1305,
 }
 
 /// Seals with a keyring's primary key and opens with any of its keys.
 /// Clones share the keys, so a keyring change reaches every socket and
 /// stream at once.
+///
+/// # Keys during a rotation
+/// A datagram names, inside the box, the keys its sender holds; a reply
+/// is sealed with the receiver's primary if the peer holds it, else with
+/// a key both hold. A stream's acceptor seals its challenge with each of
+/// its keys, and both sides keep to the key the first frames opened
+/// with. So an agent that missed `keys use` (it was down) still hears and
+/// is heard, as long as it holds one key the others hold, and learns the
+/// new keys from the table.
 #[derive(Clone)]
 pub struct Envelope {
-    /// The primary's cipher first.
-    ciphers: std::sync::Arc<std::sync::RwLock<Vec<XChaCha20Poly1305>>>,
+    /// The primary first.
+    keys: std::sync::Arc<std::sync::RwLock<Vec<Sealing>>>,
 }
 
 impl Envelope {
@@ -84,50 +105,61 @@ impl Envelope {
     /// An envelope keyed by `keyring`.
     pub fn with_keyring(keyring: &Keyring) -> Self {
         Self {
-            ciphers: std::sync::Arc::new(std::sync::RwLock::new(ciphers_of(keyring))),
+            keys: std::sync::Arc::new(std::sync::RwLock::new(sealings_of(keyring))),
         }
     }
 
     /// Seals with `keyring`'s primary and opens with its keys from now on,
     /// here and in every clone.
     pub fn set_keyring(&self, keyring: &Keyring) {
-        let mut ciphers = self.ciphers.write().unwrap_or_else(|e| e.into_inner());
-        *ciphers = ciphers_of(keyring);
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        *keys = sealings_of(keyring);
     }
 
-    /// Seals `payload` into a new buffer of `payload.len() + OVERHEAD` bytes.
+    /// The ids of the keys held, the primary first.
+    pub fn ids(&self) -> Vec<KeyId> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        keys.iter().map(|k| k.id).collect()
+    }
+
+    /// Seals `payload` with the primary into a new buffer of
+    /// `payload.len() + OVERHEAD` bytes.
     pub fn seal(&self, payload: &[u8]) -> Vec<u8> {
-        let nonce = XNonce::generate();
-        let mut header = [0u8; HEADER_LEN];
-        header[..MAGIC.len()].copy_from_slice(MAGIC);
-        header[MAGIC.len()] = VERSION;
-        // Encryption fails only for payloads beyond 256 GiB, never built here.
-        let ciphers = self.ciphers.read().unwrap_or_else(|e| e.into_inner());
-        let Some(primary) = ciphers.first() else {
-            return Vec::new();
-        };
-        let sealed = primary
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: payload,
-                    aad: &header,
-                },
-            )
-            .unwrap_or_default();
-        let mut out = Vec::with_capacity(OVERHEAD + payload.len());
-        out.extend_from_slice(&header);
-        out.extend_from_slice(nonce.as_slice());
-        out.extend_from_slice(&sealed);
-        out
+        self.seal_with(None, payload)
     }
 
-    /// Seals a datagram sent at `now_ms`: the time goes inside the box.
-    pub fn seal_datagram(&self, payload: &[u8], now_ms: u64) -> Vec<u8> {
-        let mut plain = Vec::with_capacity(8 + payload.len());
+    /// Seals with the key `id` if it is held, else with the primary.
+    pub fn seal_with(&self, id: Option<KeyId>, payload: &[u8]) -> Vec<u8> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let chosen = id
+            .and_then(|id| keys.iter().find(|k| k.id == id))
+            .or_else(|| keys.first());
+        chosen.map_or_else(Vec::new, |key| seal_one(&key.cipher, payload))
+    }
+
+    /// Seals `payload` with each key held, the primary first.
+    pub fn seal_each(&self, payload: &[u8]) -> Vec<Vec<u8>> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        keys.iter().map(|k| seal_one(&k.cipher, payload)).collect()
+    }
+
+    /// Seals a datagram sent at `now_ms` to a peer that holds `peer_keys`
+    /// (empty if unknown): the time and the keys this node holds go
+    /// inside the box.
+    pub fn seal_datagram(&self, payload: &[u8], now_ms: u64, peer_keys: &[KeyId]) -> Vec<u8> {
+        let ours = self.ids();
+        let chosen = match ours.first() {
+            Some(primary) if peer_keys.is_empty() || peer_keys.contains(primary) => None,
+            _ => ours.iter().find(|id| peer_keys.contains(id)).copied(),
+        };
+        let mut plain = Vec::with_capacity(9 + 4 * ours.len() + payload.len());
         plain.extend_from_slice(&now_ms.to_le_bytes());
+        plain.push(u8::try_from(ours.len()).unwrap_or(0));
+        for id in &ours {
+            plain.extend_from_slice(&id.0);
+        }
         plain.extend_from_slice(payload);
-        self.seal(&plain)
+        self.seal_with(chosen, &plain)
     }
 
     /// Opens a datagram received at `now_ms` and checks whether it is
@@ -140,7 +172,7 @@ impl Envelope {
         now_ms: u64,
         guard: &mut ReplayGuard,
     ) -> Result<Datagram, OpenError> {
-        let mut plain = self.open(data, limit)?;
+        let plain = self.open(data, limit)?;
         let (Some(sent_at), Some(nonce)) = (
             plain.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()),
             data.get(HEADER_LEN..HEADER_LEN + NONCE_LEN)
@@ -148,18 +180,36 @@ impl Envelope {
         ) else {
             return Err(OpenError::Truncated(data.len()));
         };
+        let count = plain.get(8).map_or(0, |&n| usize::from(n));
+        if count > MAX_KEYS {
+            return Err(OpenError::BadKeyList(count));
+        }
+        let ids_end = 9 + 4 * count;
+        let Some(ids) = plain.get(9..ids_end) else {
+            return Err(OpenError::Truncated(data.len()));
+        };
+        let keys = ids
+            .chunks_exact(4)
+            .map(|c| KeyId([c[0], c[1], c[2], c[3]]))
+            .collect();
         let sent_ms = u64::from_le_bytes(sent_at);
         let fresh = guard.check(nonce, sent_ms, now_ms);
-        plain.drain(..8);
         Ok(Datagram {
-            payload: plain,
+            payload: plain[ids_end..].to_vec(),
             sent_ms,
             fresh,
+            keys,
         })
     }
 
     /// Opens a sealed message of at most `limit` bytes, returning its payload.
     pub fn open(&self, data: &[u8], limit: usize) -> Result<Vec<u8>, OpenError> {
+        self.open_keyed(data, limit).map(|(plain, _)| plain)
+    }
+
+    /// Opens a sealed message of at most `limit` bytes, returning its
+    /// payload and the key that opened it.
+    pub fn open_keyed(&self, data: &[u8], limit: usize) -> Result<(Vec<u8>, KeyId), OpenError> {
         if data.len() > limit {
             return Err(OpenError::Oversized {
                 len: data.len(),
@@ -178,11 +228,10 @@ impl Envelope {
         }
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
         let nonce = XNonce::try_from(nonce).map_err(|_| OpenError::Truncated(data.len()))?;
-        let ciphers = self.ciphers.read().unwrap_or_else(|e| e.into_inner());
-        ciphers
-            .iter()
-            .find_map(|cipher| {
-                cipher
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        keys.iter()
+            .find_map(|key| {
+                key.cipher
                     .decrypt(
                         &nonce,
                         Payload {
@@ -191,16 +240,42 @@ impl Envelope {
                         },
                     )
                     .ok()
+                    .map(|plain| (plain, key.id))
             })
             .ok_or(OpenError::BadSeal)
     }
 }
 
-fn ciphers_of(keyring: &Keyring) -> Vec<XChaCha20Poly1305> {
+fn seal_one(cipher: &XChaCha20Poly1305, payload: &[u8]) -> Vec<u8> {
+    let nonce = XNonce::generate();
+    let mut header = [0u8; HEADER_LEN];
+    header[..MAGIC.len()].copy_from_slice(MAGIC);
+    header[MAGIC.len()] = VERSION;
+    // Encryption fails only for payloads beyond 256 GiB, never built here.
+    let sealed = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: payload,
+                aad: &header,
+            },
+        )
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(OVERHEAD + payload.len());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(nonce.as_slice());
+    out.extend_from_slice(&sealed);
+    out
+}
+
+fn sealings_of(keyring: &Keyring) -> Vec<Sealing> {
     keyring
         .keys()
         .iter()
-        .map(|key| XChaCha20Poly1305::new(key.as_bytes().into()))
+        .map(|key| Sealing {
+            id: key.id(),
+            cipher: XChaCha20Poly1305::new(key.as_bytes().into()),
+        })
         .collect()
 }
 
@@ -246,11 +321,42 @@ mod tests {
     }
 
     #[test]
+    fn a_datagram_names_its_keys_and_is_sealed_with_one_the_peer_holds() {
+        let (old, new) = (ClusterKey::generate(), ClusterKey::generate());
+        let mut ring = Keyring::single(old.clone());
+        ring.install(new.clone()).unwrap();
+        ring.use_key(&new.fingerprint()).unwrap();
+        let ours = Envelope::with_keyring(&ring);
+        let behind = Envelope::new(&old);
+        let now = 1_800_000_000_000;
+        let mut guard = ReplayGuard::default();
+        // To a peer that said it holds only the old key: sealed with it.
+        let sealed = ours.seal_datagram(b"swim", now, &[old.id()]);
+        let opened = behind
+            .open_datagram(&sealed, LIMIT, now, &mut guard)
+            .unwrap();
+        assert_eq!(opened.payload, b"swim");
+        assert_eq!(opened.keys, vec![new.id(), old.id()]);
+        // To a peer not heard from, or holding the primary: the primary.
+        for peer in [&[][..], &[new.id(), old.id()]] {
+            let sealed = ours.seal_datagram(b"swim", now, peer);
+            assert_eq!(
+                behind.open_datagram(&sealed, LIMIT, now, &mut guard),
+                Err(OpenError::BadSeal)
+            );
+        }
+        // The one behind names its single key.
+        let sealed = behind.seal_datagram(b"x", now, &[]);
+        let opened = ours.open_datagram(&sealed, LIMIT, now, &mut guard).unwrap();
+        assert_eq!(opened.keys, vec![old.id()]);
+    }
+
+    #[test]
     fn a_datagram_opens_once_and_only_while_fresh() {
         let env = envelope();
         let mut guard = ReplayGuard::default();
         let now = 1_800_000_000_000;
-        let sealed = env.seal_datagram(b"swim", now);
+        let sealed = env.seal_datagram(b"swim", now, &[]);
         let opened = env
             .open_datagram(&sealed, LIMIT, now + 5, &mut guard)
             .unwrap();

@@ -84,6 +84,21 @@ impl ClusterKey {
     /// the key's own authentication tag over a fixed message (a key check
     /// value), so that operators can say which key without showing it.
     pub fn fingerprint(&self) -> String {
+        self.check_value()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The first bytes of the fingerprint: how a datagram names the keys
+    /// its sender holds.
+    pub fn id(&self) -> KeyId {
+        let value = self.check_value();
+        KeyId([value[0], value[1], value[2], value[3]])
+    }
+
+    /// 8 bytes of the key's tag over a fixed message.
+    fn check_value(&self) -> [u8; 8] {
         use chacha20poly1305::KeyInit;
         use chacha20poly1305::aead::Aead;
         let cipher = XChaCha20Poly1305::new((&self.0).into());
@@ -93,14 +108,22 @@ impl ClusterKey {
             .unwrap_or_default();
         // The last 16 bytes are the tag; 8 of them are plenty to tell keys
         // apart.
-        let tag = &sealed[sealed.len().saturating_sub(8)..];
-        tag.iter().map(|b| format!("{b:02x}")).collect()
+        let mut value = [0u8; 8];
+        if let Some(tag) = sealed.len().checked_sub(8).and_then(|at| sealed.get(at..)) {
+            value.copy_from_slice(tag);
+        }
+        value
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
     }
 }
+
+/// A key's short id: the first 4 bytes of its fingerprint. Not secret,
+/// and unique enough among the few keys of one keyring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId(pub [u8; 4]);
 
 impl fmt::Debug for ClusterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -32,6 +32,9 @@ pub enum KeyringError {
     /// Removing the key that seals.
     #[error("key {0} is the primary key; use another one first")]
     RemovePrimary(String),
+    /// A keyring of no key.
+    #[error("a keyring needs a key")]
+    Empty,
 }
 
 /// The keys an agent seals and opens with.
@@ -72,6 +75,24 @@ impl Keyring {
             keys: vec![key.clone()],
             primary: key,
         }
+    }
+
+    /// A keyring of `keys`, the first the primary (duplicates dropped).
+    pub fn from_keys(keys: Vec<ClusterKey>) -> Result<Self, KeyringError> {
+        let mut unique: Vec<ClusterKey> = Vec::with_capacity(keys.len());
+        for key in keys {
+            if !unique.contains(&key) {
+                unique.push(key);
+            }
+        }
+        let primary = unique.first().cloned().ok_or(KeyringError::Empty)?;
+        if unique.len() > MAX_KEYS {
+            return Err(KeyringError::Full);
+        }
+        Ok(Self {
+            primary,
+            keys: unique,
+        })
     }
 
     /// The key that seals.

@@ -14,6 +14,7 @@
 //! - [`key`]: the 32-byte [`ClusterKey`].
 //! - [`keyring`]: the primary key and the others that open, and their file.
 //! - [`envelope`]: seal and open, `MOB | version | nonce | AEAD`.
+//! - [`peer_keys`]: the keys each peer holds, for sealing to it.
 //! - [`timings`]: every timing as a config value, LAN defaults.
 //! - [`member`]: [`MemberView`], [`MemberState`], [`MemberEvent`].
 //! - `view`: foca's state turned into one event per change.
@@ -34,6 +35,7 @@ pub mod key;
 pub mod keyring;
 pub mod member;
 pub mod membership;
+pub mod peer_keys;
 pub mod stats;
 pub mod stream;
 pub mod timings;
@@ -48,7 +50,8 @@ pub use broadcast::MAX_BROADCAST;
 pub use envelope::Envelope;
 pub use error::Error;
 pub use identity::NodeId;
-pub use key::ClusterKey;
+pub use key::{ClusterKey, KeyId};
+pub use keyring::Keyring;
 pub use member::{MemberEvent, MemberState, MemberView};
 pub use membership::{Channels, Membership, MembershipConfig};
 pub use stats::StatsSnapshot;

@@ -17,11 +17,12 @@ use tracing::debug;
 use crate::broadcast::Handler;
 use crate::driver::{Cmd, Driver};
 use crate::envelope::Envelope;
+use crate::keyring::Keyring;
 use crate::member::{MemberEvent, MemberView};
 use crate::push_pull::PushPull;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::stream::{Channel, HELLO_FRAME_LIMIT, Hello, IncomingStream, SealedStream};
-use crate::{ClusterKey, Error, NodeId, Timings};
+use crate::{Error, NodeId, Timings};
 
 const CHANNEL_DEPTH: usize = 1024;
 /// Streams past their hello (the peer holds the key) served at once.
@@ -49,8 +50,8 @@ pub struct MembershipConfig {
     pub advertise: Option<SocketAddr>,
     /// Seeds to announce to until joined.
     pub seeds: Vec<SocketAddr>,
-    /// Cluster key.
-    pub key: ClusterKey,
+    /// The keys: the primary seals, all of them open.
+    pub keyring: Keyring,
     /// This start's epoch (see [`crate::epoch::next_epoch`]).
     pub epoch: u64,
     /// Where to persist a renewed epoch; `None` keeps it in memory.
@@ -103,7 +104,7 @@ impl Membership {
             epoch: config.epoch,
         };
         let stats = Arc::new(Stats::default());
-        let envelope = Envelope::new(&config.key);
+        let envelope = Envelope::with_keyring(&config.keyring);
         let (cmd_tx, cmd_rx) = mpsc::channel(CHANNEL_DEPTH);
         let (events_tx, events) = mpsc::channel(CHANNEL_DEPTH);
         let (broadcasts_tx, broadcasts) = mpsc::channel(CHANNEL_DEPTH);
@@ -137,6 +138,7 @@ impl Membership {
             timers: BinaryHeap::new(),
             rejects: Default::default(),
             replays: Default::default(),
+            peer_keys: Default::default(),
             skewed: crate::reject_log::RejectLog::every(Duration::from_secs(60)),
             clock_warned: crate::reject_log::RejectLog::every(Duration::from_secs(60)),
             notified: Default::default(),
@@ -175,6 +177,12 @@ impl Membership {
                 streams,
             },
         ))
+    }
+
+    /// Seals with `keyring`'s primary and opens with its keys from now on,
+    /// on the gossip socket and every stream opened after.
+    pub fn set_keyring(&self, keyring: &Keyring) {
+        self.envelope.set_keyring(keyring);
     }
 
     /// This node's identity as of start (the address is the advertised one).

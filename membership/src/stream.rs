@@ -4,7 +4,9 @@
 //!
 //! # Replay
 //!
-//! The acceptor speaks first: a sealed challenge of 16 random bytes.
+//! The acceptor speaks first: a challenge of 16 random bytes, sealed with
+//! each of its keys (a dialer that missed a key rotation holds only an
+//! older one); both sides then seal with the key it opened with.
 //! Every later frame, both ways, starts (inside the box) with that
 //! challenge and its own sequence number in its direction, and a frame
 //! with another challenge or out of sequence ends the stream. So a stream
@@ -23,7 +25,9 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::Error;
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, OpenError};
+use crate::key::KeyId;
+use crate::keyring::MAX_KEYS;
 use crate::stats::Stats;
 
 /// The protocol a stream speaks, named by number in its first frame.
@@ -70,6 +74,9 @@ struct Challenge {
     nonce: [u8; 16],
 }
 
+/// One sealed box of a challenge frame, which holds one per key.
+const CHALLENGE_BOX_LEN: usize = 16 + crate::envelope::OVERHEAD;
+
 /// Bytes every frame after the challenge starts with: the challenge and
 /// the frame's sequence number.
 const BINDING_LEN: usize = 16 + 8;
@@ -96,6 +103,9 @@ pub struct SealedStream {
     /// Frames sent and received so far (the next one's sequence number).
     sent: u64,
     received: u64,
+    /// The key this stream seals with: the one the challenge (dialer) or
+    /// the hello (acceptor) opened with; the primary until then.
+    key: Option<KeyId>,
 }
 
 impl SealedStream {
@@ -120,6 +130,7 @@ impl SealedStream {
             session: [0; 16],
             sent: 0,
             received: 0,
+            key: None,
         })
     }
 
@@ -135,7 +146,8 @@ impl SealedStream {
         let nonce: [u8; 16] = rand::random();
         let plain =
             postcard::to_stdvec(&Challenge { nonce }).map_err(|e| Error::Stream(e.to_string()))?;
-        let sealed = stream.envelope.seal(&plain);
+        // Sealed with each key: the dialer may hold only an older one.
+        let sealed: Vec<u8> = stream.envelope.seal_each(&plain).concat();
         stream.stats.stream_sent(sealed.len() + 4);
         stream
             .framed
@@ -181,9 +193,12 @@ impl SealedStream {
             None => return Err(Error::Stream(format!("{addr} closed the stream"))),
         };
         stream.stats.stream_received(frame.len() + 4);
-        let challenge: Challenge = match stream.envelope.open(&frame, stream.limit) {
-            Ok(plain) => postcard::from_bytes(&plain)
-                .map_err(|e| stream.reject(format!("undecodable challenge from {addr}: {e}")))?,
+        let challenge = match stream.open_challenge(&frame) {
+            Ok((plain, key)) => {
+                stream.key = Some(key);
+                postcard::from_bytes::<Challenge>(&plain)
+                    .map_err(|e| stream.reject(format!("undecodable challenge from {addr}: {e}")))?
+            }
             Err(e) => return Err(stream.reject(format!("challenge from {addr}: {e}"))),
         };
         stream.session = challenge.nonce;
@@ -193,6 +208,18 @@ impl SealedStream {
             })
             .await?;
         Ok(stream)
+    }
+
+    /// Opens the first of a challenge's boxes that opens with a key held.
+    fn open_challenge(&self, frame: &[u8]) -> Result<(Vec<u8>, KeyId), OpenError> {
+        let mut last = OpenError::Truncated(frame.len());
+        for sealed in frame.chunks(CHALLENGE_BOX_LEN).take(MAX_KEYS) {
+            match self.envelope.open_keyed(sealed, CHALLENGE_BOX_LEN) {
+                Ok(opened) => return Ok(opened),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// The remote address.
@@ -208,7 +235,7 @@ impl SealedStream {
         plain.extend_from_slice(&self.sent.to_le_bytes());
         let plain =
             postcard::to_extend(message, plain).map_err(|e| Error::Stream(e.to_string()))?;
-        let sealed = self.envelope.seal(&plain);
+        let sealed = self.envelope.seal_with(self.key, &plain);
         if sealed.len() > self.limit {
             return Err(Error::Stream(format!(
                 "frame of {} bytes exceeds the limit of {}",
@@ -241,8 +268,13 @@ impl SealedStream {
             }
             Some(Err(e)) => return Err(Error::Stream(format!("from {}: {e}", self.peer))),
         };
-        let plain = match self.envelope.open(&frame, self.limit) {
-            Ok(plain) => plain,
+        let plain = match self.envelope.open_keyed(&frame, self.limit) {
+            // The acceptor answers with the key the dialer's first frame
+            // opened with: one the dialer holds.
+            Ok((plain, key)) => {
+                self.key.get_or_insert(key);
+                plain
+            }
             Err(e) => return Err(self.reject(format!("frame from {}: {e}", self.peer))),
         };
         let mut expected = [0u8; BINDING_LEN];
@@ -317,7 +349,8 @@ mod tests {
         let mut stream =
             SealedStream::new(client, Envelope::new(key), DEFAULT_FRAME_LIMIT, stats).unwrap();
         let frame = stream.framed.next().await.unwrap().unwrap();
-        let plain = stream.envelope.open(&frame, DEFAULT_FRAME_LIMIT).unwrap();
+        let (plain, key) = stream.open_challenge(&frame).unwrap();
+        stream.key = Some(key);
         stream.session = postcard::from_bytes::<Challenge>(&plain).unwrap().nonce;
         stream
     }
@@ -331,6 +364,72 @@ mod tests {
         let err = server.recv::<Hello>().await.unwrap_err();
         assert!(matches!(err, Error::Rejected(_)), "{err}");
         assert_eq!(stats.snapshot().packets_rejected, 1);
+    }
+
+    #[tokio::test]
+    async fn a_dialer_that_missed_a_rotation_talks_with_the_key_both_hold() {
+        let (old, new) = (ClusterKey::generate(), ClusterKey::generate());
+        let mut ring = crate::Keyring::single(old.clone());
+        ring.install(new.clone()).unwrap();
+        ring.use_key(&new.fingerprint()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stats = Arc::new(Stats::default());
+        let server_side = {
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let envelope = Envelope::with_keyring(&ring);
+                let mut stream = SealedStream::accept(tcp, envelope, HELLO_FRAME_LIMIT, stats)
+                    .await
+                    .unwrap();
+                let hello: Option<Hello> = stream.recv().await.unwrap();
+                stream.send(&"answer".to_owned()).await.unwrap();
+                hello
+            })
+        };
+        // Holds the old key only: opens the challenge's second box, and
+        // the answer comes sealed with the old key.
+        let mut dialer = SealedStream::connect(
+            addr,
+            Channel::AntiEntropy,
+            Envelope::new(&old),
+            DEFAULT_FRAME_LIMIT,
+            Arc::new(Stats::default()),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            dialer.recv::<String>().await.unwrap().as_deref(),
+            Some("answer")
+        );
+        assert_eq!(
+            server_side.await.unwrap(),
+            Some(Hello {
+                channel: Channel::AntiEntropy.number()
+            })
+        );
+        assert_eq!(stats.snapshot().packets_rejected, 0);
+        // A dialer with neither key opens no box.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let only_new = Envelope::new(&new);
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let _ = SealedStream::accept(tcp, only_new, HELLO_FRAME_LIMIT, stats).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let refused = SealedStream::connect(
+            addr,
+            Channel::AntiEntropy,
+            Envelope::new(&ClusterKey::generate()),
+            DEFAULT_FRAME_LIMIT,
+            Arc::new(Stats::default()),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(matches!(refused, Err(Error::Rejected(_))));
     }
 
     #[tokio::test]

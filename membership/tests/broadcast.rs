@@ -15,7 +15,7 @@ fn config(name: &str, key: &ClusterKey, seeds: Vec<std::net::SocketAddr>) -> Mem
         bind: "127.0.0.1:0".parse().unwrap(),
         advertise: None,
         seeds,
-        key: key.clone(),
+        keyring: mob_membership::Keyring::single(key.clone()),
         epoch: 1,
         data_dir: None,
         timings: Timings::default(),

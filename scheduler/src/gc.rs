@@ -58,6 +58,8 @@ fn is_garbage_in(
             (horizon.gone)(node) || !live(service, *slot)
         }
         (Value::Node(_), Key::Node(node)) => (horizon.gone)(node),
+        // A key is kept until it is removed.
+        (Value::ClusterKey(_), _) => false,
         // A value under another kind's key is never admitted; if one is
         // there, nothing reads it.
         _ => true,
@@ -133,6 +135,7 @@ mod tests {
             leaving: false,
             version: "test".into(),
             started_at_ms: 0,
+            keys: Vec::new(),
         })
     }
 

@@ -6,6 +6,7 @@
 //! | [`Key::Claim`] | `claim/<name>/<slot>` | [`crate::record::Claim`] |
 //! | [`Key::Status`] | `status/<node>/<name>/<slot>` | [`crate::record::Status`] |
 //! | [`Key::Node`] | `node/<node>` | [`crate::record::NodeRecord`] |
+//! | [`Key::ClusterKey`] | `key/<fingerprint>` | [`crate::record::KeyRecord`] |
 //!
 //! A key travels and is stored as its text form, so the table file and the
 //! wire keep the format they had when keys were strings. Parsing is strict:
@@ -23,7 +24,7 @@ use crate::hash::StableHasher;
 
 /// The key of one record.
 ///
-/// Ordered by kind (`svc/` < `claim/` < `status/` < `node/`), then by its
+/// Ordered by kind (`svc/` < `claim/` < `status/` < `node/` < `key/`), then by its
 /// fields in order; [`KeyRef`] orders the same way, so a table is searched
 /// by a borrowed key without building one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,8 @@ pub enum Key {
     Status(Name, Name, u32),
     /// `node/<node>`: what a node offers.
     Node(Name),
+    /// `key/<fingerprint>`: a key of the cluster's keyring.
+    ClusterKey(Name),
 }
 
 /// A service or node name in a key: shared, so that copying a key (into
@@ -54,6 +57,8 @@ pub enum KeyRef<'a> {
     Status(&'a str, &'a str, u32),
     /// See [`Key::Node`].
     Node(&'a str),
+    /// See [`Key::ClusterKey`].
+    ClusterKey(&'a str),
 }
 
 impl KeyRef<'_> {
@@ -63,6 +68,7 @@ impl KeyRef<'_> {
             Self::Claim(..) => 1,
             Self::Status(..) => 2,
             Self::Node(_) => 3,
+            Self::ClusterKey(_) => 4,
         }
     }
 }
@@ -78,9 +84,9 @@ impl Ord for KeyRef<'_> {
     #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         match (self, other) {
-            (Self::Service(a), Self::Service(b)) | (Self::Node(a), Self::Node(b)) => {
-                bytes_cmp(a, b)
-            }
+            (Self::Service(a), Self::Service(b))
+            | (Self::Node(a), Self::Node(b))
+            | (Self::ClusterKey(a), Self::ClusterKey(b)) => bytes_cmp(a, b),
             (Self::Claim(a, x), Self::Claim(b, y)) => bytes_cmp(a, b).then(x.cmp(y)),
             (Self::Status(n, a, x), Self::Status(m, b, y)) => {
                 bytes_cmp(n, m).then_with(|| bytes_cmp(a, b)).then(x.cmp(y))
@@ -134,6 +140,7 @@ impl AsKeyRef for Key {
             Self::Claim(name, slot) => KeyRef::Claim(name, *slot),
             Self::Status(node, name, slot) => KeyRef::Status(node, name, *slot),
             Self::Node(node) => KeyRef::Node(node),
+            Self::ClusterKey(fingerprint) => KeyRef::ClusterKey(fingerprint),
         }
     }
 }
@@ -213,7 +220,7 @@ impl Key {
     pub fn service(&self) -> Option<&str> {
         match self {
             Self::Service(name) | Self::Claim(name, _) | Self::Status(_, name, _) => Some(name),
-            Self::Node(_) => None,
+            Self::Node(_) | Self::ClusterKey(_) => None,
         }
     }
 
@@ -221,7 +228,7 @@ impl Key {
     pub fn slot(&self) -> Option<(&str, u32)> {
         match self {
             Self::Claim(name, slot) | Self::Status(_, name, slot) => Some((name, *slot)),
-            Self::Service(_) | Self::Node(_) => None,
+            Self::Service(_) | Self::Node(_) | Self::ClusterKey(_) => None,
         }
     }
 
@@ -233,6 +240,7 @@ impl Key {
             Self::Claim(name, slot) => 6 + name.len() + 1 + digits(*slot),
             Self::Status(node, name, slot) => 7 + node.len() + 1 + name.len() + 1 + digits(*slot),
             Self::Node(node) => 5 + node.len(),
+            Self::ClusterKey(fingerprint) => 4 + fingerprint.len(),
         }
     }
 
@@ -265,6 +273,9 @@ impl Key {
             Self::Node(node) => {
                 hasher.write(b"node/").write(node.as_bytes());
             }
+            Self::ClusterKey(fingerprint) => {
+                hasher.write(b"key/").write(fingerprint.as_bytes());
+            }
         }
     }
 }
@@ -291,6 +302,7 @@ impl fmt::Display for Key {
             Self::Claim(name, slot) => write!(f, "claim/{name}/{slot}"),
             Self::Status(node, name, slot) => write!(f, "status/{node}/{name}/{slot}"),
             Self::Node(node) => write!(f, "node/{node}"),
+            Self::ClusterKey(fingerprint) => write!(f, "key/{fingerprint}"),
         }
     }
 }
@@ -338,8 +350,10 @@ impl FromStr for Key {
             }
         } else if let Some(rest) = text.strip_prefix("node/") {
             name(rest).map(Self::Node)
+        } else if let Some(rest) = text.strip_prefix("key/") {
+            name(rest).map(Self::ClusterKey)
         } else {
-            Err("unknown kind (not svc/, claim/, status/ or node/)")
+            Err("unknown kind (not svc/, claim/, status/, node/ or key/)")
         };
         parsed.map_err(|why| KeyError {
             text: text.chars().take(80).collect(),
@@ -373,6 +387,7 @@ mod tests {
             Key::Claim("web.v2".into(), 4_294_967_295),
             Key::Status("n-1".into(), "web".into(), 12),
             Key::Node("n_1.zone".into()),
+            Key::ClusterKey("0123456789abcdef".into()),
         ]
     }
 
@@ -421,13 +436,14 @@ mod tests {
             a in "[a-z0-9][a-z0-9._-]{0,20}",
             b in "[A-Za-z0-9._-]{1,20}",
             slot in any::<u32>(),
-            kind in 0..4u8,
+            kind in 0..5u8,
         ) {
             let key = match kind {
                 0 => Key::Service(a.into()),
                 1 => Key::Claim(a.into(), slot),
                 2 => Key::Status(b.into(), a.into(), slot),
-                _ => Key::Node(b.into()),
+                3 => Key::Node(b.into()),
+                _ => Key::ClusterKey(b.into()),
             };
             prop_assert_eq!(key.to_string().parse::<Key>().unwrap(), key);
         }
@@ -440,7 +456,7 @@ mod tests {
         }
 
         #[test]
-        fn display_inverts_parse(text in "(svc|claim|status|node)/[a-z0-9/+]{0,12}") {
+        fn display_inverts_parse(text in "(svc|claim|status|node|key)/[a-z0-9/+]{0,12}") {
             if let Ok(key) = text.parse::<Key>() {
                 prop_assert_eq!(key.to_string(), text);
             }

@@ -7,6 +7,7 @@
 //! | `claim/<name>/<slot>` | [`Claim`] | the claiming node |
 //! | `status/<node>/<name>/<slot>` | [`Status`] | the owner only |
 //! | `node/<node>` | [`NodeRecord`] | that node only |
+//! | `key/<fingerprint>` | [`KeyRecord`] (or removed) | any node (CLI) |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,6 +43,7 @@ impl Value {
                 | (Key::Claim(..), Value::Claim(_) | Value::Tombstone)
                 | (Key::Status(..), Value::Status(_) | Value::Tombstone)
                 | (Key::Node(_), Value::Node(_) | Value::Tombstone)
+                | (Key::ClusterKey(_), Value::ClusterKey(_) | Value::Tombstone)
         )
     }
 }
@@ -57,6 +59,8 @@ pub enum Value {
     Status(Status),
     /// `node/`.
     Node(NodeRecord),
+    /// `key/`.
+    ClusterKey(KeyRecord),
     /// A deleted record of any other kind (kept until garbage-collected so
     /// the deletion wins over older copies).
     Tombstone,
@@ -153,6 +157,35 @@ impl NodeRecord {
     }
 }
 
+/// `key/<fingerprint>`: a key of the cluster's keyring, installed by
+/// `keys install` or made the primary by `keys use`; `keys remove` writes
+/// a tombstone. The primary is the key of the newest record with
+/// `primary` set. Key holders may read it: they can seal anything already.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// The key, base64 as `mob-agent keygen` prints it.
+    pub key: String,
+    /// Written by `keys use`: every agent seals with it.
+    pub primary: bool,
+}
+
+impl KeyRecord {
+    /// Whether it has the shape of a key under a fingerprint: 16 lowercase
+    /// hex digits, and 44 base64 characters (the agent checks that the two
+    /// match).
+    pub fn is_well_formed(&self, fingerprint: &str) -> bool {
+        fingerprint.len() == 16
+            && fingerprint
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && self.key.len() == 44
+            && self
+                .key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+    }
+}
+
 /// `node/<node>`: what a node offers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -174,4 +207,6 @@ pub struct NodeRecord {
     pub version: String,
     /// When the agent started (unix ms).
     pub started_at_ms: u64,
+    /// Fingerprints of the keys the agent holds, its primary first.
+    pub keys: Vec<String>,
 }

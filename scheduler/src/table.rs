@@ -529,6 +529,15 @@ impl Table {
             })
     }
 
+    /// Every `key/` record (keys and their removals), by fingerprint.
+    pub fn cluster_keys(&self) -> impl Iterator<Item = (&str, &Record)> {
+        self.starting_at(KeyRef::ClusterKey(""))
+            .filter_map(|(k, e)| match k {
+                Key::ClusterKey(fingerprint) => Some((&**fingerprint, &*e.record)),
+                _ => None,
+            })
+    }
+
     /// The node record of `node`.
     pub fn node(&self, node: &str) -> Option<&NodeRecord> {
         match self.get_ref(KeyRef::Node(node)).map(|r| &r.value) {

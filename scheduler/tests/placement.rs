@@ -55,6 +55,7 @@ impl World {
             leaving: false,
             version: "test".into(),
             started_at_ms: 0,
+            keys: Vec::new(),
         };
         self.put(node_key(name), Value::Node(record));
     }

@@ -203,6 +203,7 @@ fn config(name: &str, addr: SocketAddr, seed: u64, has_seeds: bool) -> NodeConfi
             probe_rtt_ms: TICK_MS,
             suspect_to_down_ms: SUSPECT_TICKS * TICK_MS,
         },
+        keyring: Default::default(),
     }
 }
 
@@ -454,7 +455,8 @@ impl Sim {
             Effect::Reply(id, reply) => {
                 self.replies.insert(id, reply);
             }
-            Effect::Log(_) => {}
+            // The simulated network has no keys.
+            Effect::Log(_) | Effect::Keyring(_) => {}
         }
     }
 

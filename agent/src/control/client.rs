@@ -8,12 +8,14 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use mob_scheduler::ServiceSpec;
 use mob_scheduler::node::Deployed;
+use mob_scheduler::node::keyring::KeyView;
 use mob_scheduler::services_view::ServiceView;
 use tokio::net::UnixStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use super::protocol::{
-    MAX_FRAME, MemberReport, PROTOCOL_VERSION, Request, RequestBody, Response, StatsReport,
+    KeysRequest, MAX_FRAME, MemberReport, PROTOCOL_VERSION, Request, RequestBody, Response,
+    StatsReport,
 };
 use crate::log_service::LogRequest;
 
@@ -101,6 +103,19 @@ impl Client {
     /// Drains this node (`true`) or undoes it.
     pub(crate) async fn drain(&self, on: bool) -> Result<(), ClientError> {
         expect!(self.request(RequestBody::Drain(on)).await?, Response::Ok => ())
+    }
+
+    /// The live members, and the keys and who holds them.
+    pub(crate) async fn keys(&self) -> Result<(Vec<String>, Vec<KeyView>), ClientError> {
+        expect!(
+            self.request(RequestBody::Keys(KeysRequest::List)).await?,
+            Response::Keys(members, keys) => (members, keys)
+        )
+    }
+
+    /// A keyring change for the whole cluster.
+    pub(crate) async fn change_keys(&self, request: KeysRequest) -> Result<(), ClientError> {
+        expect!(self.request(RequestBody::Keys(request)).await?, Response::Ok => ())
     }
 
     /// Streams log lines: calls `line` for each until the agent says the end.

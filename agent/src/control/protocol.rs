@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::log_service::LogRequest;
 use mob_scheduler::node::Deployed;
+use mob_scheduler::node::keyring::KeyView;
 
 /// Bumped on every incompatible change of [`Request`] or [`Response`].
-pub(crate) const PROTOCOL_VERSION: u16 = 5;
+pub(crate) const PROTOCOL_VERSION: u16 = 6;
 /// Largest control frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 16 * 1024 * 1024;
 
@@ -41,9 +42,24 @@ pub(crate) enum RequestBody {
     Services,
     /// Mark this node draining (`true`) or eligible again (`false`).
     Drain(bool),
+    /// The cluster's keyring: list, install, use, remove.
+    Keys(KeysRequest),
     /// Log lines of an instance: answered by `LogLines` frames, then
     /// `LogEnd` (never, when following, until the client hangs up).
     Logs(LogRequest),
+}
+
+/// What `keys` asks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum KeysRequest {
+    /// Which keys there are and who holds them.
+    List,
+    /// Every agent accepts this key (base64).
+    Install(String),
+    /// Every agent seals with the key of this fingerprint.
+    Use(String),
+    /// No agent accepts the key of this fingerprint.
+    Remove(String),
 }
 
 /// A member, with what this agent's table says of it.
@@ -71,6 +87,8 @@ pub(crate) enum Response {
     Written(u64),
     /// See [`RequestBody::Services`].
     Services(Vec<ServiceView>),
+    /// See [`KeysRequest::List`]: the live members, and the keys.
+    Keys(Vec<String>, Vec<KeyView>),
     /// Done.
     Ok,
     /// Some log lines.

@@ -1,5 +1,6 @@
 //! The agent's side of the control socket.
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,8 +8,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use mob_membership::Membership;
-use mob_scheduler::node::{self, Reply};
+use mob_membership::{ClusterKey, MemberState, Membership};
+use mob_scheduler::node::{self, Reply, keyring};
 use mob_scheduler::services_view;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
@@ -16,10 +17,11 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::debug;
 
 use crate::log_service::{self, LogRequest};
-use crate::replication::handle::TableHandle;
+use crate::replication::handle::{Stopped, TableHandle};
 
 use super::protocol::{
-    MAX_FRAME, MemberReport, PROTOCOL_VERSION, Request, RequestBody, Response, StatsReport,
+    KeysRequest, MAX_FRAME, MemberReport, PROTOCOL_VERSION, Request, RequestBody, Response,
+    StatsReport,
 };
 
 /// Control connections open at once (each a task and a descriptor).
@@ -179,9 +181,42 @@ async fn answer(body: RequestBody, state: &ControlState) -> Response {
             .await
             .map(Response::Services),
         RequestBody::Drain(on) => write(node::Request::Drain(on)).await.map(response),
+        RequestBody::Keys(request) => keys(request, state).await,
         RequestBody::Logs(_) => Ok(Response::Error("logs are streamed".into())),
     };
     result.unwrap_or_else(|e| Response::Error(e.to_string()))
+}
+
+async fn keys(request: KeysRequest, state: &ControlState) -> Result<Response, Stopped> {
+    let write = |request| state.table.request(request);
+    match request {
+        KeysRequest::List => {
+            let alive: BTreeSet<String> = state
+                .membership
+                .members()
+                .into_iter()
+                .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+                .map(|m| m.id.name)
+                .collect();
+            let members = alive.iter().cloned().collect();
+            state
+                .table
+                .read(move |n| Response::Keys(members, keyring::view(n.ring(), n.table(), &alive)))
+                .await
+        }
+        KeysRequest::Install(text) => match ClusterKey::from_base64(&text) {
+            Ok(key) => write(node::Request::KeyInstall(crate::keys::ring_key(&key)))
+                .await
+                .map(response),
+            Err(e) => Ok(Response::Error(e.to_string())),
+        },
+        KeysRequest::Use(fingerprint) => write(node::Request::KeyUse(fingerprint))
+            .await
+            .map(response),
+        KeysRequest::Remove(fingerprint) => write(node::Request::KeyRemove(fingerprint))
+            .await
+            .map(response),
+    }
 }
 
 /// The control response of a write's reply.

@@ -110,10 +110,11 @@ pub(crate) fn set_aside(dir: &Path, now_ms: u64) -> Result<PathBuf, StoreError> 
     Ok(aside)
 }
 
-/// Writes encoded bytes atomically.
+/// Writes encoded bytes atomically, mode 0600: the table holds the
+/// cluster's keys.
 pub(crate) fn save(dir: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let path = dir.join(TABLE_FILE);
-    mob_membership::atomic_file::write(&path, bytes)
+    mob_membership::atomic_file::write_private(&path, bytes)
         .map_err(|source| StoreError::Io { path, source })
 }
 

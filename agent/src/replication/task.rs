@@ -272,6 +272,9 @@ impl TableTask {
                 }
             }
             Effect::Log(event) => log_event(self.node.name(), event),
+            Effect::Keyring(ring) => {
+                crate::keys::apply(&ring, &self.membership, &self.data_dir).await;
+            }
         }
     }
 

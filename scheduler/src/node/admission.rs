@@ -2,7 +2,8 @@
 //!
 //! Peers hold the cluster key, but a buggy or newer one must not plant a
 //! record this version would refuse to write: a spec the CLI would refuse
-//! (one with a million replicas, say), a value under another kind's key,
+//! (one with a million replicas, say), a key record not shaped like a key,
+//! a value under another kind's key,
 //! or a write stamped far in our future, which would drag every later
 //! local write along (the clock never goes back).
 
@@ -27,6 +28,7 @@ pub fn admits(key: &Key, record: &Record, now_ms: u64) -> bool {
             .spec
             .as_ref()
             .is_none_or(|spec| *spec.name == **name && spec.validate().is_ok()),
+        (Key::ClusterKey(fingerprint), Value::ClusterKey(k)) => k.is_well_formed(fingerprint),
         _ => true,
     }
 }

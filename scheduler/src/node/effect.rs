@@ -46,6 +46,9 @@ pub enum Effect {
     Reply(RequestId, Reply),
     /// Something an operator cares about.
     Log(Event),
+    /// The keys the agent holds changed: seal and open with these from
+    /// now on, and save them.
+    Keyring(super::keyring::Ring),
 }
 
 /// The answer to a [`Request`](super::Request).

@@ -60,6 +60,12 @@ pub enum Request {
     /// The agent stops gracefully: hand this node's slots over like a
     /// drain, but don't remember it when the agent starts again.
     Leave,
+    /// `keys install`: every agent accepts the key.
+    KeyInstall(super::keyring::RingKey),
+    /// `keys use`: every agent seals with the key of this fingerprint.
+    KeyUse(String),
+    /// `keys remove`: no agent accepts the key of this fingerprint.
+    KeyRemove(String),
 }
 
 /// How records from a peer arrived.

@@ -45,6 +45,8 @@
 //! - [`input`]: [`Input`], [`Request`], [`Peer`], [`InstanceReport`].
 //! - [`effect`]: [`Effect`], [`Reply`], [`Event`].
 //! - [`ops`]: what `deploy`, `remove` and `scale` write.
+//! - [`keyring`]: what `keys install|use|remove` write, and the keys an
+//!   agent holds as those records arrive.
 //! - [`admission`]: which records from peers are taken.
 //! - [`collector`]: when garbage collection runs and who is gone.
 //! - [`saves`]: save debouncing and answers waiting for saves.
@@ -55,6 +57,7 @@ pub mod admission;
 pub mod collector;
 pub mod effect;
 pub mod input;
+pub mod keyring;
 pub mod ops;
 mod rebalance;
 pub mod saves;
@@ -147,6 +150,8 @@ pub struct NodeConfig {
     /// How fast membership notices a node is gone: the margin of
     /// at-most-once slots.
     pub detection: Detection,
+    /// The keys the agent holds as it starts.
+    pub keyring: keyring::Ring,
 }
 
 /// Counters of a node.
@@ -231,6 +236,10 @@ pub struct Node {
     queued: VecDeque<(RequestId, Request)>,
     /// See [`Input::ClockSkew`].
     clock_skew: Option<i64>,
+    /// The keys the agent holds, as the table's key records say.
+    ring: keyring::Ring,
+    /// A key record changed during this call.
+    keys_touched: bool,
     /// Saves failed since the last success, and when that was last logged.
     save_failures: u64,
     save_failure_logged: Option<u64>,
@@ -306,6 +315,8 @@ impl Node {
             pending: BTreeMap::new(),
             queued: VecDeque::new(),
             clock_skew: None,
+            ring: config.keyring.clone(),
+            keys_touched: true,
             save_failures: 0,
             save_failure_logged: None,
             outgoing: Vec::new(),
@@ -319,6 +330,9 @@ impl Node {
         if !ahead.is_empty() {
             node.log(Event::FutureRecordsDropped { count: ahead.len() });
         }
+        // The table may hold key records the keyring file missed (its
+        // save failed, or it was restored from another agent).
+        node.follow_keys(now);
         let draining = node
             .table
             .node(&node.config.name)
@@ -370,6 +384,7 @@ impl Node {
             Input::Saved { seq, result } => self.saved(seq, result, now),
         }
         self.run_due(now);
+        self.follow_keys(now);
         self.flush(now);
         self.stats.records = self.table.len() as u64;
         std::mem::take(&mut self.out)
@@ -407,6 +422,11 @@ impl Node {
     /// The members this node believes live, itself included.
     pub fn members(&self) -> &Members {
         &self.members
+    }
+
+    /// The keys the agent holds (see [`keyring`]).
+    pub fn ring(&self) -> &keyring::Ring {
+        &self.ring
     }
 
     /// This node's name.
@@ -477,9 +497,28 @@ impl Node {
             self.log(Event::Service(change));
         }
         self.touched.key(&key, &self.config.name);
+        self.keys_touched |= matches!(key, Key::ClusterKey(_));
         self.reconcile_soon(now);
         self.outgoing.push((key, record));
         true
+    }
+
+    /// After key records changed: the keys the agent holds follow them
+    /// (an effect for the agent, and this node's record shows them).
+    fn follow_keys(&mut self, now: u64) {
+        if !std::mem::take(&mut self.keys_touched) {
+            return;
+        }
+        let next = keyring::follow(&self.ring, &self.table);
+        if next == self.ring {
+            return;
+        }
+        self.ring = next;
+        self.out.push(Effect::Keyring(self.ring.clone()));
+        if let Some(mut record) = self.table.node(&self.config.name).cloned() {
+            record.keys = self.ring.fingerprints();
+            self.write(Key::Node(self.me.clone()), Value::Node(record), now);
+        }
     }
 
     /// What a save writes: the table, and the held write beside it.
@@ -522,6 +561,7 @@ impl Node {
             leaving,
             version: self.config.version.clone(),
             started_at_ms: self.started_ms,
+            keys: self.ring.fingerprints(),
         })
     }
 
@@ -537,7 +577,11 @@ impl Node {
             let reply = match request {
                 Request::Deploy(_) => Reply::Deployed(Err(error)),
                 Request::Remove(_) | Request::Scale(..) => Reply::Written(Err(error)),
-                Request::Drain(_) | Request::Leave => Reply::Done(Err(error)),
+                Request::Drain(_)
+                | Request::Leave
+                | Request::KeyInstall(_)
+                | Request::KeyUse(_)
+                | Request::KeyRemove(_) => Reply::Done(Err(error)),
             };
             self.out.push(Effect::Reply(id, reply));
         } else if self.saves.holding() {
@@ -569,6 +613,19 @@ impl Node {
                 };
                 let record = self.node_record(on, false, now);
                 Ok((Reply::Done(Ok(())), vec![(me, record)], vec![event]))
+            }
+            Request::KeyInstall(key) => keyring::install(&self.ring, &self.table, key)
+                .map(|writes| (Reply::Done(Ok(())), writes, Vec::new()))
+                .map_err(|e| Reply::Done(Err(e))),
+            Request::KeyUse(fingerprint) => keyring::use_key(&self.ring, &self.table, &fingerprint)
+                .map(|writes| (Reply::Done(Ok(())), writes, Vec::new()))
+                .map_err(|e| Reply::Done(Err(e))),
+            Request::KeyRemove(fingerprint) => {
+                let mut alive = self.alive.clone();
+                alive.insert(self.config.name.clone());
+                keyring::remove(&self.ring, &self.table, &fingerprint, &alive)
+                    .map(|writes| (Reply::Done(Ok(())), writes, Vec::new()))
+                    .map_err(|e| Reply::Done(Err(e)))
             }
             Request::Leave => {
                 // Leaving keeps an operator's drain as it was.
@@ -697,6 +754,7 @@ impl Node {
             {
                 self.touched.claims_of(owner);
             }
+            self.keys_touched |= matches!(merged.key, Key::ClusterKey(_));
             self.changed(&merged.key, now);
             if source == Source::AntiEntropy {
                 self.forwarded.push((merged.key, merged.record));

@@ -33,6 +33,26 @@ pub enum OpError {
     /// Too many writes wait for their saves already.
     #[error("{0} writes are waiting for the disk already; try again")]
     Busy(usize),
+    /// `keys install` past [`super::keyring::MAX_KEYS`].
+    #[error(
+        "the keyring holds {} keys already; remove one first",
+        super::keyring::MAX_KEYS
+    )]
+    KeyringFull,
+    /// `keys use` or `keys remove` of a key no agent holds.
+    #[error("key {0} is not installed")]
+    KeyNotInstalled(String),
+    /// `keys remove` of the key this agent seals with.
+    #[error("key {0} is the primary key; `keys use` another one first")]
+    RemovePrimary(String),
+    /// `keys remove` of the key live members still seal with.
+    #[error("key {fingerprint} is still the primary of {}; wait until `keys list` shows them on the new one", nodes.join(", "))]
+    KeyInUse {
+        /// The key.
+        fingerprint: String,
+        /// Live members whose primary it is.
+        nodes: Vec<String>,
+    },
 }
 
 /// What a deploy did to one service.

@@ -26,6 +26,7 @@ fn config(name: &str, i: u8, has_seeds: bool) -> NodeConfig {
         seed: 1,
         rebalance_interval_ms: 2_000,
         detection: DETECTION,
+        keyring: Default::default(),
     }
 }
 
@@ -1223,4 +1224,51 @@ fn an_at_most_once_slot_is_handed_over_stop_first() {
     );
     out.extend(b.handle(Input::Tick, T0 + 60));
     assert_eq!(stops(&out), 1, "{out:?}");
+}
+
+#[test]
+fn a_key_rotation_reaches_a_peer_its_node_record_and_the_agent() {
+    use super::keyring::{Ring, RingKey};
+    let key = |n: u8| RingKey {
+        fingerprint: format!("{n:016x}"),
+        key: format!("{:A<43}=", n),
+    };
+    let with_ring = |name: &str, i: u8| {
+        let mut config = config(name, i, false);
+        config.keyring = Ring { keys: vec![key(1)] };
+        Node::new(config, Table::new(), T0)
+    };
+    let (mut a, mut b) = (with_ring("a", 1), with_ring("b", 2));
+    assert_eq!(
+        a.table().node("a").map(|n| n.keys.clone()),
+        Some(vec![key(1).fingerprint])
+    );
+    let mut sent = Vec::new();
+    for request in [
+        Request::KeyInstall(key(2)),
+        Request::KeyUse(key(2).fingerprint),
+    ] {
+        let out = answered(&mut a, 1, request, T0 + 10);
+        assert_eq!(reply(&out, 1), Some(&Reply::Done(Ok(()))));
+        for effect in out {
+            if let Effect::Broadcast(records) = effect {
+                sent.extend(records);
+            }
+        }
+    }
+    assert_eq!(a.ring().primary(), Some(&key(2)));
+    // The peer follows from the records alone.
+    let out = b.handle(Input::Records(Source::Delta, sent), T0 + 20);
+    let rotated = Ring {
+        keys: vec![key(2), key(1)],
+    };
+    assert!(out.contains(&Effect::Keyring(rotated.clone())));
+    assert_eq!(b.ring(), &rotated);
+    assert_eq!(
+        b.table().node("b").map(|n| n.keys.clone()),
+        Some(rotated.fingerprints())
+    );
+    // Nothing new: no effect.
+    let out = b.handle(Input::Tick, T0 + 30);
+    assert!(!out.iter().any(|e| matches!(e, Effect::Keyring(_))));
 }

@@ -62,6 +62,7 @@ impl Touched {
                 }
             }
             Key::Node(_) => self.everything(),
+            Key::ClusterKey(_) => {}
         }
     }
 
