@@ -96,6 +96,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_core_and_the_envelope_agree_on_the_keyring_size() {
+        assert_eq!(
+            mob_membership::keyring::MAX_KEYS,
+            mob_scheduler::node::keyring::MAX_KEYS
+        );
+    }
+
+    #[test]
     fn the_keyring_file_wins_over_the_given_key() {
         let dir = tempfile::tempdir().unwrap();
         let (old, new) = (ClusterKey::generate(), ClusterKey::generate());
