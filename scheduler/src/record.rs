@@ -59,11 +59,12 @@ pub enum Value {
     Status(Status),
     /// `node/`.
     Node(NodeRecord),
-    /// `key/`.
-    ClusterKey(KeyRecord),
     /// A deleted record of any other kind (kept until garbage-collected so
     /// the deletion wins over older copies).
     Tombstone,
+    /// `key/` (last: the variants before keep their numbers on the wire
+    /// and in the table file).
+    ClusterKey(KeyRecord),
 }
 
 /// A service, or the tombstone of a removed one.

@@ -1,7 +1,7 @@
 //! The table file, `DATA_DIR/table`:
 //!
 //! ```text
-//! "MOBT" | version (2) | payload length (u64 LE) | FNV-1a 64 of payload (u64 LE) | postcard(Table)
+//! "MOBT" | version (3) | payload length (u64 LE) | FNV-1a 64 of payload (u64 LE) | postcard(Table)
 //! ```
 //!
 //! Written atomically (temp file, fsync, rename, fsync of the directory).
@@ -14,7 +14,8 @@ use mob_scheduler::Table;
 use mob_scheduler::hash::stable_hash;
 
 const MAGIC: &[u8; 4] = b"MOBT";
-const VERSION: u8 = 2;
+/// 3: node records list their keys, and `key/` records exist.
+const VERSION: u8 = 3;
 const HEADER: usize = 4 + 1 + 8 + 8;
 /// File name in the data dir.
 pub(crate) const TABLE_FILE: &str = "table";
@@ -67,7 +68,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Table, String> {
         return Err("not a mob table file (bad magic)".into());
     }
     if bytes[4] != VERSION {
-        return Err(format!("unsupported version {}", bytes[4]));
+        return Err(format!(
+            "format version {}, this build reads version {VERSION} only (no conversion between development builds yet)",
+            bytes[4]
+        ));
     }
     let word = |at: usize| {
         let mut b = [0u8; 8];
