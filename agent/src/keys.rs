@@ -77,10 +77,11 @@ pub(crate) async fn apply(ring: &Ring, membership: &Membership, data_dir: &Path)
         return;
     };
     membership.set_keyring(&keyring);
+    let keys: Vec<String> = keyring.keys().iter().map(ClusterKey::fingerprint).collect();
     info!(
         node = %membership.local().name,
         primary = %keyring.primary().fingerprint(),
-        keys = ?ring.fingerprints(),
+        keys = ?keys,
         "keyring changed"
     );
     let dir = data_dir.to_owned();

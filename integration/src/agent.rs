@@ -367,6 +367,16 @@ impl Drop for Agent {
     }
 }
 
+/// Whether every agent lists exactly `names`, all alive.
+pub fn all_see_alive(agents: &[Agent], names: &[&str]) -> anyhow::Result<bool> {
+    for agent in agents {
+        if !agent.sees_alive(names)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Writes a fresh key (from `mob-agent keygen`) to `path`.
 pub fn new_key_file(path: &Path) -> anyhow::Result<PathBuf> {
     let out = Command::new(binary()).arg("keygen").output()?;
@@ -421,14 +431,7 @@ pub fn local_cluster_on(
     wait_until(
         "every agent to see every agent alive",
         Duration::from_secs(20 + n as u64 / 2),
-        || {
-            for agent in &agents {
-                if !agent.sees_alive(&names)? {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        },
+        || all_see_alive(&agents, &names),
     )?;
     Ok(agents)
 }

@@ -102,14 +102,7 @@ fn a_key_rotates_on_every_agent_and_one_that_was_down_follows() {
     wait_until(
         "everyone to see n5 alive again",
         Duration::from_secs(30),
-        || {
-            for agent in &agents {
-                if !agent.sees_alive(&all)? {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        },
+        || all_see_alive(&agents, &all),
     )
     .unwrap();
     wait_until(

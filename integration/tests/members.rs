@@ -132,14 +132,7 @@ fn restarted_agent_returns_with_a_newer_epoch_without_flapping() {
     wait_until(
         "everyone to see everyone alive again",
         Duration::from_secs(15),
-        || {
-            for a in &agents {
-                if !a.sees_alive(&all)? {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        },
+        || all_see_alive(&agents, &all),
     )
     .unwrap();
     for a in &agents {

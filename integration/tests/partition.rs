@@ -18,14 +18,7 @@ fn partition_heals_within_15_seconds() {
     let agents = net.start_agents(dir.path(), &key).unwrap();
     let all = names(&agents);
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    let everyone_alive = || -> anyhow::Result<bool> {
-        for a in &agents {
-            if !a.sees_alive(&all)? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    };
+    let everyone_alive = || -> anyhow::Result<bool> { all_see_alive(&agents, &all) };
     wait_until(
         "the cluster to form",
         Duration::from_secs(20),
@@ -69,14 +62,7 @@ fn a_partition_heals_to_exactly_one_instance_per_slot() {
     let net = Netns::up("s", 3).unwrap();
     let key = new_key_file(&dir.path().join("cluster.key")).unwrap();
     let agents = net.start_agents(dir.path(), &key).unwrap();
-    let everyone = || -> anyhow::Result<bool> {
-        for a in &agents {
-            if !a.sees_alive(&["h1", "h2", "h3"])? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    };
+    let everyone = || -> anyhow::Result<bool> { all_see_alive(&agents, &["h1", "h2", "h3"]) };
     wait_until("the cluster", Duration::from_secs(20), everyone).unwrap();
     let (both, a_side, b_side) = (marker(6), marker(7), marker(8));
     agents[0].deploy(&sleeper("shared", 2, &both)).unwrap();
@@ -139,14 +125,7 @@ fn an_at_most_once_service_never_runs_twice_across_a_partition() {
     let agents = net.start_agents(dir.path(), &key).unwrap();
     let all: Vec<String> = (1..=5).map(|i| format!("h{i}")).collect();
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    let everyone = || -> anyhow::Result<bool> {
-        for a in &agents {
-            if !a.sees_alive(&all)? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    };
+    let everyone = || -> anyhow::Result<bool> { all_see_alive(&agents, &all) };
     wait_until("the cluster", Duration::from_secs(20), everyone).unwrap();
     let m = marker(9);
     agents[0]

@@ -134,12 +134,7 @@ fn recorded_traffic_played_again_changes_nothing_and_is_refused() {
         agents.push(Agent::start(spec).unwrap());
     }
     wait_until("the cluster", Duration::from_secs(20), || {
-        for a in &agents {
-            if !a.sees_alive(&["n1", "n2", "n3"])? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        all_see_alive(&agents, &["n1", "n2", "n3"])
     })
     .unwrap();
 

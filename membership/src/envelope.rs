@@ -147,19 +147,25 @@ impl Envelope {
     /// (empty if unknown): the time and the keys this node holds go
     /// inside the box.
     pub fn seal_datagram(&self, payload: &[u8], now_ms: u64, peer_keys: &[KeyId]) -> Vec<u8> {
-        let ours = self.ids();
-        let chosen = match ours.first() {
-            Some(primary) if peer_keys.is_empty() || peer_keys.contains(primary) => None,
-            _ => ours.iter().find(|id| peer_keys.contains(id)).copied(),
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let Some(primary) = keys.first() else {
+            return Vec::new();
         };
-        let mut plain = Vec::with_capacity(9 + 4 * ours.len() + payload.len());
+        let chosen = if peer_keys.is_empty() || peer_keys.contains(&primary.id) {
+            primary
+        } else {
+            keys.iter()
+                .find(|k| peer_keys.contains(&k.id))
+                .unwrap_or(primary)
+        };
+        let mut plain = Vec::with_capacity(9 + 4 * keys.len() + payload.len());
         plain.extend_from_slice(&now_ms.to_le_bytes());
-        plain.push(u8::try_from(ours.len()).unwrap_or(0));
-        for id in &ours {
-            plain.extend_from_slice(&id.0);
+        plain.push(u8::try_from(keys.len()).unwrap_or(0));
+        for key in keys.iter() {
+            plain.extend_from_slice(&key.id.0);
         }
         plain.extend_from_slice(payload);
-        self.seal_with(chosen, &plain)
+        seal_one(&chosen.cipher, &plain)
     }
 
     /// Opens a datagram received at `now_ms` and checks whether it is
@@ -190,7 +196,7 @@ impl Envelope {
         };
         let keys = ids
             .chunks_exact(4)
-            .map(|c| KeyId([c[0], c[1], c[2], c[3]]))
+            .filter_map(|c| c.try_into().ok().map(KeyId))
             .collect();
         let sent_ms = u64::from_le_bytes(sent_at);
         let fresh = guard.check(nonce, sent_ms, now_ms);

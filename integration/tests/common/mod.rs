@@ -8,7 +8,7 @@ pub(crate) use std::net::{SocketAddr, TcpListener, UdpSocket};
 pub(crate) use std::time::{Duration, Instant};
 
 pub(crate) use mob_integration::{
-    Agent, AgentSpec, Netns, count_processes_with_args, local_cluster, new_key_file,
+    Agent, AgentSpec, Netns, all_see_alive, count_processes_with_args, local_cluster, new_key_file,
     processes_with_arg, wait_until,
 };
 pub(crate) use serde_json::Value;

@@ -219,37 +219,28 @@ pub struct KeyView {
 /// Every key this agent holds, the table names, or a live member holds,
 /// with who holds it; `alive` are the live members' names.
 pub fn view(ring: &Ring, table: &Table, alive: &BTreeSet<String>) -> Vec<KeyView> {
-    let mut keys: BTreeMap<String, KeyView> = BTreeMap::new();
-    let mut entry = |fingerprint: &str| {
-        keys.entry(fingerprint.to_owned())
-            .or_insert_with(|| KeyView {
-                fingerprint: fingerprint.to_owned(),
-                primary: ring.primary().is_some_and(|k| k.fingerprint == fingerprint),
-                held: ring.holds(fingerprint),
-                nodes: Vec::new(),
-                sealing: Vec::new(),
-            })
-            .fingerprint
-            .clone()
+    let blank = |fingerprint: &str| KeyView {
+        fingerprint: fingerprint.to_owned(),
+        primary: ring.primary().is_some_and(|k| k.fingerprint == fingerprint),
+        held: ring.holds(fingerprint),
+        nodes: Vec::new(),
+        sealing: Vec::new(),
     };
-    for key in &ring.keys {
-        entry(&key.fingerprint);
+    let mut keys: BTreeMap<String, KeyView> = BTreeMap::new();
+    let named = ring.keys.iter().map(|k| k.fingerprint.as_str());
+    for fingerprint in named.chain(records(table).0.into_iter().map(|(fp, _, _)| fp)) {
+        keys.entry(fingerprint.to_owned())
+            .or_insert_with(|| blank(fingerprint));
     }
-    for (fingerprint, _, _) in records(table).0 {
-        entry(fingerprint);
-    }
-    let mut holders = Vec::new();
     for (name, node) in table.nodes().filter(|(name, _)| alive.contains(*name)) {
         for (i, fingerprint) in node.keys.iter().take(MAX_KEYS).enumerate() {
-            holders.push((entry(fingerprint), name.to_owned(), i == 0));
-        }
-    }
-    for (fingerprint, name, sealing) in holders {
-        if let Some(view) = keys.get_mut(&fingerprint) {
-            if sealing {
-                view.sealing.push(name.clone());
+            let view = keys
+                .entry(fingerprint.clone())
+                .or_insert_with(|| blank(fingerprint));
+            if i == 0 {
+                view.sealing.push(name.to_owned());
             }
-            view.nodes.push(name);
+            view.nodes.push(name.to_owned());
         }
     }
     let mut views: Vec<KeyView> = keys.into_values().collect();
@@ -395,5 +386,37 @@ mod tests {
         );
         // Down, it doesn't hold the removal back.
         assert!(remove(&ours, &table, &key(1).fingerprint, &BTreeSet::new()).is_ok());
+        // `keys list`: what this agent holds, and who of the live holds what.
+        let views = view(&ours, &table, &alive);
+        let summary: Vec<_> = views
+            .iter()
+            .map(|v| {
+                (
+                    v.fingerprint.clone(),
+                    v.primary,
+                    v.held,
+                    v.nodes.clone(),
+                    v.sealing.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (key(2).fingerprint, true, true, vec!["n2".into()], vec![]),
+                (
+                    key(1).fingerprint,
+                    false,
+                    true,
+                    vec!["n2".into()],
+                    vec!["n2".into()]
+                ),
+            ]
+        );
+        assert!(
+            view(&ours, &table, &BTreeSet::new())
+                .iter()
+                .all(|v| v.nodes.is_empty())
+        );
     }
 }
