@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{BUCKETS, Digest, bucket_of, record_hash};
+use crate::digest::{BUCKETS, Digest, bucket_of, record_hash, summary_of};
 use crate::key::{AsKeyRef, Key, KeyRef};
 use crate::record::{Claim, NodeRecord, Record, Records, ServiceRecord, Status, Value};
 
@@ -260,8 +260,10 @@ impl Table {
     /// walked side by side with the table to drop what it holds already;
     /// a small one is merged record by record, one search each.
     pub fn merge_records(&mut self, records: Records) -> Vec<Merged> {
-        let sorted = records.windows(2).all(|w| w[0].0 < w[1].0);
-        let walk = sorted && records.len().saturating_mul(8) > self.records.len();
+        // (The length first: most batches are small deltas, and checking
+        // the order costs a comparison per record.)
+        let walk = records.len().saturating_mul(8) > self.records.len()
+            && records.windows(2).all(|w| w[0].0 < w[1].0);
         let candidates = if walk {
             let mut ours = self.records.iter().peekable();
             records
@@ -282,22 +284,13 @@ impl Table {
         };
         candidates
             .into_iter()
-            .filter_map(|(key, record)| {
-                let (existed, was_live_service) =
-                    self.apply_winning(key.clone(), record.clone())?;
-                Some(Merged {
-                    key,
-                    record,
-                    existed,
-                    was_live_service,
-                })
-            })
+            .filter_map(|(key, record)| self.apply_winning(key, record))
             .collect()
     }
 
     /// [`Table::apply`], saying what it replaced: `None` if the record
-    /// doesn't win, else whether the key was there and held a live service.
-    fn apply_winning(&mut self, key: Key, record: Arc<Record>) -> Option<(bool, bool)> {
+    /// doesn't win. A record that loses costs one search and no copy.
+    fn apply_winning(&mut self, key: Key, record: Arc<Record>) -> Option<Merged> {
         if self.buckets.len() != BUCKETS {
             self.rebuild_digest();
         }
@@ -312,7 +305,7 @@ impl Table {
                     &current.get().record.value,
                     Value::Service(s) if s.spec.is_some()
                 );
-                let entry = Entry::new(current.key(), record);
+                let entry = Entry::new(current.key(), record.clone());
                 count(
                     &mut self.loads,
                     &mut self.live_slots,
@@ -325,15 +318,26 @@ impl Table {
                     .wrapping_sub(current.get().hash)
                     .wrapping_add(entry.hash);
                 current.insert(entry);
-                Some((true, was_live))
+                Some(Merged {
+                    key: current.key().clone(),
+                    record,
+                    existed: true,
+                    was_live_service: was_live,
+                })
             }
             btree_map::Entry::Vacant(vacant) => {
-                let entry = Entry::new(vacant.key(), record);
+                let entry = Entry::new(vacant.key(), record.clone());
                 count(&mut self.loads, &mut self.live_slots, &entry.record, true);
                 let slot = &mut self.buckets[usize::from(entry.bucket)];
                 *slot = slot.wrapping_add(entry.hash);
+                let key = vacant.key().clone();
                 vacant.insert(entry);
-                Some((false, false))
+                Some(Merged {
+                    key,
+                    record,
+                    existed: false,
+                    was_live_service: false,
+                })
             }
         }
     }
@@ -564,6 +568,15 @@ impl Table {
             let mut copy = self.clone();
             copy.rebuild_digest();
             Digest(copy.buckets)
+        }
+    }
+
+    /// [`Digest::summary`] of this table's digest, without copying it.
+    pub fn summary(&self) -> u64 {
+        if self.buckets.len() == BUCKETS {
+            summary_of(&self.buckets)
+        } else {
+            self.digest().summary()
         }
     }
 

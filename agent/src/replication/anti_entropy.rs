@@ -65,7 +65,7 @@ pub(crate) async fn initiate(
 ) -> Result<usize, Error> {
     stream.set_frame_limit(FRAME_LIMIT);
     let digest = table.read(|n| n.table().digest()).await?;
-    stream.send(&Message::Summary(summary(&digest))).await?;
+    stream.send(&Message::Summary(digest.summary())).await?;
     match stream.recv_within(STEP_TIMEOUT).await? {
         Message::InSync => return Ok(0),
         Message::NeedDigest => {}
@@ -91,7 +91,7 @@ pub(crate) async fn serve(mut stream: SealedStream, table: &TableHandle) -> Resu
         Message::Summary(theirs) => theirs,
         other => return Err(unexpected("a summary", &other)),
     };
-    if theirs == summary(&table.read(|n| n.table().digest()).await?) {
+    if theirs == table.read(|n| n.table().summary()).await? {
         stream.send(&Message::InSync).await?;
         return Ok(0);
     }
@@ -112,15 +112,6 @@ pub(crate) async fn serve(mut stream: SealedStream, table: &TableHandle) -> Resu
     let received = theirs.len();
     table.merge(theirs).await?;
     Ok(received)
-}
-
-/// One hash of a whole digest.
-fn summary(digest: &Digest) -> u64 {
-    let mut hasher = mob_scheduler::hash::StableHasher::default();
-    for bucket in &digest.0 {
-        hasher.write(&bucket.to_le_bytes());
-    }
-    hasher.finish()
 }
 
 fn name(message: &Message) -> &'static str {

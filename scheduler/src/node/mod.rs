@@ -23,11 +23,14 @@
 //!   stopped (again after [`STOP_RESEND_MS`]).
 //! - **Spreading**: the records written in one call go out as deltas, or,
 //!   more than [`MAX_DELTAS`] of them, by anti-entropy to
-//!   [`BULK_PEERS`] peers at once. Records new to this node that came by
-//!   anti-entropy are forwarded the same way, once each (a node learns a
-//!   record once), and bulk forwards at most every [`FORWARD_GAP_MS`]: a
-//!   bulk write reaches everyone in a few hops instead of waiting for the
-//!   periodic rounds. Deltas are not forwarded (they went to every member).
+//!   [`BULK_PEERS`] peers at once. More than [`MAX_DELTAS`] records new
+//!   to this node that came by anti-entropy are pushed on the same way,
+//!   once each (a node learns a record once), at most every
+//!   [`FORWARD_GAP_MS`]: a bulk write reaches everyone in a few hops
+//!   instead of waiting for the periodic rounds. Fewer are not forwarded
+//!   (a round repaired a few lost deltas, which the peers' own rounds
+//!   repair too: sending them to every member again costs each member a
+//!   merge for nothing), nor are deltas (they went to every member).
 //!   Anti-entropy runs with a random alive peer every
 //!   `anti_entropy_period_ms` (±20 %), and with every newcomer.
 //! - **Rebalancing**: a node over the load cap hands one running slot at a
@@ -1158,8 +1161,6 @@ impl Node {
                 self.forwarded_at = Some(now);
                 self.push_bulk();
             }
-        } else if !forwarded.is_empty() {
-            self.out.push(Effect::Broadcast(forwarded));
         }
     }
 
