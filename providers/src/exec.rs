@@ -138,7 +138,7 @@ const MAX_FD_WITHOUT_CLOSE_RANGE: i32 = 4096;
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The clean environment of an instance (see the module docs).
-fn clean_env(account: Option<&nix::unistd::User>) -> Vec<(OsString, OsString)> {
+pub(crate) fn clean_env(account: Option<&nix::unistd::User>) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| {
             let k = k.to_string_lossy();

@@ -8,6 +8,7 @@
 //!   crate's one `unsafe` block (setsid + parent-death signal in `pre_exec`).
 //! - [`restart`]: restart policy and backoff, pure over time values.
 //! - [`lifecycle`]: an instance's state machine, pure.
+//! - [`probe`]: one probe of a health check (HTTP, TCP or a command).
 //! - [`supervisor`]: [`Supervisor`], which runs instances through their
 //!   lifecycle and reports transitions.
 //! - [`logs`]: per-instance log files, rotation, tail and follow.
@@ -19,6 +20,7 @@ pub mod exec;
 pub mod leftovers;
 pub mod lifecycle;
 pub mod logs;
+pub mod probe;
 pub mod provider;
 pub mod restart;
 pub mod shell;

@@ -6,6 +6,12 @@
 //!                             \-> failed   (budget spent)
 //!                             \-> stopped  (policy says stay, or stop asked)
 //! ```
+//!
+//! With a health check, a started process stays `starting` until its
+//! first probe passes, and `failures` failed probes in a row make it
+//! `unhealthy`: the supervisor stops it, and the stop is an exit like any
+//! other for the restart policy. A run that never passed its check counts
+//! as a failure at once (never as a stable run that resets the budget).
 
 use std::time::{Duration, Instant};
 
@@ -66,11 +72,32 @@ impl Lifecycle {
         self.last_exit
     }
 
-    /// The process started with `pid` at `now`.
-    pub fn started(&mut self, pid: u32, now: Instant) {
-        self.state = InstanceState::Running;
+    /// The process started with `pid` at `now`: running, or, `checked`,
+    /// starting until its check passes.
+    pub fn started(&mut self, pid: u32, now: Instant, checked: bool) {
+        self.state = if checked {
+            InstanceState::Starting
+        } else {
+            InstanceState::Running
+        };
         self.pid = Some(pid);
         self.started_at = Some(now);
+    }
+
+    /// Its check passed: running.
+    pub fn healthy(&mut self) {
+        if self.pid.is_some() {
+            self.state = InstanceState::Running;
+        }
+    }
+
+    /// Its check failed too often, at `now`: unhealthy, about to be
+    /// stopped. `ever_passed` false: the run counts as failing at once.
+    pub fn unhealthy(&mut self, now: Instant, ever_passed: bool) {
+        self.state = InstanceState::Unhealthy;
+        if !ever_passed {
+            self.started_at = Some(now);
+        }
     }
 
     /// The run ended (or never began: [`Exit::StartFailed`]) at `now`.
@@ -133,18 +160,18 @@ mod tests {
         let mut l = lifecycle(RestartPolicy::Always, 2);
         let t0 = Instant::now();
         assert_eq!(l.state(), InstanceState::Starting);
-        l.started(10, t0);
+        l.started(10, t0, false);
         assert_eq!((l.state(), l.pid()), (InstanceState::Running, Some(10)));
         assert_eq!(l.exited(Exit::Code(3), t0, 1.0), Next::Start);
         assert_eq!((l.state(), l.pid()), (InstanceState::Starting, None));
-        l.started(11, t0);
+        l.started(11, t0, false);
         assert_eq!(
             l.exited(Exit::Signal(9), t0, 1.0),
             Next::Wait(Duration::from_millis(100))
         );
         assert_eq!(l.state(), InstanceState::Backoff);
         l.restarting();
-        l.started(12, t0);
+        l.started(12, t0, false);
         assert_eq!(l.exited(Exit::Code(1), t0, 1.0), Next::Done);
         assert_eq!(l.state(), InstanceState::Failed);
         assert_eq!(l.restarts(), 2);
@@ -155,12 +182,34 @@ mod tests {
     fn never_and_on_failure_stop_at_a_clean_exit() {
         let t0 = Instant::now();
         let mut l = lifecycle(RestartPolicy::Never, 5);
-        l.started(1, t0);
+        l.started(1, t0, false);
         assert_eq!(l.exited(Exit::Code(1), t0, 1.0), Next::Done);
         assert_eq!(l.state(), InstanceState::Stopped);
         let mut l = lifecycle(RestartPolicy::OnFailure, 5);
-        l.started(1, t0);
+        l.started(1, t0, false);
         assert_eq!(l.exited(Exit::Code(0), t0, 1.0), Next::Done);
         assert_eq!(l.state(), InstanceState::Stopped);
+    }
+
+    #[test]
+    fn a_checked_instance_runs_once_healthy_and_an_unhealthy_one_restarts_by_policy() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(60);
+        let mut l = lifecycle(RestartPolicy::Always, 1);
+        l.started(7, t0, true);
+        assert_eq!((l.state(), l.pid()), (InstanceState::Starting, Some(7)));
+        l.healthy();
+        assert_eq!(l.state(), InstanceState::Running);
+        // Never healthy, 60 s in: not a stable run; the budget of 1 is spent
+        // by the first restart, the second unhealthy stop fails it.
+        let mut l = lifecycle(RestartPolicy::Always, 1);
+        l.started(8, t0, true);
+        l.unhealthy(later, false);
+        assert_eq!(l.state(), InstanceState::Unhealthy);
+        assert_eq!(l.exited(Exit::Signal(15), later, 1.0), Next::Start);
+        l.started(9, later, true);
+        l.unhealthy(later, false);
+        assert_eq!(l.exited(Exit::Signal(15), later, 1.0), Next::Done);
+        assert_eq!(l.state(), InstanceState::Failed);
     }
 }

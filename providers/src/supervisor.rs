@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use mob_scheduler::ServiceSpec;
-use mob_scheduler::record::InstanceState;
+use mob_scheduler::check::{Health, Verdict};
+use mob_scheduler::record::{InstanceState, UNHEALTHY_ERROR};
 use mob_scheduler::spec::ProviderKind;
 use rand::RngExt;
 use tokio::sync::{mpsc, oneshot};
@@ -19,6 +20,7 @@ use crate::error::ProviderError;
 use crate::exec::ExecProvider;
 use crate::lifecycle::{Lifecycle, Next};
 use crate::logs::{LogConfig, LogSink};
+use crate::probe::probe;
 use crate::provider::{InstanceSpec, Provider, exit_of};
 use crate::restart::{Exit, RestartRules};
 use crate::shell::ShellProvider;
@@ -305,25 +307,66 @@ async fn drive<P: Provider>(
                 )
             }
             Ok(mut spawned) => {
-                life.started(spawned.pid, Instant::now());
+                let check = instance.spec.check.clone();
+                let started = Instant::now();
+                life.started(spawned.pid, started, check.is_some());
                 error = None;
                 info!(service = %service, slot, pid = spawned.pid, restarts = life.restarts(), "instance started");
                 report(&reports, &instance, &life, &error);
-                tokio::select! {
-                    status = spawned.child.wait() => {
-                        let exit = status.map_or(Exit::Code(-1), exit_of);
-                        let now = Instant::now();
-                        provider.reap(&instance, &spawned).await;
-                        let next = life.exited(exit, now, rand::rng().random_range(0.8..1.2));
-                        info!(service = %service, slot, pid = spawned.pid, how = %describe(exit), state = life.state().as_str(), "instance exited");
-                        next
-                    }
-                    _ = &mut stop => {
-                        let exit = provider.stop(&instance, &mut spawned, instance.spec.stop_timeout).await;
-                        life.stopped(Some(exit));
-                        info!(service = %service, slot, pid = spawned.pid, how = %describe(exit), "instance stopped");
-                        report(&reports, &instance, &life, &error);
-                        return;
+                let mut health = check.as_ref().map(|c| Health::new(c, 0));
+                // A probe every interval, one at a time: one still running
+                // when the next is due delays it.
+                let mut next_probe = started;
+                loop {
+                    let probing = async {
+                        match &check {
+                            Some(check) => {
+                                next_probe += check.interval;
+                                tokio::time::sleep_until(next_probe.into()).await;
+                                probe(check, &instance).await
+                            }
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        status = spawned.child.wait() => {
+                            let exit = status.map_or(Exit::Code(-1), exit_of);
+                            let now = Instant::now();
+                            provider.reap(&instance, &spawned).await;
+                            let next = life.exited(exit, now, rand::rng().random_range(0.8..1.2));
+                            info!(service = %service, slot, pid = spawned.pid, how = %describe(exit), state = life.state().as_str(), "instance exited");
+                            break next;
+                        }
+                        _ = &mut stop => {
+                            let exit = provider.stop(&instance, &mut spawned, instance.spec.stop_timeout).await;
+                            life.stopped(Some(exit));
+                            info!(service = %service, slot, pid = spawned.pid, how = %describe(exit), "instance stopped");
+                            report(&reports, &instance, &life, &error);
+                            return;
+                        }
+                        result = probing => {
+                            let Some(health) = health.as_mut() else { continue };
+                            let at = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                            match health.observe(result.is_ok(), at) {
+                                Verdict::Same => {}
+                                Verdict::Healthy => {
+                                    life.healthy();
+                                    info!(service = %service, slot, pid = spawned.pid, "instance healthy");
+                                    report(&reports, &instance, &life, &error);
+                                }
+                                Verdict::Unhealthy => {
+                                    let why = result.err().unwrap_or_default();
+                                    warn!(service = %service, slot, pid = spawned.pid, failures = health.failed_in_a_row(), error = %why, "instance unhealthy");
+                                    life.unhealthy(Instant::now(), health.passed());
+                                    error = Some(format!("{UNHEALTHY_ERROR}{why}"));
+                                    report(&reports, &instance, &life, &error);
+                                    let exit = provider.stop(&instance, &mut spawned, instance.spec.stop_timeout).await;
+                                    let next = life.exited(exit, Instant::now(), rand::rng().random_range(0.8..1.2));
+                                    info!(service = %service, slot, pid = spawned.pid, how = %describe(exit), state = life.state().as_str(), "instance stopped: unhealthy");
+                                    break next;
+                                }
+                            }
+                        }
                     }
                 }
             }

@@ -7,6 +7,8 @@
 //! - [`spec`]: [`ServiceSpec`], providers, restart policy, validation,
 //!   dependency cycles.
 //! - [`spec_file`]: TOML and JSON spec files, the seed's JSON included.
+//! - [`check`]: health checks, and the rule that makes an instance
+//!   `running` or `unhealthy`.
 //! - [`hlc`]: [`Clock`] and [`Timestamp`].
 //! - [`key`]: [`Key`], typed record keys: `svc/`, `claim/`, `status/`, `node/`.
 //! - [`record`]: the values stored under them.
@@ -22,6 +24,7 @@
 //! - [`hash`]: the stable hash everything that must agree uses.
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod digest;
 pub mod gc;
 pub mod hash;

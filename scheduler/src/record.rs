@@ -104,12 +104,18 @@ pub enum InstanceState {
     Stopped,
     /// Its node is down; shown until the slot runs elsewhere (views only).
     Lost,
+    /// Up, but its health check failed `failures` times in a row: being
+    /// stopped, then restarted by its policy.
+    Unhealthy,
 }
 
 impl InstanceState {
     /// Starting, running or waiting to restart: a process exists or will.
     pub fn is_active(self) -> bool {
-        matches!(self, Self::Starting | Self::Running | Self::Backoff)
+        matches!(
+            self,
+            Self::Starting | Self::Running | Self::Backoff | Self::Unhealthy
+        )
     }
 
     /// The lowercase name used in output.
@@ -122,6 +128,7 @@ impl InstanceState {
             Self::Failed => "failed",
             Self::Stopped => "stopped",
             Self::Lost => "lost",
+            Self::Unhealthy => "unhealthy",
         }
     }
 }
@@ -141,12 +148,17 @@ pub struct Status {
     pub last_exit: Option<i32>,
     /// Signal that ended the last run, if any.
     pub last_signal: Option<i32>,
-    /// Why the last start failed, while it keeps failing (at most
-    /// [`MAX_ERROR_LEN`] bytes).
+    /// Why the last start failed, while it keeps failing, or why the
+    /// last run was stopped as unhealthy ([`UNHEALTHY_ERROR`]); at most
+    /// [`MAX_ERROR_LEN`] bytes.
     pub last_error: Option<String>,
     /// Version of the service spec the instance runs.
     pub version: u64,
 }
+
+/// How a [`Status::last_error`] that is a failed health check begins
+/// (any other is why the last start failed).
+pub const UNHEALTHY_ERROR: &str = "health check failed: ";
 
 /// Longest [`Status::last_error`] kept in the table.
 pub const MAX_ERROR_LEN: usize = 256;

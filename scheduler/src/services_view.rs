@@ -162,9 +162,13 @@ fn every_node_slots(table: &Table, members: &Members, spec: &ServiceSpec) -> Vec
         .collect()
 }
 
-/// Why the instance's last start failed, while starts fail.
+/// Why the instance's last start failed, while starts fail, or why its
+/// last run was stopped as unhealthy.
 fn start_error(status: Option<&Status>) -> Option<String> {
     let error = status?.last_error.as_ref()?;
+    if error.starts_with(crate::record::UNHEALTHY_ERROR) {
+        return Some(error.clone());
+    }
     Some(format!("last start failed: {error}"))
 }
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::Check;
+
 /// Most replicas a service may ask for.
 pub const MAX_REPLICAS: u32 = 1000;
 /// Longest service name; names end up in file and container names.
@@ -52,6 +54,8 @@ pub struct ServiceSpec {
     /// Whether instances get the agent's whole environment (less
     /// `MOB_KEY`) rather than a clean one (default false).
     pub inherit_env: bool,
+    /// How an instance shows it is healthy; none: up is running.
+    pub check: Option<Box<Check>>,
 }
 
 /// The slot number every node's instance of an every-node service has:
@@ -308,6 +312,11 @@ impl ServiceSpec {
         for dep in &self.depends_on {
             validate_name(dep).map_err(|m| err("depends_on", m))?;
         }
+        if let Some(check) = &self.check {
+            check
+                .validate()
+                .map_err(|(field, m)| err(&format!("check.{field}"), m))?;
+        }
         match &self.params {
             Params::Exec { command, .. } if command.is_empty() || command[0].is_empty() => {
                 return Err(err("params.command", "is missing or empty".into()));
@@ -465,6 +474,7 @@ mod tests {
             env: BTreeMap::new(),
             rebalance: true,
             inherit_env: false,
+            check: None,
         }
     }
 

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::{
+    Check, DEFAULT_FAILURES, DEFAULT_GRACE, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, Probe,
+};
 use crate::spec::{
     Constraints, Params, Partition, ProviderKind, RestartPolicy, ServiceSpec, SpecError,
 };
@@ -49,8 +52,89 @@ struct RawSpec {
     rebalance: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     inherit_env: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    check: Option<RawCheck>,
     #[serde(default)]
     params: BTreeMap<String, ParamValue>,
+}
+
+/// `[check]` as written: exactly one of `http`, `tcp`, `command`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    http: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tcp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    command: Option<ParamValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    grace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failures: Option<i64>,
+}
+
+impl RawCheck {
+    fn into_check(self, service: &str) -> Result<Check, SpecError> {
+        let err = |field: &str, message: String| {
+            SpecError::new(service, &format!("check.{field}"), message)
+        };
+        let probe = match (self.http, self.tcp, self.command) {
+            (Some(url), None, None) => Probe::Http(url),
+            (None, Some(addr), None) => Probe::Tcp(addr),
+            (None, None, Some(ParamValue::List(argv))) => Probe::Command(argv),
+            (None, None, Some(ParamValue::Text(line))) => Probe::Command(
+                shlex::split(&line)
+                    .ok_or_else(|| err("command", format!("{line:?} has unbalanced quotes")))?,
+            ),
+            _ => {
+                return Err(SpecError::new(
+                    service,
+                    "check",
+                    "give exactly one of http, tcp or command",
+                ));
+            }
+        };
+        let field = |f: &str| format!("check.{f}");
+        Ok(Check {
+            probe,
+            interval: duration(
+                service,
+                &field("interval"),
+                self.interval.as_ref(),
+                DEFAULT_INTERVAL,
+            )?,
+            timeout: duration(
+                service,
+                &field("timeout"),
+                self.timeout.as_ref(),
+                DEFAULT_TIMEOUT,
+            )?,
+            grace: duration(service, &field("grace"), self.grace.as_ref(), DEFAULT_GRACE)?,
+            failures: count(service, &field("failures"), self.failures, DEFAULT_FAILURES)?,
+        })
+    }
+
+    fn from_check(check: &Check) -> Self {
+        let ms = |d: Duration| Some(format!("{}ms", d.as_millis()));
+        let mut raw = RawCheck {
+            interval: ms(check.interval),
+            timeout: ms(check.timeout),
+            grace: ms(check.grace),
+            failures: Some(i64::from(check.failures)),
+            ..RawCheck::default()
+        };
+        match &check.probe {
+            Probe::Http(url) => raw.http = Some(url.clone()),
+            Probe::Tcp(addr) => raw.tcp = Some(addr.clone()),
+            Probe::Command(argv) => raw.command = Some(ParamValue::List(argv.clone())),
+        }
+        raw
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -315,6 +399,7 @@ impl RawSpec {
             env: self.env,
             rebalance: self.rebalance.unwrap_or(true),
             inherit_env: self.inherit_env.unwrap_or(false),
+            check: self.check.map(|c| c.into_check(&name).map(Box::new)).transpose()?,
             name: self.name,
         };
         spec.validate()?;
@@ -377,6 +462,7 @@ impl RawSpec {
             env: spec.env.clone(),
             rebalance: (!spec.rebalance).then_some(false),
             inherit_env: spec.inherit_env.then_some(true),
+            check: spec.check.as_deref().map(RawCheck::from_check),
             params,
         }
     }
@@ -701,6 +787,68 @@ args = ["httpd", "-f", "-p", "8080"]
             let err = parse_specs(text).unwrap_err();
             assert_eq!(err.field, field, "{err}");
             assert!(err.message.contains(says), "{err}");
+        }
+    }
+
+    #[test]
+    fn checks_parse_round_trip_and_name_the_field_at_fault() {
+        let web = &parse_specs(
+            r#"
+name = "web"
+provider = "exec"
+params = { command = ["busybox", "httpd", "-f"] }
+[check]
+http = "http://127.0.0.1:8080/health"
+interval = "500ms"
+failures = 2
+"#,
+        )
+        .unwrap()[0];
+        let check = web.check.as_ref().unwrap();
+        assert_eq!(
+            check.probe,
+            Probe::Http("http://127.0.0.1:8080/health".into())
+        );
+        assert_eq!(check.interval, Duration::from_millis(500));
+        assert_eq!(check.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(check.grace, DEFAULT_GRACE);
+        assert_eq!(check.failures, 2);
+        let cmd = &parse_specs(
+            r#"{"name": "db", "provider": "exec", "params": {"command": "x"}, "check": {"command": "test -f '/tmp/a b'"}}"#,
+        )
+        .unwrap()[0];
+        assert_eq!(
+            cmd.check.as_ref().unwrap().probe,
+            Probe::Command(vec!["test".into(), "-f".into(), "/tmp/a b".into()])
+        );
+        let both = [web.clone(), cmd.clone()];
+        assert_eq!(parse_specs(&to_toml(&both).unwrap()).unwrap(), both);
+        assert_eq!(parse_specs(&to_json(&both)).unwrap(), both);
+        let base = r#""name": "a", "provider": "exec", "params": {"command": "x""#;
+        for (check, field, says) in [
+            (r#"{"http": "x", "tcp": "h:1"}"#, "check", "exactly one"),
+            (r#"{}"#, "check", "exactly one"),
+            (r#"{"http": "https://h/"}"#, "check.http", "https"),
+            (r#"{"tcp": "nope"}"#, "check.tcp", "host:port"),
+            (
+                r#"{"tcp": "h:1", "interval": "soon"}"#,
+                "check.interval",
+                "bad duration",
+            ),
+            (
+                r#"{"tcp": "h:1", "failures": 0}"#,
+                "check.failures",
+                "at least 1",
+            ),
+            (
+                r#"{"tcp": "h:1", "retries": 1}"#,
+                "-",
+                "unknown field `retries`",
+            ),
+        ] {
+            let err = parse_specs(&format!("{{{base}}}, \"check\": {check}}}")).unwrap_err();
+            assert_eq!(err.field, field, "{check}: {err}");
+            assert!(err.message.contains(says), "{check}: {err}");
         }
     }
 

@@ -85,6 +85,7 @@ fn spec() -> impl Strategy<Value = ServiceSpec> {
                 constraints: Constraints { tags },
                 rebalance: env.len() % 2 == 0,
                 inherit_env: max_restarts % 2 == 0,
+                check: None,
                 env,
             },
         )

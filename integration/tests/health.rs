@@ -1,0 +1,143 @@
+//! Health checks on real processes: an instance is `starting` until its
+//! check passes, and one whose check fails `failures` times in a row is
+//! `unhealthy`, stopped and restarted by its policy.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+const BUSYBOX: &str = "/bin/busybox";
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The one slot of `name`, as `services --json` shows it.
+fn slot(agent: &Agent, name: &str) -> Value {
+    slots(agent, name)
+        .unwrap_or_default()
+        .pop()
+        .unwrap_or(Value::Null)
+}
+
+fn pid_of(slot: &Value) -> Option<u32> {
+    slot["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
+}
+
+/// Waits for `name` to run healthy with a pid other than `not`.
+fn wait_healthy(agent: &Agent, name: &str, not: Option<u32>, within: Duration) -> (u32, Instant) {
+    let mut found = None;
+    wait_until(&format!("{name} running"), within, || {
+        let s = slot(agent, name);
+        found = pid_of(&s).filter(|p| s["state"] == "running" && Some(*p) != not);
+        Ok(found.is_some())
+    })
+    .unwrap();
+    (found.unwrap(), Instant::now())
+}
+
+fn agent(dir: &Path) -> Agent {
+    local_cluster(dir, 1).unwrap().pop().unwrap()
+}
+
+#[test]
+fn a_frozen_http_server_turns_unhealthy_and_is_restarted() {
+    if !Path::new(BUSYBOX).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{BUSYBOX} is missing (install busybox-static)"
+        );
+        eprintln!("skipped: {BUSYBOX} is missing");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(dir.path());
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), "ok\n").unwrap();
+    let port = free_port();
+    let (interval_ms, failures) = (500, 2);
+    let spec = format!(
+        r#"{{"name": "web", "provider": "exec", "stop_timeout": "200ms",
+            "params": {{"command": ["{BUSYBOX}", "httpd", "-f", "-p", "127.0.0.1:{port}", "-h", "{root}"]}},
+            "check": {{"http": "http://127.0.0.1:{port}/", "interval": "{interval_ms}ms", "timeout": "300ms", "grace": "0s", "failures": {failures}}}}}"#,
+        root = root.display()
+    );
+    agent.deploy(&spec).unwrap();
+    let (pid, _) = wait_healthy(&agent, "web", None, Duration::from_secs(10));
+    assert_eq!(slot(&agent, "web")["restarts"], 0);
+
+    // Frozen: it still holds its port, and answers nothing.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let frozen = Instant::now();
+    let mut restarted = None;
+    wait_until("a restarted instance", Duration::from_secs(15), || {
+        let s = slot(&agent, "web");
+        restarted = pid_of(&s).filter(|p| *p != pid && s["state"] == "running");
+        Ok(restarted.is_some())
+    })
+    .unwrap();
+    let took = frozen.elapsed();
+    eprintln!(
+        "frozen to restarted and healthy again: {} ms",
+        took.as_millis()
+    );
+    let events = agent.log_events("instance unhealthy");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("GET")),
+        "{events:?}"
+    );
+    // The old process is gone (killed while frozen), the new one serves.
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    let s = slot(&agent, "web");
+    assert_eq!(s["restarts"], 1, "{s}");
+    // Detection (failures probes, an interval apart), the stop timeout,
+    // and a second start that passes its first probe an interval later.
+    let bound = Duration::from_millis(interval_ms * (failures + 1) + 200 + 1_000);
+    assert!(took < bound, "took {took:?}, more than {bound:?}");
+}
+
+#[test]
+fn a_command_check_holds_a_slot_starting_until_it_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(dir.path());
+    let flag = dir.path().join("ready");
+    let m = marker(1);
+    let spec = format!(
+        r#"{{"name": "db", "provider": "exec", "stop_timeout": "200ms",
+            "params": {{"command": ["sleep", "{m}"]}},
+            "check": {{"command": ["test", "-f", "{flag}"], "interval": "200ms", "grace": "60s"}}}}"#,
+        flag = flag.display()
+    );
+    agent.deploy(&spec).unwrap();
+    wait_until("the process up", Duration::from_secs(10), || {
+        Ok(processes_with_arg(&m).len() == 1)
+    })
+    .unwrap();
+    // Up, but its check fails (in the grace period: no restart): it stays
+    // starting through several probes.
+    let up = Instant::now();
+    while up.elapsed() < Duration::from_secs(1) {
+        let s = slot(&agent, "db");
+        assert_eq!(s["state"], "starting", "{s}");
+        assert_eq!(s["restarts"], 0, "{s}");
+    }
+    std::fs::write(&flag, "").unwrap();
+    let (pid, _) = wait_healthy(&agent, "db", None, Duration::from_secs(5));
+    assert_eq!(processes_with_arg(&m), vec![pid]);
+}
