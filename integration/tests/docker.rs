@@ -6,8 +6,9 @@ mod common;
 
 use common::*;
 
-#[test]
-fn a_docker_service_runs_logs_and_goes_through_the_cli() {
+/// Whether the engine is there and the test image built (with
+/// `MOB_REQUIRE_DOCKER` set, it must be).
+fn have_docker() -> bool {
     let docker = std::process::Command::new("docker")
         .arg("version")
         .output()
@@ -25,6 +26,13 @@ fn a_docker_service_runs_logs_and_goes_through_the_cli() {
             "MOB_REQUIRE_DOCKER is set but docker is unavailable"
         );
         eprintln!("skipped: no docker engine");
+    }
+    docker
+}
+
+#[test]
+fn a_docker_service_runs_logs_and_goes_through_the_cli() {
+    if !have_docker() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -65,4 +73,52 @@ fn a_docker_service_runs_logs_and_goes_through_the_cli() {
         },
     )
     .unwrap();
+}
+
+#[test]
+fn a_docker_command_check_runs_inside_the_container() {
+    if !have_docker() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let agents = local_cluster(dir.path(), 1).unwrap();
+    let name = format!("dkc{}", std::process::id());
+    // The file exists only inside the container: a check run on the host
+    // would never pass.
+    let spec = format!(
+        r#"{{"name": "{name}", "provider": "docker", "stop_timeout": "1s",
+            "params": {{"image": "mob-test/busybox", "args": ["sleep", "1000"]}},
+            "check": {{"command": ["test", "-f", "/ready"], "interval": "300ms", "grace": "60s"}}}}"#
+    );
+    agents[0].deploy(&spec).unwrap();
+    let container = format!("mob-{name}-0");
+    wait_until("the container up", Duration::from_secs(30), || {
+        let out = std::process::Command::new("docker")
+            .args(["ps", "--format", "{{.Names}}"])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l == container))
+    })
+    .unwrap();
+    let state = |agents: &[Agent]| {
+        slots(&agents[0], &name)
+            .ok()
+            .and_then(|s| s.first().map(|s| s["state"].clone()))
+    };
+    wait_until("the slot starting", Duration::from_secs(10), || {
+        Ok(state(&agents) == Some(Value::from("starting")))
+    })
+    .unwrap();
+    let touched = std::process::Command::new("docker")
+        .args(["exec", &container, "touch", "/ready"])
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    wait_until("the check to pass", Duration::from_secs(10), || {
+        Ok(state(&agents) == Some(Value::from("running")))
+    })
+    .unwrap();
+    assert!(!std::path::Path::new("/ready").exists());
+    agents[0].cli(&["remove", &name]).unwrap();
 }

@@ -48,14 +48,22 @@ fn agent(dir: &Path) -> Agent {
     local_cluster(dir, 1).unwrap().pop().unwrap()
 }
 
-#[test]
-fn a_frozen_http_server_turns_unhealthy_and_is_restarted() {
-    if !Path::new(BUSYBOX).exists() {
+/// Whether busybox is there (CI installs it: there it must be).
+fn have_busybox() -> bool {
+    let there = Path::new(BUSYBOX).exists();
+    if !there {
         assert!(
             std::env::var_os("CI").is_none(),
             "{BUSYBOX} is missing (install busybox-static)"
         );
         eprintln!("skipped: {BUSYBOX} is missing");
+    }
+    there
+}
+
+#[test]
+fn a_frozen_http_server_turns_unhealthy_and_is_restarted() {
+    if !have_busybox() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -140,4 +148,49 @@ fn a_command_check_holds_a_slot_starting_until_it_passes() {
     std::fs::write(&flag, "").unwrap();
     let (pid, _) = wait_healthy(&agent, "db", None, Duration::from_secs(5));
     assert_eq!(processes_with_arg(&m), vec![pid]);
+}
+
+#[test]
+fn a_closed_port_fails_a_tcp_check_and_the_instance_is_restarted() {
+    if !have_busybox() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(dir.path());
+    let port = free_port().to_string();
+    let m = marker(2);
+    // A listener in the foreground; once it is gone the instance lives on
+    // (sleeping), with its port closed.
+    let spec = format!(
+        r#"{{"name": "kv", "provider": "shell", "stop_timeout": "200ms",
+            "params": {{"command": "{BUSYBOX} nc -ll -p {port} -e /bin/true; exec sleep {m}"}},
+            "check": {{"tcp": "127.0.0.1:{port}", "interval": "300ms", "timeout": "200ms", "grace": "0s", "failures": 2}}}}"#
+    );
+    agent.deploy(&spec).unwrap();
+    let (pid, _) = wait_healthy(&agent, "kv", None, Duration::from_secs(10));
+    let listeners = processes_with_arg(&port);
+    assert_eq!(listeners.len(), 1, "{listeners:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(listeners[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The instance outlives its listener...
+    wait_until("the instance asleep", Duration::from_secs(5), || {
+        Ok(processes_with_arg(&m).len() == 1)
+    })
+    .unwrap();
+    // ...until its check fails: then it is restarted, listening again.
+    let (again, _) = wait_healthy(&agent, "kv", Some(pid), Duration::from_secs(10));
+    assert_ne!(again, pid);
+    assert!(processes_with_arg(&m).is_empty(), "the old run is gone");
+    assert_eq!(processes_with_arg(&port).len(), 1);
+    let events = agent.log_events("instance unhealthy");
+    assert!(
+        events.len() == 1
+            && events[0]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("connect to 127.0.0.1")),
+        "{events:?}"
+    );
 }

@@ -399,7 +399,10 @@ impl RawSpec {
             env: self.env,
             rebalance: self.rebalance.unwrap_or(true),
             inherit_env: self.inherit_env.unwrap_or(false),
-            check: self.check.map(|c| c.into_check(&name).map(Box::new)).transpose()?,
+            check: self
+                .check
+                .map(|c| c.into_check(&name).map(Box::new))
+                .transpose()?,
             name: self.name,
         };
         spec.validate()?;
