@@ -143,6 +143,9 @@ fn slot_json(slot: &SlotView) -> serde_json::Value {
         "restarts": slot.restarts,
         "since_ms": slot.since_ms,
         "reason": slot.reason,
+        "health": slot.health,
+        "last_exit": slot.last_exit,
+        "last_signal": slot.last_signal,
     })
 }
 
@@ -191,8 +194,8 @@ fn age(since_ms: Option<u64>, now_ms: u64) -> String {
     }
 }
 
-const SLOT_COLUMNS: [&str; 8] = [
-    "NAME", "PROVIDER", "SLOT", "NODE", "STATE", "PID", "RESTARTS", "SINCE",
+const SLOT_COLUMNS: [&str; 9] = [
+    "NAME", "PROVIDER", "SLOT", "NODE", "STATE", "HEALTH", "PID", "RESTARTS", "SINCE",
 ];
 
 fn slot_rows<'a>(
@@ -200,7 +203,7 @@ fn slot_rows<'a>(
     provider: &'a str,
     slots: &'a [SlotView],
     now_ms: u64,
-) -> impl Iterator<Item = [String; 8]> + 'a {
+) -> impl Iterator<Item = [String; 9]> + 'a {
     slots.iter().map(move |slot| {
         [
             name.to_owned(),
@@ -208,6 +211,7 @@ fn slot_rows<'a>(
             slot.slot.to_string(),
             dash(slot.node.as_ref()),
             slot.state.as_str().to_owned(),
+            dash(slot.health.as_ref()),
             dash(slot.pid),
             slot.restarts.to_string(),
             age(slot.since_ms, now_ms),
@@ -227,6 +231,7 @@ pub(crate) fn services_table(services: &[ServiceView]) -> String {
                 dashes(),
                 dashes(),
                 "scaled to 0".into(),
+                dashes(),
                 dashes(),
                 dashes(),
                 dashes(),
@@ -286,7 +291,7 @@ pub(crate) fn status_text(s: &ServiceView) -> String {
         out.push_str(&format!("tags:       {}\n", tags.join(", ")));
     }
     out.push('\n');
-    let rows: Vec<[String; 8]> =
+    let rows: Vec<[String; 9]> =
         slot_rows(&s.name, s.provider.as_str(), &s.slots, now_ms()).collect();
     out.push_str(&table(SLOT_COLUMNS, &rows));
     for slot in &s.slots {

@@ -114,6 +114,9 @@ fn a_frozen_http_server_turns_unhealthy_and_is_restarted() {
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
     let s = slot(&agent, "web");
     assert_eq!(s["restarts"], 1, "{s}");
+    assert_eq!(s["health"], "passing", "{s}");
+    // Frozen, it could not act on SIGTERM: the stop killed it.
+    assert_eq!(s["last_signal"], 9, "{s}");
     // Detection (failures probes, an interval apart), the stop timeout,
     // and a second start that passes its first probe an interval later.
     let bound = Duration::from_millis(interval_ms * (failures + 1) + 200 + 1_000);
@@ -143,11 +146,13 @@ fn a_command_check_holds_a_slot_starting_until_it_passes() {
     while up.elapsed() < Duration::from_secs(1) {
         let s = slot(&agent, "db");
         assert_eq!(s["state"], "starting", "{s}");
+        assert_eq!(s["health"], "pending", "{s}");
         assert_eq!(s["restarts"], 0, "{s}");
     }
     std::fs::write(&flag, "").unwrap();
     let (pid, _) = wait_healthy(&agent, "db", None, Duration::from_secs(5));
     assert_eq!(processes_with_arg(&m), vec![pid]);
+    assert_eq!(slot(&agent, "db")["health"], "passing");
 }
 
 #[test]
@@ -193,4 +198,48 @@ fn a_closed_port_fails_a_tcp_check_and_the_instance_is_restarted() {
                 .is_some_and(|e| e.contains("connect to 127.0.0.1")),
         "{events:?}"
     );
+}
+
+#[test]
+fn a_dependent_service_starts_only_once_its_dependency_is_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(dir.path());
+    let flag = dir.path().join("db-ready");
+    let (db, app) = (marker(3), marker(4));
+    let specs = format!(
+        r#"[{{"name": "db", "provider": "exec", "stop_timeout": "200ms",
+             "params": {{"command": ["sleep", "{db}"]}},
+             "check": {{"command": ["test", "-f", "{flag}"], "interval": "200ms", "grace": "60s"}}}},
+            {{"name": "app", "provider": "exec", "depends_on": ["db"], "stop_timeout": "200ms",
+             "params": {{"command": ["sleep", "{app}"]}}}}]"#,
+        flag = flag.display()
+    );
+    agent.deploy(&specs).unwrap();
+    wait_until("db's process up", Duration::from_secs(10), || {
+        Ok(processes_with_arg(&db).len() == 1)
+    })
+    .unwrap();
+    // db runs but has not passed its check: app waits.
+    let up = Instant::now();
+    while up.elapsed() < Duration::from_secs(1) {
+        assert!(
+            processes_with_arg(&app).is_empty(),
+            "app started before db was healthy"
+        );
+        let s = slot(&agent, "app");
+        assert_eq!(s["state"], "pending", "{s}");
+    }
+    assert!(
+        slot(&agent, "app")["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("waiting for dependency db")),
+        "{}",
+        slot(&agent, "app")
+    );
+    std::fs::write(&flag, "").unwrap();
+    wait_until("app started", Duration::from_secs(10), || {
+        Ok(processes_with_arg(&app).len() == 1)
+    })
+    .unwrap();
+    assert_eq!(slot(&agent, "db")["state"], "running");
 }

@@ -28,6 +28,14 @@ pub struct SlotView {
     pub reason: Option<String>,
     /// Version of the service spec the instance runs, if it reported.
     pub version: Option<u64>,
+    /// With a health check: `pending` (not passed yet since its start),
+    /// `passing` or `failing`; `None` without a check, or with no
+    /// instance up.
+    pub health: Option<String>,
+    /// Exit code of the instance's last run, if it ended with one.
+    pub last_exit: Option<i32>,
+    /// Signal that ended the instance's last run, if any.
+    pub last_signal: Option<i32>,
 }
 
 /// One live service.
@@ -157,9 +165,24 @@ fn every_node_slots(table: &Table, members: &Members, spec: &ServiceSpec) -> Vec
                 since_ms: status.map(|s| s.since_ms),
                 reason,
                 version: status.map(|s| s.version),
+                health: health_of(spec, state),
+                last_exit: status.and_then(|s| s.last_exit),
+                last_signal: status.and_then(|s| s.last_signal),
             })
         })
         .collect()
+}
+
+/// The health a slot's state shows, for a service with a check.
+fn health_of(spec: &ServiceSpec, state: InstanceState) -> Option<String> {
+    spec.check.as_ref()?;
+    let health = match state {
+        InstanceState::Starting => "pending",
+        InstanceState::Running => "passing",
+        InstanceState::Unhealthy => "failing",
+        _ => return None,
+    };
+    Some(health.to_owned())
 }
 
 /// Why the instance's last start failed, while starts fail, or why its
@@ -222,6 +245,9 @@ fn slot_view(
         restarts: status.as_ref().map_or(0, |s| s.restarts),
         since_ms: status.as_ref().map(|s| s.since_ms),
         version: status.as_ref().map(|s| s.version),
+        health: health_of(spec, state),
+        last_exit: status.and_then(|s| s.last_exit),
+        last_signal: status.and_then(|s| s.last_signal),
         node: owner,
         reason,
     }
