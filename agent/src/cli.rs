@@ -40,10 +40,14 @@ pub(crate) enum Command {
     Deploy {
         /// Spec file, or `-` for stdin.
         file: String,
-        /// Return only once every slot of the deployed services runs
-        /// (exit 1 if one fails or 120 s pass).
+        /// Return only once every slot of the deployed services runs the
+        /// new version, each seen running by one process for 1 s (exit 1
+        /// as soon as one fails, or at the timeout).
         #[arg(long)]
         wait: bool,
+        /// How long `--wait` waits (e.g. `30s`, `5m`).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "120s", requires = "wait")]
+        timeout: std::time::Duration,
     },
     /// Remove a service.
     Remove {
@@ -260,7 +264,7 @@ mod tests {
     #[test]
     fn table_commands() {
         let cli = Cli::try_parse_from(["mob-agent", "deploy", "-"]).unwrap();
-        assert!(matches!(cli.command, Command::Deploy { file, wait: false } if file == "-"));
+        assert!(matches!(cli.command, Command::Deploy { file, wait: false, .. } if file == "-"));
         let cli = Cli::try_parse_from(["mob-agent", "deploy", "web.toml", "--wait"]).unwrap();
         assert!(matches!(cli.command, Command::Deploy { wait: true, .. }));
         let cli = Cli::try_parse_from(["mob-agent", "scale", "web", "3"]).unwrap();

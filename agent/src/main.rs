@@ -103,7 +103,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 print!("{}", output::members_table(&members));
             }
         }
-        Command::Deploy { file, wait } => {
+        Command::Deploy {
+            file,
+            wait,
+            timeout,
+        } => {
             let text = if file == "-" {
                 std::io::read_to_string(std::io::stdin())
                     .map_err(|e| anyhow::anyhow!("reading stdin: {e}"))?
@@ -119,7 +123,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                     .iter()
                     .map(|d| (d.name.clone(), d.version))
                     .collect();
-                wait_running(&client, &versions).await?;
+                wait_running(&client, versions, timeout).await?;
             }
         }
         Command::Remove { name } => {
@@ -249,63 +253,34 @@ async fn keys(command: KeysCommand, client: &Client) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Waits until every slot of each service runs its deployed version (or
-/// newer), seen running by the same process on two polls in a row: an
-/// instance that crashes at once is not counted as running in the moment
-/// between its start and its exit. A failed slot ends the wait with an
-/// error, and so do 120 s.
-async fn wait_running(client: &Client, versions: &[(String, u64)]) -> Result<(), Failure> {
-    use mob_scheduler::record::InstanceState;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
-    let mut seen_before: Vec<(String, u32, Option<u32>)> = Vec::new();
+/// Waits until the deploy is done by [`DeployWait`]'s rule: every slot
+/// of each service runs its deployed version (or newer), each seen
+/// running by one process for a while. A failed slot ends the wait with an
+/// error, and so does `timeout`.
+async fn wait_running(
+    client: &Client,
+    versions: Vec<(String, u64)>,
+    timeout: std::time::Duration,
+) -> Result<(), Failure> {
+    use mob_scheduler::deploy_wait::{DeployWait, WaitState};
+    let started = tokio::time::Instant::now();
+    let mut wait = DeployWait::new(versions);
     loop {
         let services = client.services().await?;
-        let slots: Vec<_> = services
-            .iter()
-            .filter_map(|s| {
-                let (_, version) = versions.iter().find(|(name, _)| *name == s.name)?;
-                Some((s, *version))
-            })
-            .flat_map(|(s, version)| s.slots.iter().map(move |slot| (s, slot, version)))
-            .collect();
-        if let Some((s, slot, _)) = slots
-            .iter()
-            // A failure of an older version is not this deploy's: it is retried.
-            .find(|(_, slot, version)| {
-                slot.state == InstanceState::Failed
-                    && slot.version.is_none_or(|ran| ran >= *version)
-            })
-        {
-            return Err(Failure::Operation(anyhow::anyhow!(
-                "{} slot {} failed{}",
-                s.name,
-                slot.slot,
-                slot.reason
-                    .as_deref()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            )));
-        }
-        let running: Vec<(String, u32, Option<u32>)> = slots
-            .iter()
-            .filter(|(_, slot, version)| {
-                slot.state == InstanceState::Running && slot.version >= Some(*version)
-            })
-            .map(|(s, slot, _)| (s.name.clone(), slot.slot, slot.pid))
-            .collect();
-        if running.len() == slots.len() && running == seen_before {
-            println!("running");
-            return Ok(());
-        }
-        seen_before = if running.len() == slots.len() {
-            running
-        } else {
-            Vec::new()
-        };
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Failure::Operation(anyhow::anyhow!(
-                "not every slot runs after 120 s; see `mob-agent services`"
-            )));
+        let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match wait.observe(&services, elapsed) {
+            WaitState::Done => {
+                println!("running");
+                return Ok(());
+            }
+            WaitState::Failed(why) => return Err(Failure::Operation(anyhow::anyhow!(why))),
+            WaitState::Waiting { ready, slots } if started.elapsed() >= timeout => {
+                return Err(Failure::Operation(anyhow::anyhow!(
+                    "{ready} of {slots} slots run the new version after {}; see `mob-agent services`",
+                    humantime::format_duration(timeout)
+                )));
+            }
+            WaitState::Waiting { .. } => {}
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

@@ -226,8 +226,17 @@ impl SupervisionTask {
                 });
             }
             _ => {
-                // Nothing ran (any more): say so, so the status is not left active.
-                let stopped = status_of(&report_now(&service, slot, InstanceState::Stopped), 0);
+                // Nothing ran (any more): say so, so the status is not left
+                // active, keeping how its last run ended (why it failed).
+                let stopped = match self.last.get(&(service.clone(), slot)) {
+                    Some(last) => Status {
+                        state: InstanceState::Stopped,
+                        pid: None,
+                        since_ms: ms_of(std::time::SystemTime::now()),
+                        ..last.clone()
+                    },
+                    None => status_of(&report_now(&service, slot, InstanceState::Stopped), 0),
+                };
                 self.send(&service, slot, stopped).await;
                 if let Some((spec, version)) = self.pending.remove(&(service, slot)) {
                     Box::pin(self.start(spec, slot, version)).await;

@@ -122,3 +122,23 @@ fn a_docker_command_check_runs_inside_the_container() {
     assert!(!std::path::Path::new("/ready").exists());
     agents[0].cli(&["remove", &name]).unwrap();
 }
+
+#[test]
+fn deploy_wait_fails_for_an_image_that_does_not_exist() {
+    if !have_docker() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let agents = local_cluster(dir.path(), 1).unwrap();
+    let name = format!("dkm{}", std::process::id());
+    let spec = format!(
+        r#"{{"name": "{name}", "provider": "docker", "max_restarts": 1,
+            "params": {{"image": "mob-test/no-such-image", "args": ["true"]}}}}"#
+    );
+    let out = agents[0]
+        .cli_with_input(&["deploy", "-", "--wait"], &spec)
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{name} slot 0 failed")), "{err}");
+}

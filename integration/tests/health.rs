@@ -243,3 +243,69 @@ fn a_dependent_service_starts_only_once_its_dependency_is_healthy() {
     .unwrap();
     assert_eq!(slot(&agent, "db")["state"], "running");
 }
+
+/// `deploy --wait` of `spec` (and extra args): exit code and stderr.
+fn deploy_wait(agent: &Agent, spec: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec!["deploy", "-", "--wait"];
+    args.extend_from_slice(extra);
+    let out = agent.cli_with_input(&args, spec).unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn deploy_wait_says_running_only_for_what_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(dir.path());
+    // Success.
+    let m = marker(5);
+    let (code, err) = deploy_wait(&agent, &sleeper("fine", 1, &m), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    // A process that exits after half a second, again and again.
+    let (code, err) = deploy_wait(
+        &agent,
+        r#"{"name": "brief", "provider": "shell", "max_restarts": 2, "params": {"command": "sleep 0.5; exit 3"}}"#,
+        &[],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("brief slot 0 failed"), "{err}");
+    // A check that never passes: unhealthy, restarted, failed.
+    let m = marker(6);
+    let spec = format!(
+        r#"{{"name": "sick", "provider": "exec", "max_restarts": 1, "stop_timeout": "200ms",
+            "params": {{"command": ["sleep", "{m}"]}},
+            "check": {{"command": ["false"], "interval": "200ms", "grace": "0s", "failures": 1}}}}"#
+    );
+    let (code, err) = deploy_wait(&agent, &spec, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("sick slot 0 failed") && err.contains("health check failed"),
+        "{err}"
+    );
+    // A check still in its grace period at the deadline.
+    let m = marker(7);
+    let spec = format!(
+        r#"{{"name": "slow", "provider": "exec", "stop_timeout": "200ms",
+            "params": {{"command": ["sleep", "{m}"]}},
+            "check": {{"command": ["false"], "interval": "200ms", "grace": "1h"}}}}"#
+    );
+    let started = Instant::now();
+    let (code, err) = deploy_wait(&agent, &spec, &["--timeout", "2s"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("0 of 1 slots") && err.contains("2s"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A port already taken: the server can't bind, and exits.
+    if have_busybox() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let spec = format!(
+            r#"{{"name": "clash", "provider": "exec", "max_restarts": 2,
+                "params": {{"command": ["{BUSYBOX}", "httpd", "-f", "-p", "127.0.0.1:{port}"]}}}}"#
+        );
+        let (code, err) = deploy_wait(&agent, &spec, &[]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("clash slot 0 failed"), "{err}");
+    }
+}

@@ -21,10 +21,12 @@
 //! - [`node`]: [`Node`], the state machine every agent runs: operator
 //!   writes, merges, the reconcile gate, what to broadcast and save.
 //! - [`services_view`]: what `services` and `status` show, from the table.
+//! - [`deploy_wait`]: when `deploy --wait` may say a deploy is done.
 //! - [`hash`]: the stable hash everything that must agree uses.
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod deploy_wait;
 pub mod digest;
 pub mod gc;
 pub mod hash;

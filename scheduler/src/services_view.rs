@@ -173,6 +173,21 @@ fn every_node_slots(table: &Table, members: &Members, spec: &ServiceSpec) -> Vec
         .collect()
 }
 
+/// How the slot's run on the last node it failed on ended: its last
+/// error, or its exit.
+fn last_failure(table: &Table, service: &str, slot: u32) -> Option<String> {
+    let node = table.claim(service, slot)?.failed_on.last()?;
+    let status = table.status(node, service, slot)?;
+    if let Some(error) = &status.last_error {
+        return Some(error.clone());
+    }
+    match (status.last_exit, status.last_signal) {
+        (Some(code), _) => Some(format!("exit code {code}")),
+        (None, Some(signal)) => Some(format!("signal {signal}")),
+        (None, None) => None,
+    }
+}
+
 /// The health a slot's state shows, for a service with a check.
 fn health_of(spec: &ServiceSpec, state: InstanceState) -> Option<String> {
     spec.check.as_ref()?;
@@ -237,6 +252,16 @@ fn slot_view(
                 .or_else(|| start_error(status))
         }
         _ => start_error(status),
+    };
+    // A slot failed everywhere has no owner: say how it ended last.
+    let reason = match (state, &owner, reason) {
+        (InstanceState::Failed, None, Some(reason)) => {
+            Some(match last_failure(table, name, slot) {
+                Some(last) => format!("{reason}; last: {last}"),
+                None => reason,
+            })
+        }
+        (_, _, reason) => reason,
     };
     SlotView {
         slot,
