@@ -98,6 +98,15 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the spec of a service as stored (TOML; `--json`: JSON), ready
+    /// to edit and deploy again.
+    Inspect {
+        /// Service name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `mob-agent keys ...`: Serf's `keys`, over the table.

@@ -143,16 +143,20 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Status { name, json } => {
-            let services = client()?.services().await?;
-            let Some(service) = services.into_iter().find(|s| s.name == name) else {
-                return Err(Failure::Operation(anyhow::anyhow!(
-                    "no service named {name:?}"
-                )));
-            };
+            let service = service_named(&client()?, &name).await?;
             if json {
                 println!("{}", output::status_json(&service));
             } else {
                 print!("{}", output::status_text(&service));
+            }
+        }
+        Command::Inspect { name, json } => {
+            let service = service_named(&client()?, &name).await?;
+            let specs = [service.spec];
+            if json {
+                println!("{}", mob_scheduler::spec_file::to_json(&specs));
+            } else {
+                print!("{}", mob_scheduler::spec_file::to_toml(&specs)?);
             }
         }
         Command::Keys(command) => keys(command, &client()?).await?,
@@ -251,6 +255,19 @@ async fn keys(command: KeysCommand, client: &Client) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The live service `name`, or an error naming it.
+async fn service_named(
+    client: &Client,
+    name: &str,
+) -> Result<mob_scheduler::services_view::ServiceView, Failure> {
+    client
+        .services()
+        .await?
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| Failure::Operation(anyhow::anyhow!("no service named {name:?}")))
 }
 
 /// Waits until the deploy is done by [`DeployWait`]'s rule: every slot

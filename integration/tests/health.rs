@@ -309,3 +309,37 @@ fn deploy_wait_says_running_only_for_what_keeps_running() {
         assert!(err.contains("clash slot 0 failed"), "{err}");
     }
 }
+
+#[test]
+fn inspect_prints_the_stored_spec_ready_to_deploy_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(dir.path());
+    let m = marker(8);
+    let spec = format!(
+        r#"{{"name": "kept", "provider": "exec", "replicas": 2, "env": {{"A": "b"}},
+            "params": {{"command": ["sleep", "{m}"]}},
+            "check": {{"tcp": "127.0.0.1:9", "interval": "3s", "grace": "1h"}}}}"#
+    );
+    agent.deploy(&spec).unwrap();
+    let toml = agent.cli(&["inspect", "kept"]).unwrap();
+    assert!(
+        toml.contains("[services.check]") || toml.contains("[check]"),
+        "{toml}"
+    );
+    assert!(toml.contains("tcp = \"127.0.0.1:9\""), "{toml}");
+    // What it prints deploys as the same spec: nothing is written.
+    let out = agent.cli_with_input(&["deploy", "-"], &toml).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "unchanged kept version 1"
+    );
+    let json = agent.cli(&["inspect", "kept", "--json"]).unwrap();
+    let out = agent.cli_with_input(&["deploy", "-"], &json).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "unchanged kept version 1"
+    );
+    let out = agent.cli_with_input(&["inspect", "ghost"], "").unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"ghost\""));
+}
