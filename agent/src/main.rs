@@ -270,7 +270,7 @@ async fn service_named(
         .ok_or_else(|| Failure::Operation(anyhow::anyhow!("no service named {name:?}")))
 }
 
-/// Waits until the deploy is done by [`DeployWait`]'s rule: every slot
+/// Waits until the deploy is done by [`mob_scheduler::deploy_wait::DeployWait`]'s rule: every slot
 /// of each service runs its deployed version (or newer), each seen
 /// running by one process for a while. A failed slot ends the wait with an
 /// error, and so does `timeout`.
