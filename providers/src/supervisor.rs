@@ -348,7 +348,10 @@ async fn drive<P: Provider>(
                             let Some(health) = health.as_mut() else { continue };
                             let at = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                             match health.observe(result.is_ok(), at) {
+                                // (A pass after a failure or two, short of
+                                // unhealthy, changes nothing to report.)
                                 Verdict::Same => {}
+                                Verdict::Healthy if life.state() == InstanceState::Running => {}
                                 Verdict::Healthy => {
                                     life.healthy();
                                     info!(service = %service, slot, pid = spawned.pid, "instance healthy");
