@@ -105,3 +105,123 @@ async fn command(argv: &[String], instance: &InstanceSpec) -> Result<(), String>
         Err(format!("{:?} exited with {status}", argv.join(" ")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use mob_scheduler::spec_file::parse_specs;
+
+    fn instance() -> InstanceSpec {
+        InstanceSpec {
+            node: "n1".into(),
+            agent: "test".into(),
+            slot: 0,
+            spec: parse_specs(r#"{"name": "web", "provider": "exec", "params": {"command": "x"}}"#)
+                .unwrap()
+                .remove(0),
+        }
+    }
+
+    fn check(probe: Probe) -> Check {
+        Check {
+            probe,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            grace: Duration::ZERO,
+            failures: 1,
+        }
+    }
+
+    /// Answers one HTTP request with `status`, on a thread.
+    fn serve_once(status: &'static str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut conn, _)) = listener.accept() {
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        format!("http://{addr}/health")
+    }
+
+    #[tokio::test]
+    async fn http_passes_on_2xx_and_3xx_and_fails_otherwise() {
+        for (status, passes) in [
+            ("200 OK", true),
+            ("302 Found", true),
+            ("404 Not Found", false),
+            ("503 Service Unavailable", false),
+        ] {
+            let url = serve_once(status);
+            let result = probe(&check(Probe::Http(url)), &instance()).await;
+            assert_eq!(result.is_ok(), passes, "{status}: {result:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn http_that_never_answers_fails_at_the_timeout() {
+        // Accepts, reads, never answers.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let started = std::time::Instant::now();
+        let result = probe(&check(Probe::Http(url)), &instance()).await;
+        assert!(result.is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(listener);
+    }
+
+    #[tokio::test]
+    async fn tcp_passes_while_something_listens() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        assert!(
+            probe(&check(Probe::Tcp(addr.clone())), &instance())
+                .await
+                .is_ok()
+        );
+        drop(listener);
+        let err = probe(&check(Probe::Tcp(addr.clone())), &instance())
+            .await
+            .unwrap_err();
+        assert!(err.contains(&addr), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_command_passes_on_exit_0_and_fails_at_the_timeout() {
+        let ok = probe(&check(Probe::Command(vec!["true".into()])), &instance()).await;
+        assert!(ok.is_ok(), "{ok:?}");
+        let failed = probe(&check(Probe::Command(vec!["false".into()])), &instance()).await;
+        assert!(failed.is_err());
+        // It sees the instance's environment.
+        let env = probe(
+            &check(Probe::Command(vec![
+                "sh".into(),
+                "-c".into(),
+                "test \"$MOB_SERVICE/$MOB_SLOT\" = web/0".into(),
+            ])),
+            &instance(),
+        )
+        .await;
+        assert!(env.is_ok(), "{env:?}");
+        let started = std::time::Instant::now();
+        let slow = probe(
+            &check(Probe::Command(vec!["sleep".into(), "30".into()])),
+            &instance(),
+        )
+        .await;
+        assert!(slow.is_err_and(|e| e.contains("no answer within 500 ms")));
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+}
