@@ -9,7 +9,7 @@ use common::*;
 /// Whether the engine is there and the test image built (with
 /// `MOB_REQUIRE_DOCKER` set, it must be).
 fn have_docker() -> bool {
-    let docker = std::process::Command::new("docker")
+    let available = std::process::Command::new("docker")
         .arg("version")
         .output()
         .is_ok_and(|o| o.status.success())
@@ -20,14 +20,25 @@ fn have_docker() -> bool {
             ))
             .status()
             .is_ok_and(|s| s.success());
-    if !docker {
-        assert!(
-            std::env::var_os("MOB_REQUIRE_DOCKER").is_none(),
-            "MOB_REQUIRE_DOCKER is set but docker is unavailable"
-        );
-        eprintln!("skipped: no docker engine");
+    mob_integration::requirement::met(available, "MOB_REQUIRE_DOCKER", "docker is unavailable")
+}
+
+/// Names of the containers `docker ps` lists (`-a`: stopped ones too).
+fn containers(all: bool) -> Vec<String> {
+    let mut args = vec!["ps", "--format", "{{.Names}}"];
+    if all {
+        args.push("-a");
     }
-    docker
+    std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]
@@ -63,14 +74,7 @@ fn a_docker_service_runs_logs_and_goes_through_the_cli() {
     wait_until(
         "the container to be removed",
         Duration::from_secs(30),
-        || {
-            let out = std::process::Command::new("docker")
-                .args(["ps", "-a", "--format", "{{.Names}}"])
-                .output()?;
-            Ok(!String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .any(|l| l == container))
-        },
+        || Ok(!containers(true).contains(&container)),
     )
     .unwrap();
 }
@@ -93,12 +97,7 @@ fn a_docker_command_check_runs_inside_the_container() {
     agents[0].deploy(&spec).unwrap();
     let container = format!("mob-{name}-0");
     wait_until("the container up", Duration::from_secs(30), || {
-        let out = std::process::Command::new("docker")
-            .args(["ps", "--format", "{{.Names}}"])
-            .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .any(|l| l == container))
+        Ok(containers(false).contains(&container))
     })
     .unwrap();
     let state = |agents: &[Agent]| {

@@ -50,15 +50,20 @@ fn agent(dir: &Path) -> Agent {
 
 /// Whether busybox is there (CI installs it: there it must be).
 fn have_busybox() -> bool {
-    let there = Path::new(BUSYBOX).exists();
-    if !there {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{BUSYBOX} is missing (install busybox-static)"
-        );
-        eprintln!("skipped: {BUSYBOX} is missing");
+    mob_integration::requirement::met(
+        Path::new(BUSYBOX).exists(),
+        "CI",
+        "/bin/busybox is missing (install busybox-static)",
+    )
+}
+
+/// Asserts `holds` at every look for `span`: what must stay true while
+/// nothing may change yet.
+fn holds_for(span: Duration, mut holds: impl FnMut()) {
+    let from = Instant::now();
+    while from.elapsed() < span {
+        holds();
     }
-    there
 }
 
 #[test]
@@ -142,13 +147,12 @@ fn a_command_check_holds_a_slot_starting_until_it_passes() {
     .unwrap();
     // Up, but its check fails (in the grace period: no restart): it stays
     // starting through several probes.
-    let up = Instant::now();
-    while up.elapsed() < Duration::from_secs(1) {
+    holds_for(Duration::from_secs(1), || {
         let s = slot(&agent, "db");
         assert_eq!(s["state"], "starting", "{s}");
         assert_eq!(s["health"], "pending", "{s}");
         assert_eq!(s["restarts"], 0, "{s}");
-    }
+    });
     std::fs::write(&flag, "").unwrap();
     let (pid, _) = wait_healthy(&agent, "db", None, Duration::from_secs(5));
     assert_eq!(processes_with_arg(&m), vec![pid]);
@@ -220,15 +224,14 @@ fn a_dependent_service_starts_only_once_its_dependency_is_healthy() {
     })
     .unwrap();
     // db runs but has not passed its check: app waits.
-    let up = Instant::now();
-    while up.elapsed() < Duration::from_secs(1) {
+    holds_for(Duration::from_secs(1), || {
         assert!(
             processes_with_arg(&app).is_empty(),
             "app started before db was healthy"
         );
         let s = slot(&agent, "app");
         assert_eq!(s["state"], "pending", "{s}");
-    }
+    });
     assert!(
         slot(&agent, "app")["reason"]
             .as_str()

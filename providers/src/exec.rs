@@ -59,22 +59,9 @@ pub(crate) fn spawn_supervised(
         .ok_or_else(|| bad_params(instance, "params.command is empty"))?;
     let account = lookup_user(instance, user)?;
     let mut command = Command::new(program);
-    let clean =
-        !instance.spec.inherit_env && instance.spec.params.provider() != ProviderKind::Docker;
-    if clean {
-        command.env_clear().envs(clean_env(account.as_ref()));
-    }
+    set_instance_env(&mut command, instance, account.as_ref());
     command
         .args(args)
-        .envs(&instance.spec.env)
-        .env("MOB_SERVICE", &service)
-        .env("MOB_SLOT", instance.slot.to_string())
-        .env("MOB_NODE", &instance.node)
-        .env("MOB_AGENT", &instance.agent)
-        .env(crate::leftovers::MARKER_ENV, &instance.agent)
-        // The agent may have its cluster key from the environment: no
-        // workload gets it.
-        .env_remove("MOB_KEY")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -137,8 +124,34 @@ const MAX_FD_WITHOUT_CLOSE_RANGE: i32 = 4096;
 /// Where `PATH` comes from when the agent has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Gives `command` the environment of `instance` (run as `account`): a
+/// clean one unless the spec inherits the agent's (docker passes the
+/// spec's through `docker run`), then the spec's `env` and the `MOB_*`
+/// variables, never `MOB_KEY`. Instances and their check commands get it.
+pub(crate) fn set_instance_env(
+    command: &mut Command,
+    instance: &InstanceSpec,
+    account: Option<&nix::unistd::User>,
+) {
+    let clean =
+        !instance.spec.inherit_env && instance.spec.params.provider() != ProviderKind::Docker;
+    if clean {
+        command.env_clear().envs(clean_env(account));
+    }
+    command
+        .envs(&instance.spec.env)
+        .env("MOB_SERVICE", instance.service())
+        .env("MOB_SLOT", instance.slot.to_string())
+        .env("MOB_NODE", &instance.node)
+        .env("MOB_AGENT", &instance.agent)
+        .env(crate::leftovers::MARKER_ENV, &instance.agent)
+        // The agent may have its cluster key from the environment: no
+        // workload gets it.
+        .env_remove("MOB_KEY");
+}
+
 /// The clean environment of an instance (see the module docs).
-pub(crate) fn clean_env(account: Option<&nix::unistd::User>) -> Vec<(OsString, OsString)> {
+fn clean_env(account: Option<&nix::unistd::User>) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| {
             let k = k.to_string_lossy();

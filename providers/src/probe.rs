@@ -74,16 +74,8 @@ async fn command(argv: &[String], instance: &InstanceSpec) -> Result<(), String>
     } else {
         let (program, args) = argv.split_first().ok_or("the command is empty")?;
         let mut c = Command::new(program);
-        // The instance's environment, as the instance gets it.
-        if !instance.spec.inherit_env {
-            c.env_clear().envs(crate::exec::clean_env(None));
-        }
-        c.args(args)
-            .envs(&instance.spec.env)
-            .env("MOB_SERVICE", instance.service())
-            .env("MOB_SLOT", instance.slot.to_string())
-            .env("MOB_NODE", &instance.node)
-            .env_remove("MOB_KEY");
+        crate::exec::set_instance_env(&mut c, instance, None);
+        c.args(args);
         if let Params::Exec { cwd: Some(cwd), .. } | Params::Shell { cwd: Some(cwd), .. } =
             &instance.spec.params
         {

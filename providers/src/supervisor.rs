@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use mob_scheduler::ServiceSpec;
 use mob_scheduler::check::{Health, Verdict};
-use mob_scheduler::record::{InstanceState, UNHEALTHY_ERROR};
+use mob_scheduler::record::InstanceState;
 use mob_scheduler::spec::ProviderKind;
 use rand::RngExt;
 use tokio::sync::{mpsc, oneshot};
@@ -299,7 +299,7 @@ async fn drive<P: Provider>(
         let next = match provider.start(&instance, &logs).await {
             Err(e) => {
                 warn!(service = %service, slot, provider = %provider.kind(), error = %e, "instance failed to start");
-                error = Some(e.to_string());
+                error = Some(format!("last start failed: {e}"));
                 life.exited(
                     Exit::StartFailed,
                     Instant::now(),
@@ -361,7 +361,7 @@ async fn drive<P: Provider>(
                                     let why = result.err().unwrap_or_default();
                                     warn!(service = %service, slot, pid = spawned.pid, failures = health.failed_in_a_row(), error = %why, "instance unhealthy");
                                     life.unhealthy(Instant::now(), health.passed());
-                                    error = Some(format!("{UNHEALTHY_ERROR}{why}"));
+                                    error = Some(format!("health check failed: {why}"));
                                     report(&reports, &instance, &life, &error);
                                     let exit = provider.stop(&instance, &mut spawned, instance.spec.stop_timeout).await;
                                     let next = life.exited(exit, Instant::now(), rand::rng().random_range(0.8..1.2));

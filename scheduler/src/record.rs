@@ -148,17 +148,13 @@ pub struct Status {
     pub last_exit: Option<i32>,
     /// Signal that ended the last run, if any.
     pub last_signal: Option<i32>,
-    /// Why the last start failed, while it keeps failing, or why the
-    /// last run was stopped as unhealthy ([`UNHEALTHY_ERROR`]); at most
-    /// [`MAX_ERROR_LEN`] bytes.
+    /// Why the last run ended badly, as the views show it (`last start
+    /// failed: …` while starts fail, `health check failed: …` after a stop
+    /// as unhealthy); at most [`MAX_ERROR_LEN`] bytes.
     pub last_error: Option<String>,
     /// Version of the service spec the instance runs.
     pub version: u64,
 }
-
-/// How a [`Status::last_error`] that is a failed health check begins
-/// (any other is why the last start failed).
-pub const UNHEALTHY_ERROR: &str = "health check failed: ";
 
 /// Longest [`Status::last_error`] kept in the table.
 pub const MAX_ERROR_LEN: usize = 256;

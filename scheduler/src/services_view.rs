@@ -154,7 +154,7 @@ fn every_node_slots(table: &Table, members: &Members, spec: &ServiceSpec) -> Vec
                 InstanceState::Pending => missing_dependency(table, members, spec)
                     .map(|d| format!("waiting for dependency {d} to run")),
                 _ if !wanted => Some("node no longer eligible; stopping".to_owned()),
-                _ => start_error(status),
+                _ => last_error(status),
             };
             Some(SlotView {
                 slot: EVERY_NODE_SLOT,
@@ -178,14 +178,11 @@ fn every_node_slots(table: &Table, members: &Members, spec: &ServiceSpec) -> Vec
 fn last_failure(table: &Table, service: &str, slot: u32) -> Option<String> {
     let node = table.claim(service, slot)?.failed_on.last()?;
     let status = table.status(node, service, slot)?;
-    if let Some(error) = &status.last_error {
-        return Some(error.clone());
-    }
-    match (status.last_exit, status.last_signal) {
+    last_error(Some(status)).or_else(|| match (status.last_exit, status.last_signal) {
         (Some(code), _) => Some(format!("exit code {code}")),
         (None, Some(signal)) => Some(format!("signal {signal}")),
         (None, None) => None,
-    }
+    })
 }
 
 /// The health a slot's state shows, for a service with a check.
@@ -200,14 +197,10 @@ fn health_of(spec: &ServiceSpec, state: InstanceState) -> Option<String> {
     Some(health.to_owned())
 }
 
-/// Why the instance's last start failed, while starts fail, or why its
-/// last run was stopped as unhealthy.
-fn start_error(status: Option<&Status>) -> Option<String> {
-    let error = status?.last_error.as_ref()?;
-    if error.starts_with(crate::record::UNHEALTHY_ERROR) {
-        return Some(error.clone());
-    }
-    Some(format!("last start failed: {error}"))
+/// Why the instance's last run ended badly (a start that failed, a stop
+/// as unhealthy), while that holds.
+fn last_error(status: Option<&Status>) -> Option<String> {
+    status?.last_error.clone()
 }
 
 fn slot_view(
@@ -249,9 +242,9 @@ fn slot_view(
                         "at-most-once: its owner waits until no other instance can run (a majority in sight, the margin after a node went, its claim settled)".to_owned()
                     })
                 })
-                .or_else(|| start_error(status))
+                .or_else(|| last_error(status))
         }
-        _ => start_error(status),
+        _ => last_error(status),
     };
     // A slot failed everywhere has no owner: say how it ended last.
     let reason = match (state, &owner, reason) {
