@@ -61,6 +61,53 @@ pub(crate) enum Command {
         /// Replicas, 0..=1000.
         replicas: u32,
     },
+    /// Stop every instance of a service, keeping its spec (`start` runs
+    /// it again).
+    Stop {
+        /// Service name.
+        name: String,
+        /// Print JSON: {"name","version"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a stopped service again.
+    Start {
+        /// Service name.
+        name: String,
+        /// Print JSON: {"name","version"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart every instance of a service, one slot after another by its
+    /// update policy.
+    Restart {
+        /// Service name.
+        name: String,
+        /// Print JSON: {"name","version"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deploy a kept version of a service again, as a new version.
+    Rollback {
+        /// Service name.
+        name: String,
+        /// The version (as `history` lists them); default: the one before
+        /// the current.
+        #[arg(long)]
+        version: Option<u64>,
+        /// Print JSON: {"name","version"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the kept versions of a service (the last 10): when, by which
+    /// node, by which verb, and how each went.
+    History {
+        /// Service name.
+        name: String,
+        /// Print JSON: [{"version","written_ms","origin","cause","outcome","spec"}].
+        #[arg(long)]
+        json: bool,
+    },
     /// List services, where each slot runs and in what state.
     Services {
         /// Print JSON: [{"name","provider","replicas","slots":[...]}].

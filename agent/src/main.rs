@@ -37,6 +37,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cli::{Cli, Command, KeysCommand};
 use crate::config::{AgentConfig, Env, SOCKET_FILE};
 use crate::control::client::Client;
+use crate::control::protocol::Verb;
 
 fn main() -> ExitCode {
     // A panic in one task would leave a half-working agent (gossip up,
@@ -133,6 +134,27 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Scale { name, replicas } => {
             let version = client()?.scale(name.clone(), replicas).await?;
             println!("scaled {name} to {replicas} replicas, version {version}");
+        }
+        Command::Stop { name, json } => verb(&client()?, &name, Verb::Stop, json).await?,
+        Command::Start { name, json } => verb(&client()?, &name, Verb::Start, json).await?,
+        Command::Restart { name, json } => verb(&client()?, &name, Verb::Restart, json).await?,
+        Command::Rollback {
+            name,
+            version,
+            json,
+        } => verb(&client()?, &name, Verb::Rollback(version), json).await?,
+        Command::History { name, json } => {
+            let history = client()?.history(name.clone()).await?;
+            let Some(history) = history else {
+                return Err(Failure::Operation(anyhow::anyhow!(
+                    "no service named {name:?} (no versions of it are kept)"
+                )));
+            };
+            if json {
+                println!("{}", output::history_json(&history));
+            } else {
+                print!("{}", output::history_table(&history));
+            }
         }
         Command::Services { json } => {
             let services = client()?.services().await?;
@@ -258,6 +280,26 @@ async fn keys(command: KeysCommand, client: &Client) -> Result<(), Failure> {
 }
 
 /// The live service `name`, or an error naming it.
+/// `stop`, `start`, `restart`, `rollback`: one write, its version printed.
+async fn verb(client: &Client, name: &str, verb: Verb, json: bool) -> Result<(), Failure> {
+    let version = client.verb(name.to_owned(), verb).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "name": name, "version": version })
+        );
+    } else {
+        let done = match verb {
+            Verb::Stop => "stopped".to_owned(),
+            Verb::Start => "started".to_owned(),
+            Verb::Restart => "restarting (by its update policy)".to_owned(),
+            Verb::Rollback(_) => "rolled back".to_owned(),
+        };
+        println!("{name} {done}: version {version}");
+    }
+    Ok(())
+}
+
 async fn service_named(
     client: &Client,
     name: &str,

@@ -1,7 +1,9 @@
 //! Human and JSON renderings of control responses.
 
 use crate::control::protocol::MemberReport;
+use mob_scheduler::history::History;
 use mob_scheduler::services_view::{ServiceView, SlotView};
+use mob_scheduler::spec_file;
 use serde_json::json;
 
 use crate::control::protocol::StatsReport;
@@ -168,6 +170,8 @@ pub(crate) fn services_json(services: &[ServiceView]) -> String {
                 "provider": s.provider.as_str(),
                 "replicas": replicas_json(s),
                 "partition": s.spec.partition.as_str(),
+                "stopped": s.spec.stopped,
+                "version": s.version,
                 "slots": s.slots.iter().map(slot_json).collect::<Vec<_>>(),
             })
         })
@@ -230,7 +234,12 @@ pub(crate) fn services_table(services: &[ServiceView]) -> String {
                 s.provider.as_str().to_owned(),
                 dashes(),
                 dashes(),
-                "scaled to 0".into(),
+                if s.spec.stopped {
+                    "stopped"
+                } else {
+                    "scaled to 0"
+                }
+                .into(),
                 dashes(),
                 dashes(),
                 dashes(),
@@ -303,6 +312,44 @@ pub(crate) fn status_text(s: &ServiceView) -> String {
         }
     }
     out
+}
+
+/// `history NAME --json`: oldest first.
+pub(crate) fn history_json(history: &History) -> String {
+    let rows: Vec<_> = history
+        .versions
+        .iter()
+        .map(|v| {
+            json!({
+                "version": v.version,
+                "written_ms": v.written_ms,
+                "origin": v.origin,
+                "cause": v.cause.describe(),
+                "outcome": v.outcome.as_str(),
+                "spec": v.spec.as_ref().map(spec_file::to_json_value),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
+}
+
+/// `history NAME`: one row per kept version, oldest first.
+pub(crate) fn history_table(history: &History) -> String {
+    let now = now_ms();
+    let rows: Vec<[String; 5]> = history
+        .versions
+        .iter()
+        .map(|v| {
+            [
+                v.version.to_string(),
+                format!("{} ago", age(Some(v.written_ms), now)),
+                v.origin.clone(),
+                v.cause.describe(),
+                v.outcome.as_str().to_owned(),
+            ]
+        })
+        .collect();
+    table(["VERSION", "WRITTEN", "ORIGIN", "CAUSE", "OUTCOME"], &rows)
 }
 
 /// `stats`: one `key value` line each.

@@ -38,7 +38,7 @@ pub(crate) enum SupervisorCmd {
     StopAll(oneshot::Sender<()>),
 }
 
-fn status_of(report: &Report, version: u64) -> Status {
+fn status_of(report: &Report, (version, started_ms): (u64, u64)) -> Status {
     let (last_exit, last_signal) = match report.exit {
         Some(Exit::Code(c)) => (Some(c), None),
         Some(Exit::Signal(s)) => (None, Some(s)),
@@ -60,6 +60,9 @@ fn status_of(report: &Report, version: u64) -> Status {
             e
         }),
         version,
+        started_ms,
+        // (The node core judges it from the reports.)
+        proven: false,
     }
 }
 
@@ -135,8 +138,9 @@ struct SupervisionTask {
     supervisor: Supervisor,
     self_cmds: mpsc::Sender<SupervisorCmd>,
     statuses: mpsc::Sender<InstanceReport>,
-    /// Spec version each held instance runs, to stamp its reports.
-    versions: HashMap<(String, u32), u64>,
+    /// Spec version each held instance runs and when that instance spec
+    /// first started, to stamp its reports.
+    versions: HashMap<(String, u32), (u64, u64)>,
     /// Each held instance's latest status, to restamp when only the
     /// version changes (a scale).
     last: HashMap<(String, u32), Status>,
@@ -153,7 +157,7 @@ impl SupervisionTask {
     /// Turns a report into a status record; `false` once the table task is gone.
     async fn forward(&mut self, report: &Report) -> bool {
         let key = (report.service.clone(), report.slot);
-        let version = self.versions.get(&key).copied().unwrap_or(0);
+        let version = self.versions.get(&key).copied().unwrap_or((0, 0));
         let status = status_of(report, version);
         self.last.insert(key, status.clone());
         self.send(&report.service, report.slot, status).await
@@ -177,14 +181,16 @@ impl SupervisionTask {
             self.pending.insert(key, (spec, version));
             return;
         }
-        let held_version = self.versions.get(&key).copied();
+        let held = self.versions.get(&key).copied();
+        let held_version = held.map(|(v, _)| v);
         let ended = self.supervisor.has_ended(&spec.name, slot);
         match self.supervisor.spec_of(&spec.name, slot) {
             // Scaling bumps the version without touching the instance.
             Some(running)
-                if same_instance(running, &spec) && (!ended || held_version == Some(version)) =>
+                if running.same_instance(&spec) && (!ended || held_version == Some(version)) =>
             {
-                self.versions.insert(key.clone(), version);
+                let started_ms = held.map_or(0, |(_, at)| at);
+                self.versions.insert(key.clone(), (version, started_ms));
                 // The status says which version runs (`deploy --wait` reads it).
                 if held_version != Some(version)
                     && let Some(mut status) = self.last.get(&key).cloned()
@@ -203,12 +209,13 @@ impl SupervisionTask {
             }
             None => {}
         }
-        self.versions.insert(key, version);
+        let started_ms = ms_of(std::time::SystemTime::now());
+        self.versions.insert(key, (version, started_ms));
         if let Err(e) = self.supervisor.start(spec.clone(), slot) {
             warn!(service = %spec.name, slot, error = %e, "cannot start instance");
             let failed = status_of(
                 &report_now(&spec.name, slot, InstanceState::Failed),
-                version,
+                (version, started_ms),
             );
             self.send(&spec.name, slot, failed).await;
         }
@@ -235,7 +242,7 @@ impl SupervisionTask {
                         since_ms: ms_of(std::time::SystemTime::now()),
                         ..last.clone()
                     },
-                    None => status_of(&report_now(&service, slot, InstanceState::Stopped), 0),
+                    None => status_of(&report_now(&service, slot, InstanceState::Stopped), (0, 0)),
                 };
                 self.send(&service, slot, stopped).await;
                 if let Some((spec, version)) = self.pending.remove(&(service, slot)) {
@@ -243,15 +250,6 @@ impl SupervisionTask {
                 }
             }
         }
-    }
-}
-
-/// Whether an instance running `a` can keep running for `b`: the specs
-/// differ at most in `replicas` (scaling doesn't restart the survivors).
-fn same_instance(a: &ServiceSpec, b: &ServiceSpec) -> bool {
-    a == &ServiceSpec {
-        replicas: a.replicas,
-        ..b.clone()
     }
 }
 

@@ -6,7 +6,7 @@
 //! than the horizon (`now - max_age`, by its timestamp's wall clock) and it
 //! can no longer matter:
 //!
-//! - a tombstone, or the record of a removed service;
+//! - a tombstone, or the record (or the history) of a removed service;
 //! - a claim or a status of a slot that no live service has;
 //! - the status and node records of a node gone for good (not live for
 //!   longer than `max_age`, as the caller observed it).
@@ -60,6 +60,8 @@ fn is_garbage_in(
         (Value::Node(_), Key::Node(node)) => (horizon.gone)(node),
         // A key is kept until it is removed.
         (Value::ClusterKey(_), _) => false,
+        // Kept while the service is, and for `max_age` after its removal.
+        (Value::History(h), _) => h.versions.last().is_none_or(|v| v.spec.is_none()),
         // A value under another kind's key is never admitted; if one is
         // there, nothing reads it.
         _ => true,
@@ -149,6 +151,8 @@ mod tests {
             last_signal: None,
             last_error: None,
             version: 1,
+            started_ms: 0,
+            proven: false,
         })
     }
 
@@ -173,6 +177,7 @@ mod tests {
                 Key::Service("web".into()),
                 Value::Service(ServiceRecord {
                     version: 1,
+                    instance_since: 1,
                     spec: Some(spec),
                 }),
             ),
@@ -180,6 +185,7 @@ mod tests {
                 Key::Service("old".into()),
                 Value::Service(ServiceRecord {
                     version: 2,
+                    instance_since: 2,
                     spec: None,
                 }),
             ),

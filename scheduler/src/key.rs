@@ -7,6 +7,7 @@
 //! | [`Key::Status`] | `status/<node>/<name>/<slot>` | [`crate::record::Status`] |
 //! | [`Key::Node`] | `node/<node>` | [`crate::record::NodeRecord`] |
 //! | [`Key::ClusterKey`] | `key/<fingerprint>` | [`crate::record::KeyRecord`] |
+//! | [`Key::History`] | `hist/<name>` | [`crate::history::History`] |
 //!
 //! A key travels and is stored as its text form, so the table file and the
 //! wire keep the format they had when keys were strings. Parsing is strict:
@@ -39,6 +40,8 @@ pub enum Key {
     Node(Name),
     /// `key/<fingerprint>`: a key of the cluster's keyring.
     ClusterKey(Name),
+    /// `hist/<name>`: a service's last versions.
+    History(Name),
 }
 
 /// A service or node name in a key: shared, so that copying a key (into
@@ -59,6 +62,8 @@ pub enum KeyRef<'a> {
     Node(&'a str),
     /// See [`Key::ClusterKey`].
     ClusterKey(&'a str),
+    /// See [`Key::History`].
+    History(&'a str),
 }
 
 impl KeyRef<'_> {
@@ -69,6 +74,7 @@ impl KeyRef<'_> {
             Self::Status(..) => 2,
             Self::Node(_) => 3,
             Self::ClusterKey(_) => 4,
+            Self::History(_) => 5,
         }
     }
 }
@@ -86,7 +92,8 @@ impl Ord for KeyRef<'_> {
         match (self, other) {
             (Self::Service(a), Self::Service(b))
             | (Self::Node(a), Self::Node(b))
-            | (Self::ClusterKey(a), Self::ClusterKey(b)) => bytes_cmp(a, b),
+            | (Self::ClusterKey(a), Self::ClusterKey(b))
+            | (Self::History(a), Self::History(b)) => bytes_cmp(a, b),
             (Self::Claim(a, x), Self::Claim(b, y)) => bytes_cmp(a, b).then(x.cmp(y)),
             (Self::Status(n, a, x), Self::Status(m, b, y)) => {
                 bytes_cmp(n, m).then_with(|| bytes_cmp(a, b)).then(x.cmp(y))
@@ -141,6 +148,7 @@ impl AsKeyRef for Key {
             Self::Status(node, name, slot) => KeyRef::Status(node, name, *slot),
             Self::Node(node) => KeyRef::Node(node),
             Self::ClusterKey(fingerprint) => KeyRef::ClusterKey(fingerprint),
+            Self::History(name) => KeyRef::History(name),
         }
     }
 }
@@ -220,6 +228,7 @@ impl Key {
     pub fn service(&self) -> Option<&str> {
         match self {
             Self::Service(name) | Self::Claim(name, _) | Self::Status(_, name, _) => Some(name),
+            Self::History(name) => Some(name),
             Self::Node(_) | Self::ClusterKey(_) => None,
         }
     }
@@ -228,7 +237,7 @@ impl Key {
     pub fn slot(&self) -> Option<(&str, u32)> {
         match self {
             Self::Claim(name, slot) | Self::Status(_, name, slot) => Some((name, *slot)),
-            Self::Service(_) | Self::Node(_) | Self::ClusterKey(_) => None,
+            Self::Service(_) | Self::Node(_) | Self::ClusterKey(_) | Self::History(_) => None,
         }
     }
 
@@ -241,6 +250,7 @@ impl Key {
             Self::Status(node, name, slot) => 7 + node.len() + 1 + name.len() + 1 + digits(*slot),
             Self::Node(node) => 5 + node.len(),
             Self::ClusterKey(fingerprint) => 4 + fingerprint.len(),
+            Self::History(name) => 5 + name.len(),
         }
     }
 
@@ -276,6 +286,9 @@ impl Key {
             Self::ClusterKey(fingerprint) => {
                 hasher.write(b"key/").write(fingerprint.as_bytes());
             }
+            Self::History(name) => {
+                hasher.write(b"hist/").write(name.as_bytes());
+            }
         }
     }
 }
@@ -303,6 +316,7 @@ impl fmt::Display for Key {
             Self::Status(node, name, slot) => write!(f, "status/{node}/{name}/{slot}"),
             Self::Node(node) => write!(f, "node/{node}"),
             Self::ClusterKey(fingerprint) => write!(f, "key/{fingerprint}"),
+            Self::History(name) => write!(f, "hist/{name}"),
         }
     }
 }
@@ -352,8 +366,10 @@ impl FromStr for Key {
             name(rest).map(Self::Node)
         } else if let Some(rest) = text.strip_prefix("key/") {
             name(rest).map(Self::ClusterKey)
+        } else if let Some(rest) = text.strip_prefix("hist/") {
+            name(rest).map(Self::History)
         } else {
-            Err("unknown kind (not svc/, claim/, status/, node/ or key/)")
+            Err("unknown kind (not svc/, claim/, status/, node/, key/ or hist/)")
         };
         parsed.map_err(|why| KeyError {
             text: text.chars().take(80).collect(),
@@ -388,6 +404,7 @@ mod tests {
             Key::Status("n-1".into(), "web".into(), 12),
             Key::Node("n_1.zone".into()),
             Key::ClusterKey("0123456789abcdef".into()),
+            Key::History("web".into()),
         ]
     }
 
@@ -436,14 +453,15 @@ mod tests {
             a in "[a-z0-9][a-z0-9._-]{0,20}",
             b in "[A-Za-z0-9._-]{1,20}",
             slot in any::<u32>(),
-            kind in 0..5u8,
+            kind in 0..6u8,
         ) {
             let key = match kind {
                 0 => Key::Service(a.into()),
                 1 => Key::Claim(a.into(), slot),
                 2 => Key::Status(b.into(), a.into(), slot),
                 3 => Key::Node(b.into()),
-                _ => Key::ClusterKey(b.into()),
+                4 => Key::ClusterKey(b.into()),
+                _ => Key::History(a.into()),
             };
             prop_assert_eq!(key.to_string().parse::<Key>().unwrap(), key);
         }
@@ -456,7 +474,7 @@ mod tests {
         }
 
         #[test]
-        fn display_inverts_parse(text in "(svc|claim|status|node|key)/[a-z0-9/+]{0,12}") {
+        fn display_inverts_parse(text in "(svc|claim|status|node|key|hist)/[a-z0-9/+]{0,12}") {
             if let Ok(key) = text.parse::<Key>() {
                 prop_assert_eq!(key.to_string(), text);
             }

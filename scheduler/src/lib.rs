@@ -10,7 +10,8 @@
 //! - [`check`]: health checks, and the rule that makes an instance
 //!   `running` or `unhealthy`.
 //! - [`hlc`]: [`Clock`] and [`Timestamp`].
-//! - [`key`]: [`Key`], typed record keys: `svc/`, `claim/`, `status/`, `node/`.
+//! - [`key`]: [`Key`], typed record keys: `svc/`, `claim/`, `status/`, `node/`, `key/`,
+//!   `hist/`.
 //! - [`record`]: the values stored under them.
 //! - [`table`]: [`Table`], the LWW map, with its merge laws.
 //! - [`digest`]: bucket digests for anti-entropy.
@@ -21,6 +22,9 @@
 //! - [`node`]: [`Node`], the state machine every agent runs: operator
 //!   writes, merges, the reconcile gate, what to broadcast and save.
 //! - [`services_view`]: what `services` and `status` show, from the table.
+//! - [`update`]: rolling updates without a leader: whose turn it is, and
+//!   when an update failed.
+//! - [`history`]: the last versions of each service, and their outcomes.
 //! - [`deploy_wait`]: when `deploy --wait` may say a deploy is done.
 //! - [`hash`]: the stable hash everything that must agree uses.
 #![forbid(unsafe_code)]
@@ -30,6 +34,7 @@ pub mod deploy_wait;
 pub mod digest;
 pub mod gc;
 pub mod hash;
+pub mod history;
 pub mod hlc;
 pub mod key;
 pub mod node;
@@ -41,6 +46,7 @@ pub mod services_view;
 pub mod spec;
 pub mod spec_file;
 pub mod table;
+pub mod update;
 
 pub use digest::Digest;
 pub use hlc::{Clock, Timestamp};

@@ -337,9 +337,11 @@ impl<'a> Candidates<'a> {
             let prefix = slot_hash(&spec.name, slot as u32);
             let shape = self.fitting(spec);
             let fitting = &self.shapes[shape].1;
-            // The best by (holds no slot of the service, under the cap,
+            // The best by (under the cap, holds no slot of the service,
             // under the floor, score): the loop every unowned slot runs
-            // over every node.
+            // over every node. The cap comes first: a node at the cap
+            // declines what it is given (see reconcile), so it must be
+            // given a slot only when every candidate is at the cap.
             let floor = self.floor;
             let mut best: Option<(u8, u64, usize)> = None;
             for &i in fitting {
@@ -347,8 +349,8 @@ impl<'a> Candidates<'a> {
                 if !claim.failed.is_empty() && claim.failed.iter().any(|f| f == c.name) {
                     continue;
                 }
-                let tier = (u8::from(!holds.contains(&i)) << 2)
-                    | (u8::from(c.load < cap) << 1)
+                let tier = (u8::from(c.load < cap) << 2)
+                    | (u8::from(!holds.contains(&i)) << 1)
                     | u8::from(c.load < floor);
                 let score = mix(prefix ^ c.hash);
                 if best.is_none_or(|(t, s, _)| (tier, score) > (t, s)) {
@@ -373,7 +375,12 @@ impl<'a> Index<'a> {
     pub(crate) fn new(table: &'a Table) -> Self {
         let services: Vec<(&ServiceSpec, u64)> = table
             .services()
-            .filter_map(|(_, _, s)| s.spec.as_ref().map(|spec| (spec, s.version)))
+            .filter_map(|(_, _, s)| {
+                s.spec
+                    .as_ref()
+                    .filter(|spec| !spec.stopped)
+                    .map(|spec| (spec, s.version))
+            })
             .collect();
         let mut base = Vec::with_capacity(services.len());
         let mut total = 0;

@@ -37,6 +37,7 @@ use crate::record::{Claim, InstanceState, NodeRecord, Status};
 use crate::services_view::missing_dependency;
 use crate::spec::{EVERY_NODE_SLOT, Partition, ServiceSpec};
 use crate::table::Table;
+use crate::update;
 
 /// Longest a draining node keeps an instance waiting for its replacement.
 pub const DRAIN_TIMEOUT_MS: u64 = 30_000;
@@ -61,6 +62,8 @@ pub enum Reason {
     HandedOver,
     /// At-most-once, and this node no longer sees a majority.
     NoMajority,
+    /// An operator stopped the service (`mob-agent stop`).
+    Stopped,
 }
 
 impl Reason {
@@ -75,6 +78,7 @@ impl Reason {
             Self::Drained => "drained",
             Self::HandedOver => "handed over",
             Self::NoMajority => "no majority in sight (at-most-once)",
+            Self::Stopped => "service stopped",
         }
     }
 }
@@ -116,6 +120,21 @@ pub enum Action {
         slot: u32,
         /// Version of the spec.
         version: u64,
+        /// It replaces a running instance of an older instance spec: a
+        /// step of a rolling update.
+        update: bool,
+    },
+    /// This node's instance of a slot failed the update to instance
+    /// version `since` (see [`crate::update`]).
+    UpdateFailed {
+        /// Service.
+        service: String,
+        /// Slot.
+        slot: u32,
+        /// The instance version that failed.
+        since: u64,
+        /// Why.
+        why: String,
     },
     /// Stop this node's instance of the slot (no-op if none).
     Stop {
@@ -147,6 +166,8 @@ pub enum Scope<'a> {
 struct Slot<'a> {
     spec: &'a ServiceSpec,
     version: u64,
+    /// The service's instance version.
+    since: u64,
     slot: u32,
     owner: Option<&'a str>,
     /// Where placement puts it.
@@ -330,17 +351,19 @@ impl<'a> Run<'a> {
         let here = self.here;
         let fits_here = |spec: &ServiceSpec| here.is_some_and(|r| fits(r, spec));
         for (si, (spec, version)) in index.services.iter().enumerate() {
+            let since = instance_since(table, &spec.name);
             if spec.every_node {
                 let name = spec.name.as_str();
                 let one = EveryNode {
                     spec,
                     version: *version,
+                    since,
                     mine: table
                         .claim(name, EVERY_NODE_SLOT)
                         .filter(|c| c.owner.as_deref() == Some(me)),
                     status: table.status(me, name, EVERY_NODE_SLOT),
                 };
-                decide_every_node(table, self.members, self.here, self.drain, &one, pass);
+                decide_every_node(table, self.members, me, self.here, self.drain, &one, pass);
                 continue;
             }
             let claims = index.slot_claims(si);
@@ -349,6 +372,7 @@ impl<'a> Run<'a> {
                 let one = Slot {
                     spec,
                     version: *version,
+                    since,
                     slot,
                     owner: claim.owner,
                     target,
@@ -446,10 +470,11 @@ impl<'a> Run<'a> {
             let one = EveryNode {
                 spec,
                 version,
+                since: group.since,
                 mine: claim.filter(|c| c.owner.as_deref() == Some(me)),
                 status: status.map(|(_, s)| s),
             };
-            decide_every_node(table, self.members, self.here, self.drain, &one, pass);
+            decide_every_node(table, self.members, me, self.here, self.drain, &one, pass);
             return;
         }
         let Some((spec, version)) = group.live.filter(|(spec, _)| slot < spec.replicas) else {
@@ -484,6 +509,7 @@ impl<'a> Run<'a> {
         let one = Slot {
             spec,
             version,
+            since: group.since,
             slot,
             owner: claim.owner,
             target: *target,
@@ -504,6 +530,8 @@ struct Group<'a> {
     service: Option<Name>,
     /// The live spec and version.
     live: Option<(&'a ServiceSpec, u64)>,
+    /// Its instance version.
+    since: u64,
     /// Whether this node's record fits the spec.
     fits_here: bool,
     /// Each slot's claim, target and whether it is open.
@@ -512,9 +540,12 @@ struct Group<'a> {
 
 impl<'a> Group<'a> {
     fn new(table: &'a Table, here: Option<&NodeRecord>, service: Name) -> Self {
-        let live = table.live_service(&service);
+        let live = table
+            .live_service(&service)
+            .filter(|(spec, _)| !spec.stopped);
         Self {
             live,
+            since: instance_since(table, &service),
             fits_here: live.is_some_and(|(spec, _)| here.is_some_and(|r| fits(r, spec))),
             targets: None,
             service: Some(service),
@@ -531,6 +562,85 @@ fn runs_elsewhere(table: &Table, members: &Members, me: &str, service: &str, slo
                 .status(node, service, slot)
                 .is_some_and(|s| s.state.is_active())
     })
+}
+
+/// The instance version of a live service.
+fn instance_since(table: &Table, name: &str) -> u64 {
+    table.service(name).map_or(0, |r| r.instance_since)
+}
+
+/// Starts a slot this node owns (a no-op for the supervisor when it runs
+/// already): at once, unless it replaces a running instance of an older
+/// instance spec, which waits for its `turn` of the rolling update. And
+/// judges how the instance fares on the new version.
+#[allow(clippy::too_many_arguments)]
+fn start(
+    table: &Table,
+    spec: &ServiceSpec,
+    slot: u32,
+    version: u64,
+    since: u64,
+    status: Option<&Status>,
+    turn: impl FnOnce() -> update::Turn,
+    now: u64,
+    pass: &mut Pass,
+) {
+    let name = spec.name.as_str();
+    let retry = |pass: &mut Pass, at: u64| {
+        pass.retry_at = Some(pass.retry_at.map_or(at, |r| r.min(at)));
+    };
+    let replaces = status
+        .is_some_and(|s| s.state == InstanceState::Running && !update::runs_version(s, since));
+    if replaces {
+        match turn() {
+            update::Turn::Go => {}
+            update::Turn::Wait(at) => {
+                if let Some(at) = at {
+                    retry(pass, at);
+                }
+                return;
+            }
+        }
+    }
+    if let Some(status) = status {
+        judge(table, spec, slot, since, status, now, pass);
+    }
+    pass.actions.push(Action::Start {
+        service: name.to_owned(),
+        slot,
+        version,
+        update: replaces,
+    });
+}
+
+/// Judges how this node's instance fares on the instance version: a
+/// failure of an update (not of a first deploy) is an action, a deadline
+/// to come a time to decide again.
+fn judge(
+    table: &Table,
+    spec: &ServiceSpec,
+    slot: u32,
+    since: u64,
+    status: &Status,
+    now: u64,
+    pass: &mut Pass,
+) {
+    match update::progress(spec, since, status, now) {
+        update::Progress::Settled => {}
+        update::Progress::Pending(at) => {
+            pass.retry_at = Some(pass.retry_at.map_or(at, |r| r.min(at)));
+        }
+        update::Progress::Failed(why) => {
+            if update::is_update(table, &spec.name, since) {
+                pass.actions.push(Action::UpdateFailed {
+                    service: spec.name.clone(),
+                    slot,
+                    since,
+                    why,
+                });
+            }
+        }
+    }
 }
 
 /// The rule for one live slot.
@@ -565,6 +675,9 @@ fn decide(
             .status
             .is_some_and(|s| s.state == InstanceState::Failed && s.version == version);
         if failed_here {
+            if let Some(status) = one.status {
+                judge(table, one.spec, slot, one.since, status, drain.now_ms, pass);
+            }
             let mut failed_on = one.failed.to_vec();
             failed_on.push(me.to_owned());
             release(failed_on, Reason::Failed, &mut pass.actions);
@@ -599,11 +712,18 @@ fn decide(
                 }
             }
             if missing_dependency(table, members, one.spec).is_none() {
-                pass.actions.push(Action::Start {
-                    service: name.to_owned(),
+                let turn = || update::turn(table, members, one.spec, one.since, slot, drain.now_ms);
+                start(
+                    table,
+                    one.spec,
                     slot,
                     version,
-                });
+                    one.since,
+                    one.status,
+                    turn,
+                    drain.now_ms,
+                    pass,
+                );
             }
         } else if !drain.on {
             release(one.failed.to_vec(), Reason::Ineligible, &mut pass.actions);
@@ -674,6 +794,7 @@ fn decide(
 struct EveryNode<'a> {
     spec: &'a ServiceSpec,
     version: u64,
+    since: u64,
     /// A claim of this node on the slot's number, left from a version
     /// with counted replicas.
     mine: Option<&'a Claim>,
@@ -685,6 +806,7 @@ struct EveryNode<'a> {
 fn decide_every_node(
     table: &Table,
     members: &Members,
+    me: &str,
     here: Option<&NodeRecord>,
     drain: Drain,
     one: &EveryNode<'_>,
@@ -707,11 +829,19 @@ fn decide_every_node(
             .status
             .is_some_and(|s| s.state == InstanceState::Failed && s.version == version);
         if !failed && missing_dependency(table, members, one.spec).is_none() {
-            pass.actions.push(Action::Start {
-                service: name.to_owned(),
+            let turn =
+                || update::turn_every_node(table, members, one.spec, one.since, me, drain.now_ms);
+            start(
+                table,
+                one.spec,
                 slot,
                 version,
-            });
+                one.since,
+                one.status,
+                turn,
+                drain.now_ms,
+                pass,
+            );
         }
     } else if active {
         pass.actions.push(Action::Stop {
@@ -737,10 +867,10 @@ fn decide_gone(
     status: Option<(&Key, &Status)>,
     out: &mut Vec<Action>,
 ) {
-    let reason = if table.live_service(service).is_some() {
-        Reason::ScaledDown
-    } else {
-        Reason::Removed
+    let reason = match table.live_service(service) {
+        Some((spec, _)) if spec.stopped => Reason::Stopped,
+        Some(_) => Reason::ScaledDown,
+        None => Reason::Removed,
     };
     if let Some(c) = mine {
         out.push(Action::Release {

@@ -8,12 +8,14 @@
 //! | `status/<node>/<name>/<slot>` | [`Status`] | the owner only |
 //! | `node/<node>` | [`NodeRecord`] | that node only |
 //! | `key/<fingerprint>` | [`KeyRecord`] (or removed) | any node (CLI) |
+//! | `hist/<name>` | [`History`] | whoever writes `svc/<name>` |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::history::History;
 use crate::hlc::Timestamp;
 use crate::key::Key;
 use crate::spec::{ProviderKind, ServiceSpec};
@@ -44,6 +46,7 @@ impl Value {
                 | (Key::Status(..), Value::Status(_) | Value::Tombstone)
                 | (Key::Node(_), Value::Node(_) | Value::Tombstone)
                 | (Key::ClusterKey(_), Value::ClusterKey(_) | Value::Tombstone)
+                | (Key::History(_), Value::History(_) | Value::Tombstone)
         )
     }
 }
@@ -62,9 +65,11 @@ pub enum Value {
     /// A deleted record of any other kind (kept until garbage-collected so
     /// the deletion wins over older copies).
     Tombstone,
-    /// `key/` (last: the variants before keep their numbers on the wire
-    /// and in the table file).
+    /// `key/` (the variants before keep their numbers on the wire and in
+    /// the table file).
     ClusterKey(KeyRecord),
+    /// `hist/`.
+    History(History),
 }
 
 /// A service, or the tombstone of a removed one.
@@ -74,6 +79,11 @@ pub struct ServiceRecord {
     pub version: u64,
     /// The spec; `None` once removed.
     pub spec: Option<ServiceSpec>,
+    /// The first version whose instance spec its instances run now: a
+    /// change that doesn't reach the process (a scale, a new update
+    /// policy) keeps it, so a status at or after it is up to date (see
+    /// [`crate::update`]).
+    pub instance_since: u64,
 }
 
 /// Who owns a slot.
@@ -154,6 +164,12 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Version of the service spec the instance runs.
     pub version: u64,
+    /// When (unix ms) this node first started an instance of this
+    /// instance spec for the slot (restarts by policy keep it).
+    pub started_ms: u64,
+    /// The instance ran healthy for the update's `min_healthy_time` since
+    /// `started_ms` (kept by the node core from the reports).
+    pub proven: bool,
 }
 
 /// Longest [`Status::last_error`] kept in the table.

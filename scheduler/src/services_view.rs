@@ -82,7 +82,9 @@ pub fn services(table: &Table, members: &Members) -> Vec<ServiceView> {
                 every_node: spec.every_node,
                 version: service.version,
                 origin: record.ts.node.clone(),
-                slots: if spec.every_node {
+                slots: if spec.stopped {
+                    Vec::new()
+                } else if spec.every_node {
                     every_node_slots(table, members, spec)
                 } else {
                     (0..spec.replicas)
@@ -97,7 +99,7 @@ pub fn services(table: &Table, members: &Members) -> Vec<ServiceView> {
 
 /// Whether some slot of `service` is running on its live owner.
 pub fn is_running_somewhere(table: &Table, members: &Members, service: &str) -> bool {
-    let Some((spec, _)) = table.live_service(service) else {
+    let Some((spec, _)) = table.live_service(service).filter(|(s, _)| !s.stopped) else {
         return false;
     };
     let runs_on = |node: &str, slot: u32| {

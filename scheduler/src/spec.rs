@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::check::Check;
+use crate::update::UpdatePolicy;
 
 /// Most replicas a service may ask for.
 pub const MAX_REPLICAS: u32 = 1000;
@@ -56,6 +57,13 @@ pub struct ServiceSpec {
     pub inherit_env: bool,
     /// How an instance shows it is healthy; none: up is running.
     pub check: Option<Box<Check>>,
+    /// How a new version replaces the running instances.
+    pub update: UpdatePolicy,
+    /// Kept in the table, but no instance runs (`mob-agent stop`).
+    pub stopped: bool,
+    /// Bumped by `mob-agent restart`: a new generation is a new instance
+    /// spec, so the slots restart by the update policy.
+    pub generation: u64,
 }
 
 /// The slot number every node's instance of an every-node service has:
@@ -277,10 +285,37 @@ impl ServiceSpec {
         self.rebalance && self.partition == Partition::Available
     }
 
+    /// Whether an instance running `self` can keep running for `other`:
+    /// they differ at most in what doesn't reach the process (replicas,
+    /// the update policy, placement, dependencies, partition mode), so a
+    /// scale or a new update policy restarts nothing.
+    pub fn same_instance(&self, other: &ServiceSpec) -> bool {
+        let with_ours = ServiceSpec {
+            replicas: self.replicas,
+            every_node: self.every_node,
+            partition: self.partition,
+            depends_on: self.depends_on.clone(),
+            constraints: self.constraints.clone(),
+            rebalance: self.rebalance,
+            update: self.update,
+            stopped: self.stopped,
+            ..other.clone()
+        };
+        *self == with_ours
+    }
+
+    /// Number of slots it has now: none while stopped.
+    pub fn live_replicas(&self) -> u32 {
+        if self.stopped { 0 } else { self.replicas }
+    }
+
     /// Whether `slot` is one of its slots: below `replicas`, or, of an
-    /// every-node service, [`EVERY_NODE_SLOT`] (of each node).
+    /// every-node service, [`EVERY_NODE_SLOT`] (of each node); none while
+    /// stopped.
     pub fn has_slot(&self, slot: u32) -> bool {
-        if self.every_node {
+        if self.stopped {
+            false
+        } else if self.every_node {
             slot == EVERY_NODE_SLOT
         } else {
             slot < self.replicas
@@ -317,6 +352,9 @@ impl ServiceSpec {
                 .validate()
                 .map_err(|(field, m)| err(&format!("check.{field}"), m))?;
         }
+        self.update
+            .validate()
+            .map_err(|(field, m)| err(&format!("update.{field}"), m))?;
         match &self.params {
             Params::Exec { command, .. } if command.is_empty() || command[0].is_empty() => {
                 return Err(err("params.command", "is missing or empty".into()));
@@ -475,6 +513,9 @@ mod tests {
             rebalance: true,
             inherit_env: false,
             check: None,
+            update: UpdatePolicy::default(),
+            stopped: false,
+            generation: 0,
         }
     }
 

@@ -15,6 +15,7 @@ use crate::check::{
 use crate::spec::{
     Constraints, Params, Partition, ProviderKind, RestartPolicy, ServiceSpec, SpecError,
 };
+use crate::update::UpdatePolicy;
 
 /// Defaults of optional fields.
 const DEFAULT_MAX_RESTARTS: u32 = 5;
@@ -54,11 +55,76 @@ struct RawSpec {
     inherit_env: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     check: Option<RawCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    update: Option<RawUpdate>,
     #[serde(default)]
     params: BTreeMap<String, ParamValue>,
 }
 
 /// `[check]` as written: exactly one of `http`, `tcp`, `command`.
+/// `[update]` as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_parallel: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min_healthy_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    healthy_deadline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auto_revert: Option<bool>,
+}
+
+impl RawUpdate {
+    fn into_policy(self, service: &str) -> Result<UpdatePolicy, SpecError> {
+        let default = UpdatePolicy::default();
+        let field = |f: &str| format!("update.{f}");
+        let max_parallel = match self.max_parallel {
+            None => default.max_parallel,
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| *n <= crate::spec::MAX_REPLICAS)
+                .ok_or_else(|| {
+                    SpecError::new(
+                        service,
+                        &field("max_parallel"),
+                        format!(
+                            "{n} is out of range 0..={} (0: all at once)",
+                            crate::spec::MAX_REPLICAS
+                        ),
+                    )
+                })?,
+        };
+        Ok(UpdatePolicy {
+            max_parallel,
+            min_healthy_time: duration(
+                service,
+                &field("min_healthy_time"),
+                self.min_healthy_time.as_ref(),
+                default.min_healthy_time,
+            )?,
+            healthy_deadline: duration(
+                service,
+                &field("healthy_deadline"),
+                self.healthy_deadline.as_ref(),
+                default.healthy_deadline,
+            )?,
+            auto_revert: self.auto_revert.unwrap_or(default.auto_revert),
+        })
+    }
+
+    fn from_policy(policy: &UpdatePolicy) -> Option<Self> {
+        let ms = |d: Duration| Some(format!("{}ms", d.as_millis()));
+        (*policy != UpdatePolicy::default()).then(|| Self {
+            max_parallel: Some(i64::from(policy.max_parallel)),
+            min_healthy_time: ms(policy.min_healthy_time),
+            healthy_deadline: ms(policy.healthy_deadline),
+            auto_revert: Some(policy.auto_revert),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCheck {
@@ -277,6 +343,11 @@ pub fn to_toml(specs: &[ServiceSpec]) -> Result<String, SpecError> {
     toml::to_string(&File { services: &raws }).map_err(|e| parse_error("(toml)", e))
 }
 
+/// One spec as the JSON value [`parse_specs`] reads back.
+pub fn to_json_value(spec: &ServiceSpec) -> serde_json::Value {
+    serde_json::to_value(RawSpec::from_spec(spec)).unwrap_or_default()
+}
+
 /// Renders specs as a JSON array that [`parse_specs`] reads back.
 pub fn to_json(specs: &[ServiceSpec]) -> String {
     let raws: Vec<RawSpec> = specs.iter().map(RawSpec::from_spec).collect();
@@ -403,6 +474,13 @@ impl RawSpec {
                 .check
                 .map(|c| c.into_check(&name).map(Box::new))
                 .transpose()?,
+            update: self
+                .update
+                .map(|u| u.into_policy(&name))
+                .transpose()?
+                .unwrap_or_default(),
+            stopped: false,
+            generation: 0,
             name: self.name,
         };
         spec.validate()?;
@@ -466,6 +544,7 @@ impl RawSpec {
             rebalance: (!spec.rebalance).then_some(false),
             inherit_env: spec.inherit_env.then_some(true),
             check: spec.check.as_deref().map(RawCheck::from_check),
+            update: RawUpdate::from_policy(&spec.update),
             params,
         }
     }

@@ -206,7 +206,7 @@ fn count(loads: &mut BTreeMap<String, usize>, live_slots: &mut usize, record: &R
         Value::Service(ServiceRecord {
             spec: Some(spec), ..
         }) => {
-            let n = spec.replicas as usize;
+            let n = spec.live_replicas() as usize;
             *live_slots = if add {
                 live_slots.saturating_add(n)
             } else {
@@ -439,6 +439,14 @@ impl Table {
     pub fn service(&self, name: &str) -> Option<&ServiceRecord> {
         match self.get_ref(KeyRef::Service(name)).map(|r| &r.value) {
             Some(Value::Service(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The kept versions of `name`.
+    pub fn history(&self, name: &str) -> Option<&crate::history::History> {
+        match self.get_ref(KeyRef::History(name)).map(|r| &r.value) {
+            Some(Value::History(h)) => Some(h),
             _ => None,
         }
     }

@@ -86,6 +86,9 @@ fn spec() -> impl Strategy<Value = ServiceSpec> {
                 rebalance: env.len() % 2 == 0,
                 inherit_env: max_restarts % 2 == 0,
                 check: None,
+                update: Default::default(),
+                stopped: false,
+                generation: 0,
                 env,
             },
         )
@@ -112,10 +115,12 @@ fn record() -> impl Strategy<Value = (Key, Record)> {
         Just(Value::Tombstone),
         (0u64..3).prop_map(|version| Value::Service(ServiceRecord {
             version,
+            instance_since: version,
             spec: None
         })),
         (0u64..3, spec()).prop_map(|(version, s)| Value::Service(ServiceRecord {
             version,
+            instance_since: version,
             spec: Some(s)
         })),
         prop::option::of(prop_oneof![Just("n1".to_string()), Just("n2".to_string())]).prop_map(
@@ -234,6 +239,7 @@ fn a_stale_write_never_wins() {
     let mut t = Table::new();
     let live = Value::Service(ServiceRecord {
         version: 2,
+        instance_since: 2,
         spec: None,
     });
     assert!(t.apply(

@@ -66,6 +66,7 @@ impl World {
             service_key(&spec.name.clone()),
             Value::Service(ServiceRecord {
                 version,
+                instance_since: version,
                 spec: Some(spec),
             }),
         );
@@ -92,6 +93,8 @@ impl World {
             last_signal: None,
             last_error: None,
             version: 1,
+            started_ms: 0,
+            proven: false,
         };
         self.put(status_key(node, service, slot), Value::Status(status));
     }
@@ -318,6 +321,7 @@ fn names_of(actions: &[Action]) -> Vec<String> {
                 reason,
             } => format!("stop {service}/{slot} {reason:?}"),
             Action::ForgetStatus { key } => format!("forget {key}"),
+            Action::UpdateFailed { service, slot, .. } => format!("update failed {service}/{slot}"),
         })
         .collect()
 }
@@ -351,6 +355,7 @@ fn a_lone_node_claims_starts_and_releases() {
         service_key("web"),
         Value::Service(ServiceRecord {
             version: 2,
+            instance_since: 2,
             spec: None,
         }),
     );

@@ -40,7 +40,7 @@ use mob_scheduler::node::{
 use mob_scheduler::placement::{LOAD_FACTOR, fits};
 use mob_scheduler::quorum::Detection;
 use mob_scheduler::record::{InstanceState, Status, Value};
-use mob_scheduler::spec::{EVERY_NODE_SLOT, Partition, ProviderKind};
+use mob_scheduler::spec::{EVERY_NODE_SLOT, Partition, ProviderKind, ServiceSpec};
 use mob_scheduler::spec_file::parse_specs;
 use mob_scheduler::{Key, Node, Records, Table};
 use rand::rngs::SmallRng;
@@ -57,12 +57,20 @@ const AE_PERIOD_MS: u64 = 2_000;
 const REBALANCE_MS: u64 = 100;
 
 /// An instance in the supervisor model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Instance {
     version: u64,
+    /// What it runs: a start of a spec that is not the same instance
+    /// replaces it.
+    spec: Box<ServiceSpec>,
     running: bool,
     /// Ended for good; a start of the same version doesn't revive it.
     failed: bool,
+    /// When this instance spec first started (the status's `started_ms`).
+    started_ms: u64,
+    /// Stopped to run a new instance spec, and not up again yet: down for
+    /// a rolling update.
+    replacing: bool,
 }
 
 struct Host {
@@ -150,6 +158,12 @@ struct Sim {
     clash: Option<String>,
     /// At-most-once services: never two instances of one slot, at any step.
     once: BTreeSet<String>,
+    /// Services updated by rolling updates, with their `max_parallel`:
+    /// never more slots down for the update at once.
+    rolling: BTreeMap<String, u32>,
+    /// The most slots of a rolling service seen down for its update at
+    /// once, by service.
+    rolling_down: BTreeMap<String, usize>,
     /// Membership as SWIM sees it, slowly (else at once and symmetric).
     lagged: Option<Lagged>,
     violations: Vec<String>,
@@ -263,6 +277,8 @@ impl Sim {
             replies: BTreeMap::new(),
             clash: None,
             once: BTreeSet::new(),
+            rolling: BTreeMap::new(),
+            rolling_down: BTreeMap::new(),
             lagged: None,
             violations: Vec::new(),
             topology: 1,
@@ -389,10 +405,34 @@ impl Sim {
                 version,
             } => {
                 let key = (spec.name.clone(), slot);
+                let started_ms = now(self.tick);
+                // What the node knew when it decided: an instance whose
+                // restart raced with this start (its running report not
+                // in yet) was down as far as the node could tell.
+                let known_running = self.hosts[i].node.as_ref().is_some_and(|n| {
+                    n.table()
+                        .status(&self.hosts[i].name, &key.0, slot)
+                        .is_some_and(|s| s.state == InstanceState::Running)
+                });
                 match self.hosts[i].instances.get_mut(&key) {
                     Some(inst) if inst.version == version => {}
+                    Some(inst) if !inst.spec.same_instance(&spec) => {
+                        // A new instance spec: the old one stops, the new
+                        // one starts. If the old one ran, this is a step
+                        // of a rolling update (else it was down already).
+                        *inst = Instance {
+                            version,
+                            spec,
+                            running: false,
+                            failed: false,
+                            started_ms,
+                            replacing: inst.running && known_running,
+                        };
+                        self.report(i, &key, InstanceState::Starting, version);
+                        self.up_later(i, key, version, 2);
+                    }
                     Some(inst) => {
-                        // Only scaling bumps versions here: restamp.
+                        // A scale: restamp.
                         inst.version = version;
                         let state = if inst.running {
                             InstanceState::Running
@@ -406,8 +446,11 @@ impl Sim {
                             key.clone(),
                             Instance {
                                 version,
+                                spec,
                                 running: false,
                                 failed: false,
+                                started_ms,
+                                replacing: false,
                             },
                         );
                         self.report(i, &key, InstanceState::Starting, version);
@@ -472,6 +515,10 @@ impl Sim {
 
     /// The supervisor's report of an instance, delivered this tick.
     fn report(&mut self, i: usize, key: &(String, u32), state: InstanceState, version: u64) {
+        let started_ms = self.hosts[i]
+            .instances
+            .get(key)
+            .map_or(0, |inst| inst.started_ms);
         let status = Status {
             state,
             pid: state.is_active().then_some(1),
@@ -481,6 +528,8 @@ impl Sim {
             last_signal: None,
             last_error: None,
             version,
+            started_ms,
+            proven: false,
         };
         let input = Input::Instance(InstanceReport {
             service: key.0.clone(),
@@ -690,6 +739,7 @@ impl Sim {
                         && !inst.failed
                     {
                         inst.running = true;
+                        inst.replacing = false;
                         self.report(host, &key, InstanceState::Running, version);
                     }
                 }
@@ -738,6 +788,52 @@ impl Sim {
         }
         self.check_collected();
         self.check_at_most_once();
+        self.check_rolling();
+    }
+
+    /// No more than `max_parallel` slots of a service are down for its
+    /// update at once: an instance stopped for a new instance spec is not
+    /// up again yet, and no other instance of the slot runs anywhere.
+    fn check_rolling(&mut self) {
+        if self.rolling.is_empty() {
+            return;
+        }
+        let live = || self.hosts.iter().filter(|h| h.node.is_some());
+        let mut slots: BTreeSet<(&str, u32)> = BTreeSet::new();
+        for h in live() {
+            for ((service, slot), inst) in &h.instances {
+                if !inst.replacing || inst.running || !self.rolling.contains_key(service) {
+                    continue;
+                }
+                let elsewhere = live().any(|other| {
+                    other
+                        .instances
+                        .get(&(service.clone(), *slot))
+                        .is_some_and(|i| i.running)
+                });
+                if !elsewhere {
+                    slots.insert((service.as_str(), *slot));
+                }
+            }
+        }
+        let listed = format!("{slots:?}");
+        let mut down: BTreeMap<&str, usize> = BTreeMap::new();
+        for (service, _) in slots {
+            *down.entry(service).or_default() += 1;
+        }
+        for (service, n) in down {
+            let most = self.rolling_down.entry(service.to_owned()).or_default();
+            *most = (*most).max(n);
+            let max_parallel = self.rolling[service] as usize;
+            // (0: all at once.)
+            if max_parallel > 0 && n > max_parallel {
+                let v = format!(
+                    "T{t} {n} slots of {service} are down for its update at once (max_parallel {max_parallel}): {listed}",
+                    t = self.tick
+                );
+                self.violations.push(v);
+            }
+        }
     }
 
     /// No slot of an at-most-once service has two instances (starting,
@@ -1018,7 +1114,10 @@ impl Sim {
                     _ => None,
                 };
                 let Some(owner) = owner else {
-                    return Some(format!("{name}/{slot} has no owner"));
+                    return Some(format!(
+                        "{name}/{slot} has no owner: {:?}",
+                        reference.claim(name, slot)
+                    ));
                 };
                 let seen = match records.get(owner) {
                     Some(seen) => Some(*seen),
@@ -1037,6 +1136,20 @@ impl Sim {
                 }
                 if !running.contains(&(idx, name, slot)) {
                     return Some(format!("{name}/{slot} is not running on its owner {owner}"));
+                }
+                // An update ended on one version: the owner runs the
+                // service's instance spec.
+                if self.rolling.contains_key(name) {
+                    let runs = self.hosts[idx]
+                        .instances
+                        .get(&(name.to_owned(), slot))
+                        .map_or(0, |inst| inst.version);
+                    if runs < service.instance_since {
+                        return Some(format!(
+                            "{name}/{slot} runs version {runs} on {owner}, not the instance version {}",
+                            service.instance_since
+                        ));
+                    }
                 }
                 // And the owner knows it (its report arrived): until then
                 // it would not hand the slot over, and may just after.
@@ -1599,6 +1712,88 @@ fn at_most_once_slots_never_run_twice_with_slow_detection() {
         env_or("MOB_SIM_ROUNDS", 3),
         true,
     );
+}
+
+/// A service updated by rolling updates: `replicas` slots, `max_parallel`
+/// at a time, healthy 300 ms (3 ticks) before the next goes; `round`
+/// tells its versions apart.
+fn rolling_spec_json(name: &str, replicas: u32, max_parallel: u32, round: usize) -> String {
+    format!(
+        r#"{{"name":"{name}","provider":"exec","replicas":{replicas},"env":{{"ROUND":"{round}"}},"update":{{"max_parallel":{max_parallel},"min_healthy_time":"300ms","healthy_deadline":"60s"}},"params":{{"command":"x"}}}}"#
+    )
+}
+
+/// Rolling updates under partitions, a crash and restart with the saved
+/// table, instance crashes and message loss: never more than
+/// `max_parallel` slots of a service down for the update at any step, and
+/// after each heal every slot runs the service's instance version.
+fn rolling(seed: u64) -> BTreeMap<String, usize> {
+    const NODES: usize = 5;
+    let victim = 1 + seed as usize % (NODES - 1);
+    let mut sim = Sim::new(seed, NODES, 0.05, &BTreeSet::from([victim]));
+    let services = [("roll-one", 4, 1), ("roll-two", 6, 2), ("roll-all", 3, 0)];
+    let deploy = |sim: &mut Sim, round: usize| {
+        let text = format!(
+            "[{}]",
+            services
+                .iter()
+                .map(|(name, replicas, parallel)| rolling_spec_json(
+                    name, *replicas, *parallel, round
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let from = (0..NODES).find(|i| sim.up(*i)).unwrap_or(0);
+        let id = sim.request(from, Request::Deploy(parse_specs(&text).unwrap()));
+        for _ in 0..3 {
+            sim.step(false);
+        }
+        assert!(
+            matches!(sim.replies.get(&id), Some(Reply::Deployed(Ok(_)))),
+            "seed {seed}: round {round}'s deploy was not acknowledged: {:?}",
+            sim.replies.get(&id)
+        );
+    };
+    for (name, _, parallel) in services {
+        sim.rolling.insert(name.to_owned(), parallel);
+    }
+    let expected: BTreeSet<String> = services.iter().map(|(n, ..)| n.to_string()).collect();
+    deploy(&mut sim, 0);
+    sim.converge(seed, 0, &expected, false);
+    for round in 1..=4 {
+        deploy(&mut sim, round);
+        match round % 4 {
+            1 => sim.partition(2),
+            2 => sim.crash(victim),
+            _ => {}
+        }
+        for _ in 0..15 {
+            sim.step(true);
+        }
+        if !sim.up(victim) {
+            sim.restart(victim, seed * 31 + round as u64);
+        }
+        sim.heal();
+        sim.converge(seed, round, &expected, false);
+    }
+    sim.rolling_down
+}
+
+#[test]
+fn rolling_updates_take_max_parallel_slots_at_a_time_and_end_on_one_version() {
+    let seeds = env_or("MOB_SIM_SEEDS", 40) as u64;
+    let mut most: BTreeMap<String, usize> = BTreeMap::new();
+    for seed in 0..seeds {
+        for (service, n) in rolling(seed) {
+            let m = most.entry(service).or_default();
+            *m = (*m).max(n);
+        }
+    }
+    // The rollouts happened: slots went down for them (all at once for
+    // max_parallel 0), and never more than allowed (checked per step).
+    assert_eq!(most.get("roll-one"), Some(&1), "{most:?}");
+    assert_eq!(most.get("roll-two"), Some(&2), "{most:?}");
+    assert!(most.get("roll-all").is_some_and(|n| *n >= 2), "{most:?}");
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use mob_scheduler::ServiceSpec;
+use mob_scheduler::history::History;
 use mob_scheduler::node::Deployed;
 use mob_scheduler::node::keyring::KeyView;
 use mob_scheduler::services_view::ServiceView;
@@ -15,7 +16,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use super::protocol::{
     KeysRequest, MAX_FRAME, MemberReport, PROTOCOL_VERSION, Request, RequestBody, Response,
-    StatsReport,
+    StatsReport, Verb,
 };
 use crate::log_service::LogRequest;
 
@@ -93,6 +94,17 @@ impl Client {
     /// Sets a service's replicas; the version written.
     pub(crate) async fn scale(&self, name: String, replicas: u32) -> Result<u64, ClientError> {
         expect!(self.request(RequestBody::Scale(name, replicas)).await?, Response::Written(v) => v)
+    }
+
+    /// Stops, starts, restarts or rolls back a service; the version
+    /// written.
+    pub(crate) async fn verb(&self, name: String, verb: Verb) -> Result<u64, ClientError> {
+        expect!(self.request(RequestBody::Verb(name, verb)).await?, Response::Written(v) => v)
+    }
+
+    /// A service's kept versions.
+    pub(crate) async fn history(&self, name: String) -> Result<Option<History>, ClientError> {
+        expect!(self.request(RequestBody::History(name)).await?, Response::History(h) => h)
     }
 
     /// Every live service with its slots.

@@ -3,6 +3,7 @@
 
 use mob_membership::{MemberView, StatsSnapshot};
 use mob_scheduler::ServiceSpec;
+use mob_scheduler::history::History;
 use mob_scheduler::services_view::ServiceView;
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +12,7 @@ use mob_scheduler::node::Deployed;
 use mob_scheduler::node::keyring::KeyView;
 
 /// Bumped on every incompatible change of [`Request`] or [`Response`].
-pub(crate) const PROTOCOL_VERSION: u16 = 7;
+pub(crate) const PROTOCOL_VERSION: u16 = 8;
 /// Largest control frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 16 * 1024 * 1024;
 
@@ -38,6 +39,10 @@ pub(crate) enum RequestBody {
     Remove(String),
     /// Set a service's replicas.
     Scale(String, u32),
+    /// `stop`, `start`, `restart` or `rollback` of a service.
+    Verb(String, Verb),
+    /// A service's kept versions.
+    History(String),
     /// Every live service with its slots.
     Services,
     /// Mark this node draining (`true`) or eligible again (`false`).
@@ -47,6 +52,19 @@ pub(crate) enum RequestBody {
     /// Log lines of an instance: answered by `LogLines` frames, then
     /// `LogEnd` (never, when following, until the client hangs up).
     Logs(LogRequest),
+}
+
+/// A verb on one service that writes a new version of it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum Verb {
+    /// Stop every instance, keep the spec.
+    Stop,
+    /// Run a stopped service again.
+    Start,
+    /// Restart every instance by the update policy.
+    Restart,
+    /// Write a kept version (by default the previous one) again.
+    Rollback(Option<u64>),
 }
 
 /// What `keys` asks.
@@ -83,10 +101,13 @@ pub(crate) enum Response {
     Stats(StatsReport),
     /// See [`RequestBody::Deploy`]: per service, the version written.
     Deployed(Vec<Deployed>),
-    /// See [`RequestBody::Remove`] and [`RequestBody::Scale`]: the version written.
+    /// See [`RequestBody::Remove`], [`RequestBody::Scale`] and
+    /// [`RequestBody::Verb`]: the version written.
     Written(u64),
     /// See [`RequestBody::Services`].
     Services(Vec<ServiceView>),
+    /// See [`RequestBody::History`]; `None`: no versions kept.
+    History(Option<History>),
     /// See [`KeysRequest::List`]: the live members, and the keys.
     Keys(Vec<String>, Vec<KeyView>),
     /// Done.

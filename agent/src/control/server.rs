@@ -21,7 +21,7 @@ use crate::replication::handle::{Stopped, TableHandle};
 
 use super::protocol::{
     KeysRequest, MAX_FRAME, MemberReport, PROTOCOL_VERSION, Request, RequestBody, Response,
-    StatsReport,
+    StatsReport, Verb,
 };
 
 /// Control connections open at once (each a task and a descriptor).
@@ -176,6 +176,18 @@ async fn answer(body: RequestBody, state: &ControlState) -> Response {
         RequestBody::Scale(name, replicas) => write(node::Request::Scale(name, replicas))
             .await
             .map(response),
+        RequestBody::Verb(name, verb) => write(match verb {
+            Verb::Stop => node::Request::Stop(name),
+            Verb::Start => node::Request::Start(name),
+            Verb::Restart => node::Request::Restart(name),
+            Verb::Rollback(to) => node::Request::Rollback(name, to),
+        })
+        .await
+        .map(response),
+        RequestBody::History(name) => table
+            .read(move |n| n.table().history(&name).cloned())
+            .await
+            .map(Response::History),
         RequestBody::Services => table
             .read(|n| services_view::services(n.table(), n.members()))
             .await

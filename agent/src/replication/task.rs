@@ -242,7 +242,7 @@ impl TableTask {
             } => {
                 let service = spec.name.clone();
                 let start = SupervisorCmd::Start {
-                    spec: Box::new(spec),
+                    spec,
                     slot,
                     version,
                 };
@@ -349,6 +349,24 @@ fn log_event(node: &str, event: Event) {
         Event::SlotLost { service, slot } => {
             info!(service = %service, slot, node, reason = "owned by another node", "slot lost")
         }
+        Event::UpdateProgressed {
+            service,
+            version,
+            slot,
+        } => info!(service = %service, version, slot, node, "update progressed"),
+        Event::UpdateFailed {
+            service,
+            version,
+            slot,
+            why,
+        } => warn!(service = %service, version, slot, node, error = %why, "update failed"),
+        Event::UpdateReverted {
+            service,
+            version,
+            failed,
+            to,
+            slot,
+        } => warn!(service = %service, version, failed, to, slot, node, "update reverted"),
         Event::Draining => info!(node, "draining: slots move to other nodes"),
         Event::DrainUndone => info!(node, "drain undone: eligible again"),
         Event::CaughtUp => debug!(node, "table caught up with a peer; claiming enabled"),

@@ -21,7 +21,7 @@ pub enum Effect {
     /// Run a slot here (no-op if it runs already with this spec).
     Start {
         /// The spec.
-        spec: ServiceSpec,
+        spec: Box<ServiceSpec>,
         /// Slot.
         slot: u32,
         /// Version of the spec.
@@ -118,6 +118,40 @@ pub enum Event {
         /// Service.
         service: String,
         /// Slot.
+        slot: u32,
+    },
+    /// This node replaced its instance of a slot with the new version: a
+    /// step of a rolling update.
+    UpdateProgressed {
+        /// Service.
+        service: String,
+        /// The version it runs now.
+        version: u64,
+        /// Slot.
+        slot: u32,
+    },
+    /// This node's instance of a slot failed its update: the update stops.
+    UpdateFailed {
+        /// Service.
+        service: String,
+        /// The service version whose update failed.
+        version: u64,
+        /// Slot.
+        slot: u32,
+        /// Why.
+        why: String,
+    },
+    /// This node wrote a healthy version back after an update failed.
+    UpdateReverted {
+        /// Service.
+        service: String,
+        /// The version written.
+        version: u64,
+        /// The version that failed.
+        failed: u64,
+        /// The healthy version it restores.
+        to: u64,
+        /// The slot whose failure this node saw.
         slot: u32,
     },
     /// An operator drained this node.

@@ -55,6 +55,15 @@ pub enum Request {
     Remove(String),
     /// Set a live service's replicas.
     Scale(String, u32),
+    /// Stop every instance of a live service, keeping its spec.
+    Stop(String),
+    /// Run a stopped service again.
+    Start(String),
+    /// Restart every instance, by the update policy.
+    Restart(String),
+    /// Write a kept version (by default the one before the current) again
+    /// as a new version.
+    Rollback(String, Option<u64>),
     /// Mark this node draining (`true`) or eligible again (`false`).
     Drain(bool),
     /// The agent stops gracefully: hand this node's slots over like a

@@ -81,7 +81,7 @@ use self::collector::Collector;
 use self::saves::{Held, Saves};
 use self::touched::Touched;
 use crate::hlc::Clock;
-use crate::key::Key;
+use crate::key::{Key, Name};
 use crate::placement::Members;
 use crate::quorum::{Detection, Quorum};
 use crate::reconcile::{Action, Reason, Scope, reconcile_scope};
@@ -89,6 +89,7 @@ use crate::record::{Claim, NodeRecord, Record, Records, Value};
 use crate::spec::{Partition, ProviderKind};
 use crate::table::Table;
 use crate::table::WithPending;
+use crate::update;
 
 /// A write of more records than this skips the gossip deltas and pushes by
 /// anti-entropy instead, so bulk deploys don't flood the gossip queue.
@@ -215,6 +216,9 @@ pub struct Node {
     deferred: BTreeSet<SocketAddr>,
     /// When an at-most-once slot waiting for its margin may start.
     retry_at: Option<u64>,
+    /// The last failed update said per service (its instance version),
+    /// so it is said once.
+    failed_updates: BTreeMap<Name, u64>,
     /// Another live member has this node's name.
     clash: bool,
     /// The table caught up with a peer (claims wait for it).
@@ -304,6 +308,7 @@ impl Node {
             syncing: BTreeSet::new(),
             deferred: BTreeSet::new(),
             retry_at: None,
+            failed_updates: BTreeMap::new(),
             clash: false,
             converged: !config.has_seeds,
             stopping: BTreeMap::new(),
@@ -355,8 +360,13 @@ impl Node {
                 if !report.status.state.is_active() {
                     self.stopping.remove(&key);
                 }
-                let status = Key::Status(self.me.clone(), report.service.into(), report.slot);
-                self.write(status, Value::Status(report.status), now);
+                let mut status = report.status;
+                if let Some((spec, _)) = self.table.live_service(&report.service) {
+                    let previous = self.table.status(&self.config.name, &key.0, key.1);
+                    status.proven = update::proven(spec, previous, &status, now);
+                }
+                let status_key = Key::Status(self.me.clone(), report.service.into(), report.slot);
+                self.write(status_key, Value::Status(status), now);
             }
             Input::Tick => {}
             // Only a round with a member counts: an address membership
@@ -579,7 +589,12 @@ impl Node {
         if let Some(error) = refused {
             let reply = match request {
                 Request::Deploy(_) => Reply::Deployed(Err(error)),
-                Request::Remove(_) | Request::Scale(..) => Reply::Written(Err(error)),
+                Request::Remove(_)
+                | Request::Scale(..)
+                | Request::Stop(_)
+                | Request::Start(_)
+                | Request::Restart(_)
+                | Request::Rollback(..) => Reply::Written(Err(error)),
                 Request::Drain(_)
                 | Request::Leave
                 | Request::KeyInstall(_)
@@ -597,17 +612,27 @@ impl Node {
     /// Plans an operator's write and holds it for its save.
     fn begin(&mut self, id: RequestId, request: Request, now: u64) {
         let me = Key::Node(self.me.clone());
+        let writer = ops::Writer {
+            origin: &self.config.name,
+            now,
+        };
+        let written = |planned: Result<(u64, Vec<ops::Write>), OpError>| {
+            planned
+                .map(|(version, writes)| (Reply::Written(Ok(version)), writes, Vec::new()))
+                .map_err(|e| Reply::Written(Err(e)))
+        };
+        let table = &self.table;
         // A refused write writes nothing and is answered at once.
         let planned = match request {
-            Request::Deploy(specs) => ops::deploy(&self.table, specs)
+            Request::Deploy(specs) => ops::deploy(table, specs, writer)
                 .map(|(outcomes, writes)| (Reply::Deployed(Ok(outcomes)), writes, Vec::new()))
                 .map_err(|e| Reply::Deployed(Err(e))),
-            Request::Remove(name) => ops::remove(&self.table, &name)
-                .map(|(version, write)| (Reply::Written(Ok(version)), vec![write], Vec::new()))
-                .map_err(|e| Reply::Written(Err(e))),
-            Request::Scale(name, replicas) => ops::scale(&self.table, &name, replicas)
-                .map(|(version, write)| (Reply::Written(Ok(version)), vec![write], Vec::new()))
-                .map_err(|e| Reply::Written(Err(e))),
+            Request::Remove(name) => written(ops::remove(table, &name, writer)),
+            Request::Scale(name, replicas) => written(ops::scale(table, &name, replicas, writer)),
+            Request::Stop(name) => written(ops::set_running(table, &name, false, writer)),
+            Request::Start(name) => written(ops::set_running(table, &name, true, writer)),
+            Request::Restart(name) => written(ops::restart(table, &name, writer)),
+            Request::Rollback(name, to) => written(ops::rollback(table, &name, to, writer)),
             Request::Drain(on) => {
                 let event = if on {
                     Event::Draining
@@ -1091,6 +1116,7 @@ impl Node {
                 service,
                 slot,
                 version,
+                update,
             } => {
                 let key = (service, slot);
                 // A stop sent earlier is over once a start is asked for.
@@ -1105,7 +1131,14 @@ impl Node {
                 if self.clash && spec.partition == Partition::AtMostOnce {
                     return;
                 }
-                let spec = spec.clone();
+                let spec = Box::new(spec.clone());
+                if update {
+                    self.log(Event::UpdateProgressed {
+                        service: key.0.clone(),
+                        version,
+                        slot,
+                    });
+                }
                 self.starting.insert(key, version);
                 self.out.push(Effect::Start {
                     spec,
@@ -1137,7 +1170,56 @@ impl Node {
                 self.out.push(Effect::Stop { service, slot });
             }
             Action::ForgetStatus { key } => self.write(key, Value::Tombstone, now),
+            Action::UpdateFailed {
+                service,
+                slot,
+                since,
+                why,
+            } => self.update_failed(service, slot, since, why, now),
         }
+    }
+
+    /// This node's instance of a slot failed the update to instance version
+    /// `since`: said once per update, and with `auto_revert`, the last
+    /// healthy version written back.
+    fn update_failed(&mut self, service: String, slot: u32, since: u64, why: String, now: u64) {
+        let Some(record) = self.table.service(&service) else {
+            return;
+        };
+        if self.failed_updates.get(service.as_str()) == Some(&since) {
+            return;
+        }
+        let (version, auto_revert) = (
+            record.version,
+            record.spec.as_ref().is_some_and(|s| s.update.auto_revert),
+        );
+        self.failed_updates.insert(service.as_str().into(), since);
+        self.log(Event::UpdateFailed {
+            service: service.clone(),
+            version,
+            slot,
+            why,
+        });
+        if !auto_revert {
+            return;
+        }
+        let writer = ops::Writer {
+            origin: &self.config.name,
+            now,
+        };
+        let Some((written, to, writes)) = ops::revert(&self.table, &service, since, writer) else {
+            return;
+        };
+        for (key, value) in writes {
+            self.write(key, value, now);
+        }
+        self.log(Event::UpdateReverted {
+            service,
+            version: written,
+            failed: version,
+            to,
+            slot,
+        });
     }
 
     /// Spreads what this call wrote, and forwards what it learned by

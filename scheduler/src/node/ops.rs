@@ -1,9 +1,12 @@
-//! The operator's writes: what `deploy`, `remove` and `scale` write, and
-//! why one writes nothing. Pure planning over the table; the
-//! [`Node`](super::Node) stamps and applies what is planned.
+//! The operator's writes: what `deploy`, `remove`, `scale`, `stop`,
+//! `start`, `restart` and `rollback` write (the service record and its
+//! [history](crate::history) beside it), and why one writes nothing. Pure
+//! planning over the table; the [`Node`](super::Node) stamps and applies
+//! what is planned.
 
 use serde::{Deserialize, Serialize};
 
+use crate::history::{self, Cause};
 use crate::key::Key;
 use crate::record::{Record, ServiceRecord, Value};
 use crate::services_view::live_specs;
@@ -19,6 +22,15 @@ pub enum OpError {
     /// No live service has that name.
     #[error("no service named {0:?}")]
     Unknown(String),
+    /// The verb doesn't apply to the service as it is (`stop` of a
+    /// stopped service, `rollback` to a version not kept).
+    #[error("service {service}: {message}")]
+    NotApplicable {
+        /// The service.
+        service: String,
+        /// Why.
+        message: String,
+    },
     /// The spec is invalid.
     #[error(transparent)]
     Invalid(#[from] SpecError),
@@ -125,6 +137,15 @@ fn version_of(table: &Table, name: &str) -> u64 {
     table.service(name).map_or(0, |s| s.version)
 }
 
+/// Who writes, and when: stamped into the history.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    /// This node's name.
+    pub origin: &'a str,
+    /// Now (unix ms).
+    pub now: u64,
+}
+
 /// Whether some slot of the service failed somewhere at `version`: then
 /// deploying the same spec again writes a new version, which clears the
 /// failures and retries.
@@ -134,14 +155,50 @@ fn has_failures(table: &Table, name: &str, version: u64) -> bool {
         .any(|(_, c)| c.version == version && !c.failed_on.is_empty())
 }
 
-/// A service record to write.
+/// A record to write.
 pub type Write = (Key, Value);
+
+/// The first version whose instance spec `spec` (written as `version`)
+/// has: the current one's when only what doesn't reach the process
+/// changed.
+fn instance_since(table: &Table, name: &str, spec: Option<&ServiceSpec>, version: u64) -> u64 {
+    match (table.service(name), spec) {
+        (Some(current), Some(new)) => match &current.spec {
+            Some(old) if old.same_instance(new) => current.instance_since,
+            _ => version,
+        },
+        _ => version,
+    }
+}
+
+/// The service record of a new version of `name`, and its history.
+pub fn service_writes(
+    table: &Table,
+    name: &str,
+    spec: Option<ServiceSpec>,
+    cause: Cause,
+    writer: Writer<'_>,
+) -> (u64, [Write; 2]) {
+    let version = version_of(table, name) + 1;
+    let record = ServiceRecord {
+        version,
+        instance_since: instance_since(table, name, spec.as_ref(), version),
+        spec,
+    };
+    let history = history::append(table, name, &record, cause, writer.origin, writer.now);
+    let writes = [
+        (Key::Service(name.into()), Value::Service(record)),
+        (Key::History(name.into()), Value::History(history)),
+    ];
+    (version, writes)
+}
 
 /// Plans a deploy. All or nothing: one invalid spec, a dependency cycle
 /// with what is deployed, or an oversized spec, and nothing is written.
 pub fn deploy(
     table: &Table,
     specs: Vec<ServiceSpec>,
+    writer: Writer<'_>,
 ) -> Result<(Vec<Deployed>, Vec<Write>), OpError> {
     for spec in &specs {
         spec.validate()?;
@@ -165,9 +222,16 @@ pub fn deploy(
 
     let mut writes = Vec::new();
     let mut outcomes = Vec::with_capacity(specs.len());
-    for spec in specs {
+    for mut spec in specs {
         let name = spec.name.clone();
-        let (kind, version) = match table.live_service(&name) {
+        let current = table.live_service(&name);
+        // A deploy keeps what the verbs set: a stopped service stays
+        // stopped, a restart's generation stays.
+        if let Some((current, _)) = current {
+            spec.stopped = current.stopped;
+            spec.generation = current.generation;
+        }
+        let (kind, version) = match current {
             Some((current, version))
                 if *current == spec && !has_failures(table, &name, version) =>
             {
@@ -177,13 +241,8 @@ pub fn deploy(
             None => (DeployKind::Created, version_of(table, &name) + 1),
         };
         if kind != DeployKind::Unchanged {
-            writes.push((
-                Key::Service(name.as_str().into()),
-                Value::Service(ServiceRecord {
-                    version,
-                    spec: Some(spec),
-                }),
-            ));
+            let (_, service) = service_writes(table, &name, Some(spec), Cause::Deploy, writer);
+            writes.extend(service);
         }
         outcomes.push(Deployed {
             name,
@@ -194,24 +253,35 @@ pub fn deploy(
     Ok((outcomes, writes))
 }
 
-/// Plans the removal of a live service (a spec-less record).
-pub fn remove(table: &Table, name: &str) -> Result<(u64, Write), OpError> {
-    if table.live_service(name).is_none() {
-        return Err(OpError::Unknown(name.to_owned()));
+fn live<'t>(table: &'t Table, name: &str) -> Result<&'t ServiceSpec, OpError> {
+    table
+        .live_service(name)
+        .map(|(spec, _)| spec)
+        .ok_or_else(|| OpError::Unknown(name.to_owned()))
+}
+
+fn not_applicable(name: &str, message: impl Into<String>) -> OpError {
+    OpError::NotApplicable {
+        service: name.to_owned(),
+        message: message.into(),
     }
-    let version = version_of(table, name) + 1;
-    let value = Value::Service(ServiceRecord {
-        version,
-        spec: None,
-    });
-    Ok((version, (Key::Service(name.into()), value)))
+}
+
+/// Plans the removal of a live service (a spec-less record).
+pub fn remove(table: &Table, name: &str, writer: Writer<'_>) -> Result<(u64, Vec<Write>), OpError> {
+    live(table, name)?;
+    let (version, writes) = service_writes(table, name, None, Cause::Remove, writer);
+    Ok((version, writes.into()))
 }
 
 /// Plans setting the replicas of a live service.
-pub fn scale(table: &Table, name: &str, replicas: u32) -> Result<(u64, Write), OpError> {
-    let Some((spec, _)) = table.live_service(name) else {
-        return Err(OpError::Unknown(name.to_owned()));
-    };
+pub fn scale(
+    table: &Table,
+    name: &str,
+    replicas: u32,
+    writer: Writer<'_>,
+) -> Result<(u64, Vec<Write>), OpError> {
+    let spec = live(table, name)?;
     if spec.every_node {
         return Err(SpecError {
             service: name.to_owned(),
@@ -230,10 +300,137 @@ pub fn scale(table: &Table, name: &str, replicas: u32) -> Result<(u64, Write), O
     }
     let mut spec = spec.clone();
     spec.replicas = replicas;
-    let version = version_of(table, name) + 1;
-    let value = Value::Service(ServiceRecord {
-        version,
-        spec: Some(spec),
-    });
-    Ok((version, (Key::Service(name.into()), value)))
+    let (version, writes) = service_writes(table, name, Some(spec), Cause::Scale, writer);
+    Ok((version, writes.into()))
+}
+
+/// Plans `stop` (`run = false`) or `start` (`run = true`) of a live
+/// service: the spec stays, its instances stop or run again.
+pub fn set_running(
+    table: &Table,
+    name: &str,
+    run: bool,
+    writer: Writer<'_>,
+) -> Result<(u64, Vec<Write>), OpError> {
+    let spec = live(table, name)?;
+    if spec.stopped != run {
+        return Err(not_applicable(
+            name,
+            if run {
+                "is running already"
+            } else {
+                "is stopped already"
+            },
+        ));
+    }
+    let mut spec = spec.clone();
+    spec.stopped = !run;
+    let cause = if run { Cause::Start } else { Cause::Stop };
+    let (version, writes) = service_writes(table, name, Some(spec), cause, writer);
+    Ok((version, writes.into()))
+}
+
+/// Plans `restart`: a new instance generation, which the slots take by
+/// the update policy, one after another.
+pub fn restart(
+    table: &Table,
+    name: &str,
+    writer: Writer<'_>,
+) -> Result<(u64, Vec<Write>), OpError> {
+    let spec = live(table, name)?;
+    if spec.stopped {
+        return Err(not_applicable(name, "is stopped; `start` it instead"));
+    }
+    let mut spec = spec.clone();
+    spec.generation += 1;
+    let (version, writes) = service_writes(table, name, Some(spec), Cause::Restart, writer);
+    Ok((version, writes.into()))
+}
+
+/// Plans `rollback`: version `to` (by default the one before the
+/// current) written again as a new version.
+pub fn rollback(
+    table: &Table,
+    name: &str,
+    to: Option<u64>,
+    writer: Writer<'_>,
+) -> Result<(u64, Vec<Write>), OpError> {
+    let current = table
+        .service(name)
+        .ok_or_else(|| OpError::Unknown(name.to_owned()))?;
+    let history = table.history(name);
+    let kept = |v: u64| history.and_then(|h| h.get(v)).and_then(|e| e.spec.clone());
+    let target = match to {
+        Some(v) => v,
+        None => history
+            .and_then(|h| {
+                h.versions
+                    .iter()
+                    .rev()
+                    .find(|e| e.version < current.version && e.spec.is_some())
+            })
+            .map(|e| e.version)
+            .ok_or_else(|| not_applicable(name, "has no earlier version kept"))?,
+    };
+    if target == current.version {
+        return Err(not_applicable(
+            name,
+            format!("version {target} is the current one"),
+        ));
+    }
+    let spec = kept(target).ok_or_else(|| {
+        let versions: Vec<String> = history
+            .map(|h| {
+                h.versions
+                    .iter()
+                    .filter(|e| e.spec.is_some())
+                    .map(|e| e.version.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        not_applicable(
+            name,
+            format!(
+                "version {target} is not kept (kept: {})",
+                if versions.is_empty() {
+                    "none".into()
+                } else {
+                    versions.join(", ")
+                }
+            ),
+        )
+    })?;
+    let (version, writes) =
+        service_writes(table, name, Some(spec), Cause::Rollback(target), writer);
+    Ok((version, writes.into()))
+}
+
+/// Plans an automatic revert of `name`, whose update to instance version
+/// `failed` failed: the newest healthy version before it (`to`), written
+/// again as a new version.
+/// `None` when no healthy version is kept, or the update is no longer
+/// the current one.
+pub fn revert(
+    table: &Table,
+    name: &str,
+    failed: u64,
+    writer: Writer<'_>,
+) -> Option<(u64, u64, Vec<Write>)> {
+    let current = table.service(name)?;
+    if current.instance_since != failed || current.spec.is_none() {
+        return None;
+    }
+    let target = table.history(name)?.last_healthy(failed)?;
+    let (to, spec) = (target.version, target.spec.clone()?);
+    let (version, writes) = service_writes(
+        table,
+        name,
+        Some(spec),
+        Cause::Revert {
+            failed: current.version,
+            to,
+        },
+        writer,
+    );
+    Some((version, to, writes.into()))
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use super::*;
+use crate::history::{Cause, Outcome};
 use crate::record::{InstanceState, ServiceRecord, Status};
 use crate::spec_file::parse_specs;
 
@@ -63,6 +64,8 @@ fn running(pid: u32, since_ms: u64, version: u64) -> Status {
         last_signal: None,
         last_error: None,
         version,
+        started_ms: since_ms,
+        proven: false,
     }
 }
 
@@ -670,6 +673,7 @@ fn a_collected_record_a_peer_sends_back_is_refused() {
         },
         value: Value::Service(ServiceRecord {
             version: 2,
+            instance_since: 2,
             spec: None,
         }),
     };
@@ -1125,6 +1129,7 @@ fn the_majority_side_starts_an_at_most_once_slot_only_after_the_margin_past_down
                 T0,
                 Value::Service(ServiceRecord {
                     version: 1,
+                    instance_since: 1,
                     spec: Some(spec.clone()),
                 }),
             ),
@@ -1187,6 +1192,7 @@ fn an_at_most_once_slot_is_handed_over_stop_first() {
             T0,
             Value::Service(ServiceRecord {
                 version: 1,
+                instance_since: 1,
                 spec: Some(spec),
             }),
         ),
@@ -1274,4 +1280,250 @@ fn a_key_rotation_reaches_a_peer_its_node_record_and_the_agent() {
     // Nothing new: no effect.
     let out = b.handle(Input::Tick, T0 + 30);
     assert!(!out.iter().any(|e| matches!(e, Effect::Keyring(_))));
+}
+
+/// The node's instance of `service`/`slot` reports `status`.
+fn report(node: &mut Node, service: &str, slot: u32, status: Status, at: u64) -> Vec<Effect> {
+    node.handle(
+        Input::Instance(InstanceReport {
+            service: service.into(),
+            slot,
+            status,
+        }),
+        at,
+    )
+}
+
+fn record_of(node: &Node, name: &str) -> ServiceRecord {
+    node.table().service(name).cloned().unwrap()
+}
+
+#[test]
+fn a_scale_or_a_new_update_policy_keeps_the_instance_version_and_an_env_change_moves_it() {
+    let (mut node, _) = lone_with_web();
+    assert_eq!(record_of(&node, "web").instance_since, 1);
+    answered(&mut node, 2, Request::Scale("web".into(), 3), T0 + 20);
+    let scaled = record_of(&node, "web");
+    assert_eq!((scaled.version, scaled.instance_since), (2, 1));
+    let policy = r#"{"name":"web","provider":"shell","replicas":3,"update":{"max_parallel":2},"params":{"command":"sleep 100"}}"#;
+    answered(&mut node, 3, Request::Deploy(specs(policy)), T0 + 30);
+    assert_eq!(record_of(&node, "web").instance_since, 1);
+    let env = r#"{"name":"web","provider":"shell","replicas":3,"env":{"A":"1"},"params":{"command":"sleep 100"}}"#;
+    answered(&mut node, 4, Request::Deploy(specs(env)), T0 + 40);
+    let updated = record_of(&node, "web");
+    assert_eq!((updated.version, updated.instance_since), (4, 4));
+    // Every version is kept, with its cause.
+    let history = node.table().history("web").unwrap();
+    let causes: Vec<_> = history
+        .versions
+        .iter()
+        .map(|v| (v.version, v.cause))
+        .collect();
+    assert_eq!(
+        causes,
+        [
+            (1, Cause::Deploy),
+            (2, Cause::Scale),
+            (3, Cause::Deploy),
+            (4, Cause::Deploy)
+        ]
+    );
+    assert_eq!(history.versions[3].outcome, Outcome::Current);
+}
+
+#[test]
+fn stop_stops_every_instance_keeping_the_spec_and_start_runs_it_again() {
+    let (mut node, _) = lone_with_web();
+    node.handle(Input::Tick, T0 + 2_000);
+    report(&mut node, "web", 0, running(7, T0 + 2_000, 1), T0 + 2_000);
+    let out = answered(&mut node, 2, Request::Stop("web".into()), T0 + 3_000);
+    assert!(
+        matches!(reply(&out, 2), Some(Reply::Written(Ok(2)))),
+        "{out:?}"
+    );
+    assert!(
+        out.iter()
+            .any(|e| matches!(e, Effect::Stop { service, slot: 0 } if service == "web")),
+        "{out:?}"
+    );
+    assert!(
+        node.table()
+            .live_service("web")
+            .is_some_and(|(s, _)| s.stopped)
+    );
+    // Stopping twice says so.
+    let out = answered(&mut node, 3, Request::Stop("web".into()), T0 + 3_100);
+    assert!(
+        matches!(
+            reply(&out, 3),
+            Some(Reply::Written(Err(OpError::NotApplicable { .. })))
+        ),
+        "{out:?}"
+    );
+    let out = answered(&mut node, 4, Request::Start("web".into()), T0 + 4_000);
+    let out = [out, node.handle(Input::Tick, T0 + 6_000)].concat();
+    assert_eq!(starts(&out), 1, "{out:?}");
+}
+
+#[test]
+fn rollback_writes_a_kept_version_again_and_names_what_is_kept_when_asked_for_another() {
+    let (mut node, _) = lone_with_web();
+    let env =
+        r#"{"name":"web","provider":"shell","env":{"A":"1"},"params":{"command":"sleep 100"}}"#;
+    answered(&mut node, 2, Request::Deploy(specs(env)), T0 + 20);
+    let out = answered(&mut node, 3, Request::Rollback("web".into(), None), T0 + 30);
+    assert!(
+        matches!(reply(&out, 3), Some(Reply::Written(Ok(3)))),
+        "{out:?}"
+    );
+    let rolled = record_of(&node, "web");
+    assert!(rolled.spec.as_ref().is_some_and(|s| s.env.is_empty()));
+    assert_eq!(rolled.instance_since, 3);
+    let last = node
+        .table()
+        .history("web")
+        .unwrap()
+        .versions
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(last.cause, Cause::Rollback(1));
+    let out = answered(
+        &mut node,
+        4,
+        Request::Rollback("web".into(), Some(9)),
+        T0 + 40,
+    );
+    match reply(&out, 4) {
+        Some(Reply::Written(Err(e))) => {
+            assert!(e.to_string().contains("kept: 1, 2, 3"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_rolling_update_replaces_a_slot_only_once_the_slots_before_it_ran_healthy() {
+    // Node a owns both slots of a service with max_parallel 1.
+    let (mut node, _) = lone_with_web();
+    let v = |env: &str| {
+        format!(
+            r#"{{"name":"web","provider":"shell","replicas":2,"env":{{"V":"{env}"}},"update":{{"min_healthy_time":"2s"}},"params":{{"command":"sleep 100"}}}}"#
+        )
+    };
+    answered(&mut node, 2, Request::Deploy(specs(&v("1"))), T0 + 20);
+    node.handle(Input::Tick, T0 + 2_000);
+    for slot in 0..2 {
+        report(
+            &mut node,
+            "web",
+            slot,
+            running(10 + slot, T0 + 2_000, 2),
+            T0 + 2_000,
+        );
+    }
+    answered(&mut node, 3, Request::Deploy(specs(&v("2"))), T0 + 10_000);
+    let out = node.handle(Input::Tick, T0 + 10_100);
+    let started: Vec<u32> = out
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Start {
+                slot, version: 3, ..
+            } => Some(*slot),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, [0], "slot 1 waits for slot 0: {out:?}");
+    // Slot 0 runs the new version: slot 1 waits 2 s more, then goes.
+    report(
+        &mut node,
+        "web",
+        0,
+        running(20, T0 + 10_200, 3),
+        T0 + 10_200,
+    );
+    let early = node.handle(Input::Tick, T0 + 11_000);
+    assert!(
+        !early.iter().any(|e| matches!(
+            e,
+            Effect::Start {
+                slot: 1,
+                version: 3,
+                ..
+            }
+        )),
+        "{early:?}"
+    );
+    let mut due = Vec::new();
+    while node.next_deadline() <= T0 + 12_500 {
+        let at = node.next_deadline().max(T0 + 11_000);
+        due.extend(node.handle(Input::Tick, at));
+    }
+    assert!(
+        due.iter().any(|e| matches!(
+            e,
+            Effect::Start {
+                slot: 1,
+                version: 3,
+                ..
+            }
+        )),
+        "{due:?}"
+    );
+}
+
+#[test]
+fn a_failed_update_with_auto_revert_writes_the_last_healthy_version_back() {
+    let (mut node, _) = lone_with_web();
+    node.handle(Input::Tick, T0 + 2_000);
+    report(&mut node, "web", 0, running(7, T0 + 2_000, 1), T0 + 2_000);
+    let bad = r#"{"name":"web","provider":"shell","env":{"BAD":"1"},"update":{"auto_revert":true,"min_healthy_time":"1s","healthy_deadline":"10s"},"params":{"command":"sleep 100"}}"#;
+    answered(&mut node, 2, Request::Deploy(specs(bad)), T0 + 10_000);
+    let out = node.handle(Input::Tick, T0 + 10_100);
+    assert_eq!(starts(&out), 1, "{out:?}");
+    let mut failed = running(0, T0 + 11_000, 2);
+    failed.state = InstanceState::Failed;
+    failed.started_ms = T0 + 10_100;
+    failed.pid = None;
+    let out = report(&mut node, "web", 0, failed, T0 + 11_000);
+    let logs: Vec<&Event> = out
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Log(event) => Some(event),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|e| matches!(e, Event::UpdateFailed { version: 2, .. })),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter().any(|e| matches!(
+            e,
+            Event::UpdateReverted {
+                version: 3,
+                failed: 2,
+                to: 1,
+                ..
+            }
+        )),
+        "{logs:?}"
+    );
+    let reverted = record_of(&node, "web");
+    assert!(reverted.spec.as_ref().is_some_and(|s| s.env.is_empty()));
+    let history = node.table().history("web").unwrap();
+    let outcomes: Vec<_> = history
+        .versions
+        .iter()
+        .map(|v| (v.version, v.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (1, Outcome::Healthy),
+            (2, Outcome::Failed),
+            (3, Outcome::Current)
+        ]
+    );
 }

@@ -10,6 +10,8 @@
 //!   waits for the replacement to run) or owns it (an at-most-once slot
 //!   waits for the old instance to stop); else nothing this node decides
 //!   reads it.
+//!   During a rolling update, the slots of that service whose instance
+//!   here is behind too (they wait for the others).
 //! - a `node/` record, a membership change, the gate opening: everything;
 //! - claims of a node: the unowned slots placement left to it, which it
 //!   may have declined (at its cap).
@@ -62,7 +64,8 @@ impl Touched {
                 }
             }
             Key::Node(_) => self.everything(),
-            Key::ClusterKey(_) => {}
+            // (An update's revert reads it, when a slot's status changes.)
+            Key::ClusterKey(_) | Key::History(_) => {}
         }
     }
 
@@ -121,6 +124,24 @@ impl Touched {
             }
         }
         let mut slots = touched.slots;
+        // A rolling update: this node's instances behind the service's
+        // instance version wait for the other slots' statuses.
+        let mut updating: Vec<Name> = touched
+            .others
+            .iter()
+            .chain(&slots)
+            .map(|(service, _)| service.clone())
+            .filter(|service| behind(table, me, service))
+            .collect();
+        updating.sort_unstable();
+        updating.dedup();
+        for service in updating {
+            slots.extend(
+                table
+                    .status_slots(me, &service)
+                    .map(|k| (service.clone(), k)),
+            );
+        }
         slots.extend(touched.others.into_iter().filter(|(service, slot)| {
             table.status(me, service, *slot).is_some()
                 || table
@@ -132,7 +153,9 @@ impl Touched {
                 Some((spec, _)) if spec.every_node => {
                     slots.push((service.clone(), crate::spec::EVERY_NODE_SLOT));
                 }
-                Some((spec, _)) => slots.extend((0..spec.replicas).map(|k| (service.clone(), k))),
+                Some((spec, _)) => {
+                    slots.extend((0..spec.live_replicas()).map(|k| (service.clone(), k)));
+                }
                 None => {}
             }
             slots.extend(table.claims_of(service).map(|(k, _)| (service.clone(), k)));
@@ -146,6 +169,19 @@ impl Touched {
         slots.dedup();
         Some(slots)
     }
+}
+
+/// Whether one of `me`'s instances of `service` runs an instance spec
+/// older than the service's.
+fn behind(table: &Table, me: &str, service: &str) -> bool {
+    let Some(since) = table.service(service).map(|r| r.instance_since) else {
+        return false;
+    };
+    table.status_slots(me, service).any(|k| {
+        table
+            .status(me, service, k)
+            .is_some_and(|s| s.version < since)
+    })
 }
 
 /// Services with dependencies, and what they depend on.
