@@ -41,7 +41,8 @@ pub(crate) enum Command {
         /// Spec file, or `-` for stdin.
         file: String,
         /// Return only once every slot of the deployed services runs the
-        /// new version, each seen running by one process for 1 s (exit 1
+        /// new version, each seen running by one process for its
+        /// `min_healthy_time` (exit 1
         /// as soon as one fails, or at the timeout).
         #[arg(long)]
         wait: bool,

@@ -148,6 +148,7 @@ fn slot_json(slot: &SlotView) -> serde_json::Value {
         "health": slot.health,
         "last_exit": slot.last_exit,
         "last_signal": slot.last_signal,
+        "version": slot.version,
     })
 }
 

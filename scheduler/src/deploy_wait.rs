@@ -4,7 +4,8 @@
 //! # The rule
 //! - Done only once every slot of every deployed service runs the
 //!   deployed version (or a newer one) and has been seen `running` by the
-//!   same process for [`MIN_HEALTHY_MS`]: a crash loop, a process that
+//!   same process for the service's `min_healthy_time` (its `[update]`
+//!   policy, 3 s by default): a crash loop, a process that
 //!   exits after half a second, or one whose check never passes never
 //!   gets there. (`running` already means "passing its check" for a
 //!   service with one.) The time is the caller's own clock, counted from
@@ -19,9 +20,6 @@ use std::collections::BTreeMap;
 
 use crate::record::InstanceState;
 use crate::services_view::ServiceView;
-
-/// How long a slot's process must be seen running before it counts.
-pub const MIN_HEALTHY_MS: u64 = 1_000;
 
 /// What the wait knows now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +64,7 @@ impl DeployWait {
             let Some(service) = services.iter().find(|s| &s.name == name) else {
                 return WaitState::Waiting { ready, slots };
             };
+            let min_healthy = service.spec.update.min_healthy_ms();
             for slot in &service.slots {
                 slots += 1;
                 let current = slot.version.is_some_and(|v| v >= *version);
@@ -90,7 +89,7 @@ impl DeployWait {
                     Some((pid, since)) if *pid == slot.pid => *since,
                     _ => now_ms,
                 };
-                if now_ms.saturating_sub(since) >= MIN_HEALTHY_MS {
+                if now_ms.saturating_sub(since) >= min_healthy {
                     ready += 1;
                 }
                 seen.insert(key, (slot.pid, since));
@@ -113,7 +112,7 @@ mod tests {
 
     fn view(slots: Vec<SlotView>) -> Vec<ServiceView> {
         let spec =
-            parse_specs(r#"{"name": "web", "provider": "exec", "params": {"command": "x"}}"#)
+            parse_specs(r#"{"name": "web", "provider": "exec", "update": {"min_healthy_time": "1s"}, "params": {"command": "x"}}"#)
                 .unwrap()
                 .remove(0);
         vec![ServiceView {
