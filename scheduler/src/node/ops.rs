@@ -1,6 +1,6 @@
 //! The operator's writes: what `deploy`, `remove`, `scale`, `stop`,
 //! `start`, `restart` and `rollback` write (the service record and its
-//! [history](crate::history) beside it), and why one writes nothing. Pure
+//! [history] beside it), and why one writes nothing. Pure
 //! planning over the table; the [`Node`](super::Node) stamps and applies
 //! what is planned.
 
