@@ -49,11 +49,17 @@ pub(crate) enum Command {
         /// How long `--wait` waits (e.g. `30s`, `5m`).
         #[arg(long, value_parser = humantime::parse_duration, default_value = "120s", requires = "wait")]
         timeout: std::time::Duration,
+        /// Print JSON: [{"name","version","outcome"}].
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a service.
     Remove {
         /// Service name.
         name: String,
+        /// Print JSON: {"name","version"}.
+        #[arg(long)]
+        json: bool,
     },
     /// Set the number of replicas of a service.
     Scale {
@@ -61,6 +67,9 @@ pub(crate) enum Command {
         name: String,
         /// Replicas, 0..=1000.
         replicas: u32,
+        /// Print JSON: {"name","version"}.
+        #[arg(long)]
+        json: bool,
     },
     /// Stop every instance of a service, keeping its spec (`start` runs
     /// it again).
@@ -84,6 +93,9 @@ pub(crate) enum Command {
     Restart {
         /// Service name.
         name: String,
+        /// Only this slot, at once.
+        #[arg(long)]
+        slot: Option<u32>,
         /// Print JSON: {"name","version"}.
         #[arg(long)]
         json: bool,
@@ -325,7 +337,7 @@ mod tests {
         let cli = Cli::try_parse_from(["mob-agent", "deploy", "web.toml", "--wait"]).unwrap();
         assert!(matches!(cli.command, Command::Deploy { wait: true, .. }));
         let cli = Cli::try_parse_from(["mob-agent", "scale", "web", "3"]).unwrap();
-        assert!(matches!(cli.command, Command::Scale { name, replicas: 3 } if name == "web"));
+        assert!(matches!(cli.command, Command::Scale { name, replicas: 3, .. } if name == "web"));
         assert_eq!(
             Cli::try_parse_from(["mob-agent", "scale", "web", "-1"])
                 .unwrap_err()

@@ -108,6 +108,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             file,
             wait,
             timeout,
+            json,
         } => {
             let text = if file == "-" {
                 std::io::read_to_string(std::io::stdin())
@@ -118,7 +119,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             let specs = mob_scheduler::spec_file::parse_specs(&text)?;
             let client = client()?;
             let outcomes = client.deploy(specs).await?;
-            print!("{}", output::deployed(&outcomes));
+            if json {
+                println!("{}", output::deployed_json(&outcomes));
+            } else {
+                print!("{}", output::deployed(&outcomes));
+            }
             if wait {
                 let versions: Vec<(String, u64)> = outcomes
                     .iter()
@@ -127,17 +132,31 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 wait_running(&client, versions, timeout).await?;
             }
         }
-        Command::Remove { name } => {
+        Command::Remove { name, json } => {
             let version = client()?.remove(name.clone()).await?;
-            println!("removed {name} version {version}");
+            if json {
+                println!("{}", written_json(&name, version));
+            } else {
+                println!("removed {name} version {version}");
+            }
         }
-        Command::Scale { name, replicas } => {
+        Command::Scale {
+            name,
+            replicas,
+            json,
+        } => {
             let version = client()?.scale(name.clone(), replicas).await?;
-            println!("scaled {name} to {replicas} replicas, version {version}");
+            if json {
+                println!("{}", written_json(&name, version));
+            } else {
+                println!("scaled {name} to {replicas} replicas, version {version}");
+            }
         }
         Command::Stop { name, json } => verb(&client()?, &name, Verb::Stop, json).await?,
         Command::Start { name, json } => verb(&client()?, &name, Verb::Start, json).await?,
-        Command::Restart { name, json } => verb(&client()?, &name, Verb::Restart, json).await?,
+        Command::Restart { name, slot, json } => {
+            verb(&client()?, &name, Verb::Restart(slot), json).await?;
+        }
         Command::Rollback {
             name,
             version,
@@ -284,20 +303,23 @@ async fn keys(command: KeysCommand, client: &Client) -> Result<(), Failure> {
 async fn verb(client: &Client, name: &str, verb: Verb, json: bool) -> Result<(), Failure> {
     let version = client.verb(name.to_owned(), verb).await?;
     if json {
-        println!(
-            "{}",
-            serde_json::json!({ "name": name, "version": version })
-        );
+        println!("{}", written_json(name, version));
     } else {
         let done = match verb {
             Verb::Stop => "stopped".to_owned(),
             Verb::Start => "started".to_owned(),
-            Verb::Restart => "restarting (by its update policy)".to_owned(),
+            Verb::Restart(None) => "restarting (by its update policy)".to_owned(),
+            Verb::Restart(Some(slot)) => format!("slot {slot} restarting"),
             Verb::Rollback(_) => "rolled back".to_owned(),
         };
         println!("{name} {done}: version {version}");
     }
     Ok(())
+}
+
+/// `{"name","version"}`: what a verb wrote.
+fn written_json(name: &str, version: u64) -> serde_json::Value {
+    serde_json::json!({ "name": name, "version": version })
 }
 
 async fn service_named(

@@ -136,6 +136,22 @@ pub(crate) fn deployed(outcomes: &[Deployed]) -> String {
         .collect()
 }
 
+/// `deploy --json`: per service, its name, version and what happened.
+pub(crate) fn deployed_json(outcomes: &[Deployed]) -> String {
+    let rows: Vec<_> = outcomes
+        .iter()
+        .map(|d| {
+            let outcome = match d.kind {
+                DeployKind::Created => "deployed",
+                DeployKind::Updated => "updated",
+                DeployKind::Unchanged => "unchanged",
+            };
+            json!({ "name": d.name, "version": d.version, "outcome": outcome })
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
+}
+
 fn slot_json(slot: &SlotView) -> serde_json::Value {
     json!({
         "slot": slot.slot,

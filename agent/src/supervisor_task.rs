@@ -187,7 +187,8 @@ impl SupervisionTask {
         match self.supervisor.spec_of(&spec.name, slot) {
             // Scaling bumps the version without touching the instance.
             Some(running)
-                if running.same_instance(&spec) && (!ended || held_version == Some(version)) =>
+                if running.same_instance_of_slot(&spec, slot)
+                    && (!ended || held_version == Some(version)) =>
             {
                 let started_ms = held.map_or(0, |(_, at)| at);
                 self.versions.insert(key.clone(), (version, started_ms));

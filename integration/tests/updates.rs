@@ -267,18 +267,53 @@ fn stop_start_restart_inspect_and_rollback_on_three_agents() {
     .unwrap();
     assert!(fewest >= 2, "restart is rolling: {fewest}");
 
+    // restart --slot: that slot alone, at once.
+    let pids = |agent: &Agent| -> Vec<Option<u64>> {
+        slots(agent, "svc")
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s["pid"].as_u64())
+            .collect()
+    };
+    let before = pids(&agents[0]);
+    let out = agents[1].cli(&["restart", "svc", "--slot", "1"]).unwrap();
+    assert!(out.contains("slot 1"), "{out}");
+    wait_until("slot 1 restarted", Duration::from_secs(15), || {
+        let now = pids(&agents[0]);
+        Ok(all_on(&agents[0], "svc", 3, 5) && now[1].is_some() && now[1] != before[1])
+    })
+    .unwrap();
+    let after = pids(&agents[0]);
+    assert_eq!(
+        (after[0], after[2]),
+        (before[0], before[2]),
+        "{before:?} / {after:?}"
+    );
+    let err = agents[0]
+        .cli(&["restart", "svc", "--slot", "7"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no slot 7"), "{err}");
+
     // rollback: a new spec, then back to the one before.
     agents[1].deploy(&checked("svc", 3, &m, 9, update)).unwrap();
     let out = agents[2].cli(&["rollback", "svc"]).unwrap();
-    assert!(out.contains("version 6"), "{out}");
+    assert!(out.contains("version 7"), "{out}");
     let spec = agents[0].cli(&["inspect", "svc", "--json"]).unwrap();
     assert!(spec.contains(r#""ROUND": "1""#), "{spec}");
     wait_until("svc rolled back", Duration::from_secs(30), || {
-        Ok(all_on(&agents[0], "svc", 3, 6))
+        Ok(all_on(&agents[0], "svc", 3, 7))
     })
     .unwrap();
     let history = agents[0].cli(&["history", "svc"]).unwrap();
-    for cause in ["deploy", "stop", "start", "restart", "rollback to 4"] {
+    for cause in [
+        "deploy",
+        "stop",
+        "start",
+        "restart",
+        "restart of slot 1",
+        "rollback to 5",
+    ] {
         assert!(history.contains(cause), "{cause}: {history}");
     }
 

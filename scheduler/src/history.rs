@@ -57,8 +57,8 @@ pub enum Cause {
     Stop,
     /// `start`.
     Start,
-    /// `restart`.
-    Restart,
+    /// `restart`, of every slot or of one.
+    Restart(Option<u32>),
     /// `rollback` to this version.
     Rollback(u64),
     /// An update failed: its owner wrote back this healthy version.
@@ -79,7 +79,8 @@ impl Cause {
             Self::Remove => "remove".into(),
             Self::Stop => "stop".into(),
             Self::Start => "start".into(),
-            Self::Restart => "restart".into(),
+            Self::Restart(None) => "restart".into(),
+            Self::Restart(Some(slot)) => format!("restart of slot {slot}"),
             Self::Rollback(to) => format!("rollback to {to}"),
             Self::Revert { failed, to } => format!("revert of {failed} to {to}"),
         }

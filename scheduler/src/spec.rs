@@ -64,6 +64,9 @@ pub struct ServiceSpec {
     /// Bumped by `mob-agent restart`: a new generation is a new instance
     /// spec, so the slots restart by the update policy.
     pub generation: u64,
+    /// Bumped per slot by `mob-agent restart --slot K`: a new instance
+    /// spec for that slot alone.
+    pub slot_generations: BTreeMap<u32, u64>,
 }
 
 /// The slot number every node's instance of an every-node service has:
@@ -299,9 +302,17 @@ impl ServiceSpec {
             rebalance: self.rebalance,
             update: self.update,
             stopped: self.stopped,
+            slot_generations: self.slot_generations.clone(),
             ..other.clone()
         };
         *self == with_ours
+    }
+
+    /// [`Self::same_instance`] for one slot: its own restart generation
+    /// counts too.
+    pub fn same_instance_of_slot(&self, other: &ServiceSpec, slot: u32) -> bool {
+        self.same_instance(other)
+            && self.slot_generations.get(&slot) == other.slot_generations.get(&slot)
     }
 
     /// Number of slots it has now: none while stopped.
@@ -516,6 +527,7 @@ mod tests {
             update: UpdatePolicy::default(),
             stopped: false,
             generation: 0,
+            slot_generations: BTreeMap::new(),
         }
     }
 

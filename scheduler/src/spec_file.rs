@@ -481,6 +481,7 @@ impl RawSpec {
                 .unwrap_or_default(),
             stopped: false,
             generation: 0,
+            slot_generations: BTreeMap::new(),
             name: self.name,
         };
         spec.validate()?;

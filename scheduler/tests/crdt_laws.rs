@@ -89,6 +89,7 @@ fn spec() -> impl Strategy<Value = ServiceSpec> {
                 update: Default::default(),
                 stopped: false,
                 generation: 0,
+                slot_generations: Default::default(),
                 env,
             },
         )

@@ -416,7 +416,7 @@ impl Sim {
                 });
                 match self.hosts[i].instances.get_mut(&key) {
                     Some(inst) if inst.version == version => {}
-                    Some(inst) if !inst.spec.same_instance(&spec) => {
+                    Some(inst) if !inst.spec.same_instance_of_slot(&spec, slot) => {
                         // A new instance spec: the old one stops, the new
                         // one starts. If the old one ran, this is a step
                         // of a rolling update (else it was down already).

@@ -61,8 +61,8 @@ pub(crate) enum Verb {
     Stop,
     /// Run a stopped service again.
     Start,
-    /// Restart every instance by the update policy.
-    Restart,
+    /// Restart every instance by the update policy, or one slot's.
+    Restart(Option<u32>),
     /// Write a kept version (by default the previous one) again.
     Rollback(Option<u64>),
 }

@@ -179,7 +179,7 @@ async fn answer(body: RequestBody, state: &ControlState) -> Response {
         RequestBody::Verb(name, verb) => write(match verb {
             Verb::Stop => node::Request::Stop(name),
             Verb::Start => node::Request::Start(name),
-            Verb::Restart => node::Request::Restart(name),
+            Verb::Restart(slot) => node::Request::Restart(name, slot),
             Verb::Rollback(to) => node::Request::Rollback(name, to),
         })
         .await

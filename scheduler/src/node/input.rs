@@ -59,8 +59,8 @@ pub enum Request {
     Stop(String),
     /// Run a stopped service again.
     Start(String),
-    /// Restart every instance, by the update policy.
-    Restart(String),
+    /// Restart every instance, by the update policy, or one slot's.
+    Restart(String, Option<u32>),
     /// Write a kept version (by default the one before the current) again
     /// as a new version.
     Rollback(String, Option<u64>),

@@ -593,7 +593,7 @@ impl Node {
                 | Request::Scale(..)
                 | Request::Stop(_)
                 | Request::Start(_)
-                | Request::Restart(_)
+                | Request::Restart(..)
                 | Request::Rollback(..) => Reply::Written(Err(error)),
                 Request::Drain(_)
                 | Request::Leave
@@ -631,7 +631,7 @@ impl Node {
             Request::Scale(name, replicas) => written(ops::scale(table, &name, replicas, writer)),
             Request::Stop(name) => written(ops::set_running(table, &name, false, writer)),
             Request::Start(name) => written(ops::set_running(table, &name, true, writer)),
-            Request::Restart(name) => written(ops::restart(table, &name, writer)),
+            Request::Restart(name, slot) => written(ops::restart(table, &name, slot, writer)),
             Request::Rollback(name, to) => written(ops::rollback(table, &name, to, writer)),
             Request::Drain(on) => {
                 let event = if on {

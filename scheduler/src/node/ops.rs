@@ -230,6 +230,7 @@ pub fn deploy(
         if let Some((current, _)) = current {
             spec.stopped = current.stopped;
             spec.generation = current.generation;
+            spec.slot_generations = current.slot_generations.clone();
         }
         let (kind, version) = match current {
             Some((current, version))
@@ -331,10 +332,12 @@ pub fn set_running(
 }
 
 /// Plans `restart`: a new instance generation, which the slots take by
-/// the update policy, one after another.
+/// the update policy, one after another; or, with `slot`, a new one for
+/// that slot alone (it restarts at once).
 pub fn restart(
     table: &Table,
     name: &str,
+    slot: Option<u32>,
     writer: Writer<'_>,
 ) -> Result<(u64, Vec<Write>), OpError> {
     let spec = live(table, name)?;
@@ -342,8 +345,23 @@ pub fn restart(
         return Err(not_applicable(name, "is stopped; `start` it instead"));
     }
     let mut spec = spec.clone();
-    spec.generation += 1;
-    let (version, writes) = service_writes(table, name, Some(spec), Cause::Restart, writer);
+    match slot {
+        None => spec.generation += 1,
+        Some(_) if spec.every_node => {
+            return Err(not_applicable(
+                name,
+                "runs on every node; restart it whole (no --slot)",
+            ));
+        }
+        Some(k) if k >= spec.replicas => {
+            return Err(not_applicable(
+                name,
+                format!("has no slot {k} (slots 0..{})", spec.replicas),
+            ));
+        }
+        Some(k) => *spec.slot_generations.entry(k).or_default() += 1,
+    }
+    let (version, writes) = service_writes(table, name, Some(spec), Cause::Restart(slot), writer);
     Ok((version, writes.into()))
 }
 
