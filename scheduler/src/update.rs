@@ -136,34 +136,20 @@ pub fn turn(
     }
     let name = spec.name.as_str();
     let before = (slot + 1).saturating_sub(policy.max_parallel);
-    let min_healthy = policy.min_healthy_ms();
-    let mut at: Option<u64> = None;
+    let mut pace = Pace::new(spec, since, now);
     for j in 0..before {
         let owner = table
             .claim(name, j)
             .and_then(|c| c.owner.as_deref())
             .filter(|o| members.is_live(o));
-        let Some(owner) = owner else {
-            if someone_could_run(table, members, spec) {
-                return Turn::Wait(None);
-            }
-            continue;
-        };
-        match table.status(owner, name, j) {
-            Some(s) if runs_version(s, since) && s.state == InstanceState::Running => {
-                let healthy_at = s.since_ms.saturating_add(min_healthy);
-                if s.proven || healthy_at <= now {
-                    continue;
-                }
-                at = Some(at.map_or(healthy_at, |a| a.max(healthy_at)));
-            }
-            _ => return Turn::Wait(None),
+        match owner {
+            Some(owner) if !pace.slot(table.status(owner, name, j)) => return Turn::Wait(None),
+            Some(_) => {}
+            None if someone_could_run(table, members, spec) => return Turn::Wait(None),
+            None => {}
         }
     }
-    match at {
-        Some(at) => Turn::Wait(Some(at)),
-        None => Turn::Go,
-    }
+    pace.turn()
 }
 
 /// [`turn`] for an every-node service: its slots are the eligible live
@@ -176,11 +162,9 @@ pub fn turn_every_node(
     me: &str,
     now: u64,
 ) -> Turn {
-    let policy = &spec.update;
-    if policy.max_parallel == 0 {
+    if spec.update.max_parallel == 0 {
         return Turn::Go;
     }
-    let name = spec.name.as_str();
     let mut nodes: Vec<&str> = members
         .names()
         .filter(|n| table.node(n).is_some_and(|r| fits(r, spec)))
@@ -189,23 +173,56 @@ pub fn turn_every_node(
     let Some(i) = nodes.iter().position(|n| *n == me) else {
         return Turn::Go;
     };
-    let before = (i + 1).saturating_sub(policy.max_parallel as usize);
-    let min_healthy = policy.min_healthy_ms();
-    let mut at: Option<u64> = None;
+    let before = (i + 1).saturating_sub(spec.update.max_parallel as usize);
+    let mut pace = Pace::new(spec, since, now);
     for node in &nodes[..before] {
-        match table.status(node, name, crate::spec::EVERY_NODE_SLOT) {
-            Some(s) if runs_version(s, since) && s.state == InstanceState::Running => {
-                let healthy_at = s.since_ms.saturating_add(min_healthy);
-                if !s.proven && healthy_at > now {
-                    at = Some(at.map_or(healthy_at, |a| a.max(healthy_at)));
-                }
-            }
-            _ => return Turn::Wait(None),
+        if !pace.slot(table.status(node, &spec.name, crate::spec::EVERY_NODE_SLOT)) {
+            return Turn::Wait(None);
         }
     }
-    match at {
-        Some(at) => Turn::Wait(Some(at)),
-        None => Turn::Go,
+    pace.turn()
+}
+
+/// The slots before one, judged in turn: each must run the instance
+/// version, healthy for `min_healthy_time`; the latest time one becomes
+/// so is when to decide again.
+struct Pace {
+    since: u64,
+    min_healthy: u64,
+    now: u64,
+    at: Option<u64>,
+}
+
+impl Pace {
+    fn new(spec: &ServiceSpec, since: u64, now: u64) -> Self {
+        Self {
+            since,
+            min_healthy: spec.update.min_healthy_ms(),
+            now,
+            at: None,
+        }
+    }
+
+    /// One slot before, by its owner's status: `false` when it is not
+    /// done and its time can't be told (not running the new version).
+    fn slot(&mut self, status: Option<&Status>) -> bool {
+        match status {
+            Some(s) if runs_version(s, self.since) && s.state == InstanceState::Running => {
+                let healthy_at = s.since_ms.saturating_add(self.min_healthy);
+                if !s.proven && healthy_at > self.now {
+                    self.at = Some(self.at.map_or(healthy_at, |a| a.max(healthy_at)));
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn turn(self) -> Turn {
+        match self.at {
+            Some(at) => Turn::Wait(Some(at)),
+            None => Turn::Go,
+        }
     }
 }
 

@@ -14,7 +14,8 @@ use crate::record::{Record, Value};
 pub const MAX_CLOCK_AHEAD_MS: u64 = 3_600_000;
 
 /// Whether a record from a peer is one this version writes: the value fits
-/// its key's kind, a service's spec is valid and named as its key, and it
+/// its key's kind, a service's spec (and each kept one) is valid and named
+/// as its key, at most [`crate::history::MAX_VERSIONS`] are kept, and it
 /// was not written more than [`MAX_CLOCK_AHEAD_MS`] in our future.
 pub fn admits(key: &Key, record: &Record, now_ms: u64) -> bool {
     if record.ts.wall_ms > now_ms.saturating_add(MAX_CLOCK_AHEAD_MS) {
@@ -24,10 +25,20 @@ pub fn admits(key: &Key, record: &Record, now_ms: u64) -> bool {
         return false;
     }
     match (key, &record.value) {
-        (Key::Service(name), Value::Service(s)) => s
-            .spec
-            .as_ref()
-            .is_none_or(|spec| *spec.name == **name && spec.validate().is_ok()),
+        (Key::Service(name), Value::Service(s)) => {
+            s.instance_since <= s.version
+                && s.spec
+                    .as_ref()
+                    .is_none_or(|spec| *spec.name == **name && spec.validate().is_ok())
+        }
+        (Key::History(name), Value::History(h)) => {
+            h.versions.len() <= crate::history::MAX_VERSIONS
+                && h.versions.iter().all(|v| {
+                    v.spec
+                        .as_ref()
+                        .is_none_or(|spec| *spec.name == **name && spec.validate().is_ok())
+                })
+        }
         (Key::ClusterKey(fingerprint), Value::ClusterKey(k)) => k.is_well_formed(fingerprint),
         _ => true,
     }

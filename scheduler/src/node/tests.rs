@@ -636,6 +636,26 @@ fn records_from_peers_are_admitted_only_when_this_version_would_write_them() {
         spec.replicas = 1_000_000;
     }
     assert!(!admission::admits(&key, &huge, now));
+    // The history: kept specs are checked too, and at most ten are kept.
+    let hist_key = Key::History("web".into());
+    let history = lone.table().get(&hist_key).unwrap().clone();
+    assert!(admission::admits(&hist_key, &history, now));
+    let mut bad = history.clone();
+    if let Value::History(h) = &mut bad.value
+        && let Some(spec) = h.versions[0].spec.as_mut()
+    {
+        spec.replicas = 1_000_000;
+    }
+    assert!(
+        !admission::admits(&hist_key, &bad, now),
+        "an invalid kept spec"
+    );
+    let mut long = history.clone();
+    if let Value::History(h) = &mut long.value {
+        let first = h.versions[0].clone();
+        h.versions = vec![first; crate::history::MAX_VERSIONS + 1];
+    }
+    assert!(!admission::admits(&hist_key, &long, now), "eleven versions");
     let tombstone = Record {
         value: Value::Tombstone,
         ..good
