@@ -10,10 +10,14 @@
 //!   longer eligible). Concurrent claims (a partition, a race) resolve by
 //!   the claim register's order; the loser sees the winner and stops.
 //! - **starts** it when it owns it and every dependency runs somewhere
-//!   (starting an instance that runs already is a no-op).
+//!   (starting an instance that runs already is a no-op); replacing a
+//!   running instance of an older instance spec waits for its turn of the
+//!   rolling update ([`crate::update`]), and an instance that fails the
+//!   update is reported ([`Action::UpdateFailed`]).
 //! - **releases** it when it spent its restart budget here (marked
 //!   `failed_on`, so the next candidate tries), when the slot is gone
-//!   (service removed, scaled down), or when this node is no longer eligible.
+//!   (service removed, scaled down, stopped), or when this node is no
+//!   longer eligible.
 //! - **stops** its instance when it doesn't own the slot. A draining node
 //!   keeps its instance until the new owner runs one, or
 //!   [`DRAIN_TIMEOUT_MS`] passed.
