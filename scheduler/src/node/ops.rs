@@ -178,7 +178,7 @@ pub fn service_writes(
     spec: Option<ServiceSpec>,
     cause: Cause,
     writer: Writer<'_>,
-) -> (u64, [Write; 2]) {
+) -> (u64, Vec<Write>) {
     let version = version_of(table, name) + 1;
     let record = ServiceRecord {
         version,
@@ -186,7 +186,7 @@ pub fn service_writes(
         spec,
     };
     let history = history::append(table, name, &record, cause, writer.origin, writer.now);
-    let writes = [
+    let writes = vec![
         (Key::Service(name.into()), Value::Service(record)),
         (Key::History(name.into()), Value::History(history)),
     ];
@@ -271,8 +271,7 @@ fn not_applicable(name: &str, message: impl Into<String>) -> OpError {
 /// Plans the removal of a live service (a spec-less record).
 pub fn remove(table: &Table, name: &str, writer: Writer<'_>) -> Result<(u64, Vec<Write>), OpError> {
     live(table, name)?;
-    let (version, writes) = service_writes(table, name, None, Cause::Remove, writer);
-    Ok((version, writes.into()))
+    Ok(service_writes(table, name, None, Cause::Remove, writer))
 }
 
 /// Plans setting the replicas of a live service.
@@ -301,8 +300,13 @@ pub fn scale(
     }
     let mut spec = spec.clone();
     spec.replicas = replicas;
-    let (version, writes) = service_writes(table, name, Some(spec), Cause::Scale, writer);
-    Ok((version, writes.into()))
+    Ok(service_writes(
+        table,
+        name,
+        Some(spec),
+        Cause::Scale,
+        writer,
+    ))
 }
 
 /// Plans `stop` (`run = false`) or `start` (`run = true`) of a live
@@ -327,8 +331,7 @@ pub fn set_running(
     let mut spec = spec.clone();
     spec.stopped = !run;
     let cause = if run { Cause::Start } else { Cause::Stop };
-    let (version, writes) = service_writes(table, name, Some(spec), cause, writer);
-    Ok((version, writes.into()))
+    Ok(service_writes(table, name, Some(spec), cause, writer))
 }
 
 /// Plans `restart`: a new instance generation, which the slots take by
@@ -361,8 +364,13 @@ pub fn restart(
         }
         Some(k) => *spec.slot_generations.entry(k).or_default() += 1,
     }
-    let (version, writes) = service_writes(table, name, Some(spec), Cause::Restart(slot), writer);
-    Ok((version, writes.into()))
+    Ok(service_writes(
+        table,
+        name,
+        Some(spec),
+        Cause::Restart(slot),
+        writer,
+    ))
 }
 
 /// Plans `rollback`: version `to` (by default the one before the
@@ -418,9 +426,13 @@ pub fn rollback(
             ),
         )
     })?;
-    let (version, writes) =
-        service_writes(table, name, Some(spec), Cause::Rollback(target), writer);
-    Ok((version, writes.into()))
+    Ok(service_writes(
+        table,
+        name,
+        Some(spec),
+        Cause::Rollback(target),
+        writer,
+    ))
 }
 
 /// Plans an automatic revert of `name`, whose update to instance version
@@ -450,5 +462,5 @@ pub fn revert(
         },
         writer,
     );
-    Some((version, to, writes.into()))
+    Some((version, to, writes))
 }

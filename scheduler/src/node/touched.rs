@@ -126,15 +126,19 @@ impl Touched {
         let mut slots = touched.slots;
         // A rolling update: this node's instances behind the service's
         // instance version wait for the other slots' statuses.
-        let mut updating: Vec<Name> = touched
+        let mut services_touched: Vec<&Name> = touched
             .others
             .iter()
             .chain(&slots)
-            .map(|(service, _)| service.clone())
-            .filter(|service| behind(table, me, service))
+            .map(|(service, _)| service)
             .collect();
-        updating.sort_unstable();
-        updating.dedup();
+        services_touched.sort_unstable();
+        services_touched.dedup();
+        let updating: Vec<Name> = services_touched
+            .into_iter()
+            .filter(|service| behind(table, me, service))
+            .cloned()
+            .collect();
         for service in updating {
             slots.extend(
                 table
