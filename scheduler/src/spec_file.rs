@@ -936,6 +936,48 @@ failures = 2
     }
 
     #[test]
+    fn update_policies_parse_round_trip_and_name_the_field_at_fault() {
+        let web = &parse_specs(
+            r#"{"name": "web", "provider": "exec", "params": {"command": "x"},
+                "update": {"max_parallel": 2, "min_healthy_time": "1s", "auto_revert": true}}"#,
+        )
+        .unwrap()[0];
+        assert_eq!(web.update.max_parallel, 2);
+        assert_eq!(web.update.min_healthy_time, Duration::from_secs(1));
+        assert_eq!(
+            web.update.healthy_deadline,
+            crate::update::DEFAULT_HEALTHY_DEADLINE
+        );
+        assert!(web.update.auto_revert);
+        let both = [web.clone()];
+        assert_eq!(parse_specs(&to_toml(&both).unwrap()).unwrap(), both);
+        assert_eq!(parse_specs(&to_json(&both)).unwrap(), both);
+        let base = r#""name": "a", "provider": "exec", "params": {"command": "x""#;
+        for (update, field, says) in [
+            (
+                r#"{"max_parallel": -1}"#,
+                "update.max_parallel",
+                "out of range",
+            ),
+            (
+                r#"{"min_healthy_time": "soon"}"#,
+                "update.min_healthy_time",
+                "bad duration",
+            ),
+            (
+                r#"{"min_healthy_time": "10s", "healthy_deadline": "5s"}"#,
+                "update.healthy_deadline",
+                "longer than min_healthy_time",
+            ),
+            (r#"{"canaries": 1}"#, "-", "unknown field `canaries`"),
+        ] {
+            let err = parse_specs(&format!("{{{base}}}, \"update\": {update}}}")).unwrap_err();
+            assert_eq!(err.field, field, "{update}: {err}");
+            assert!(err.message.contains(says), "{update}: {err}");
+        }
+    }
+
+    #[test]
     fn the_service_named_in_errors_is_the_one_at_fault() {
         let e = error(
             r#"[{"name": "ok", "provider": "exec", "params": {"command": "x"}}, {"name": "bad", "provider": "exec", "params": {}}]"#,
