@@ -117,13 +117,17 @@ fn a_key_rotates_on_every_agent_and_one_that_was_down_follows() {
         || Ok(agents[4].service_names()?.contains(&"after".to_owned())),
     )
     .unwrap();
-    wait_key(
-        &agents[0],
-        &new,
-        "sealing",
-        &all,
-        "all five to seal with the new key",
-    );
+    // The remove is checked against the view of the agent it is sent to,
+    // so every agent must see all five on the new key first.
+    for agent in &agents {
+        wait_key(
+            agent,
+            &new,
+            "sealing",
+            &all,
+            "all five to seal with the new key, in every agent's view",
+        );
+    }
 
     // Remove the old key: every agent drops it, n5's keyring file too.
     agents[2].cli(&["keys", "remove", &old]).unwrap();
