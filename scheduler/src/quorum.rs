@@ -15,11 +15,14 @@
 //!   anti-entropy round with each): after a heal, the side that had lost
 //!   the majority learns that the other side took the slot over before
 //!   it could start it again on its stale table.
-//! - A node starts such a slot only once its claim is **settled**: older
-//!   than two anti-entropy periods, so that a claim another node wrote at
-//!   about the same time (two views of an unowned slot) has reached it,
-//!   by a delta or by anti-entropy, and the later claim won before either
-//!   started.
+//! - A node starts such a slot only once its claim is **settled**: an
+//!   anti-entropy round it began after the claim has completed with every
+//!   live member. A claim another live member wrote at about the same time
+//!   (two views of an unowned slot) has then reached it, and the later
+//!   claim won before either started; and every live member's last status
+//!   of the slot is in its table. (Time alone settles nothing: deltas can
+//!   be lost, and rounds go to random peers.) The node begins the rounds it
+//!   lacks itself.
 //! - Handovers are stop-first: a node that no longer owns the slot stops
 //!   at once, and it is never moved to even out the load.
 //!
@@ -43,7 +46,13 @@
 //! million). A node frozen longer than the margin (a paused VM) breaks
 //! it, as it breaks any lease.
 
+use crate::hlc::Timestamp;
 use crate::spec::ServiceSpec;
+
+/// A reading of a node's hybrid clock, without the node: `(wall_ms,
+/// counter)`. A reading taken after a record was written or received
+/// here is greater than the record's.
+pub type Reading = (u64, u32);
 
 /// Added to every margin: scheduling and reaction delays on both sides.
 pub const SLACK_MS: u64 = 1_000;
@@ -75,7 +84,7 @@ impl Detection {
 pub struct Quorum {
     majority: bool,
     caught_up: bool,
-    settle_ms: u64,
+    settled_before: Reading,
     lost_at_ms: u64,
     lag_ms: u64,
 }
@@ -86,7 +95,7 @@ impl Default for Quorum {
         Self {
             majority: true,
             caught_up: true,
-            settle_ms: 0,
+            settled_before: (u64::MAX, u32::MAX),
             lost_at_ms: 0,
             lag_ms: 0,
         }
@@ -96,20 +105,21 @@ impl Default for Quorum {
 impl Quorum {
     /// `alive` of the `nodes` in the table are alive (this node included);
     /// this node last saw a member go at `lost_at_ms`, and `caught_up`
-    /// with every member that came up since; a claim settles in
-    /// `settle_ms`.
+    /// with every member that came up since; a round begun at
+    /// `settled_before` or later completed with every live member (so
+    /// claims older than that are settled).
     pub fn new(
         nodes: usize,
         alive: usize,
         caught_up: bool,
         lost_at_ms: u64,
-        settle_ms: u64,
+        settled_before: Reading,
         detection: &Detection,
     ) -> Self {
         Self {
             majority: 2 * alive > nodes,
             caught_up,
-            settle_ms,
+            settled_before,
             lost_at_ms,
             lag_ms: detection.lag_ms(nodes),
         }
@@ -132,12 +142,15 @@ impl Quorum {
         (base as f64 * RATE_MARGIN).ceil() as u64
     }
 
-    /// From when this node may start an at-most-once slot of `spec` that
-    /// it claimed at `claimed_ms`.
-    pub fn start_at(&self, spec: &ServiceSpec, claimed_ms: u64) -> u64 {
-        self.lost_at_ms
-            .saturating_add(self.margin_ms(spec))
-            .max(claimed_ms.saturating_add(self.settle_ms))
+    /// From when this node may start an at-most-once slot of `spec`.
+    pub fn start_at(&self, spec: &ServiceSpec) -> u64 {
+        self.lost_at_ms.saturating_add(self.margin_ms(spec))
+    }
+
+    /// Whether a claim written at `claimed` is settled: a round begun
+    /// after it completed with every live member.
+    pub fn settled(&self, claimed: &Timestamp) -> bool {
+        (claimed.wall_ms, claimed.counter) < self.settled_before
     }
 }
 
@@ -154,10 +167,10 @@ mod tests {
 
     #[test]
     fn majority_is_more_than_half_of_the_table() {
-        assert!(Quorum::new(5, 3, true, 0, 0, &FOCA).majority());
-        assert!(!Quorum::new(4, 2, true, 0, 0, &FOCA).majority());
-        assert!(!Quorum::new(5, 2, true, 0, 0, &FOCA).majority());
-        assert!(Quorum::new(1, 1, true, 0, 0, &FOCA).majority());
+        assert!(Quorum::new(5, 3, true, 0, (0, 0), &FOCA).majority());
+        assert!(!Quorum::new(4, 2, true, 0, (0, 0), &FOCA).majority());
+        assert!(!Quorum::new(5, 2, true, 0, (0, 0), &FOCA).majority());
+        assert!(Quorum::new(1, 1, true, 0, (0, 0), &FOCA).majority());
     }
 
     #[test]
@@ -166,14 +179,22 @@ mod tests {
             r#"{"name": "a", "provider": "exec", "stop_timeout": "10s", "params": {"command": "x"}}"#,
         )
         .unwrap()[0];
-        let q = Quorum::new(5, 5, true, 7_000, 4_000, &FOCA);
+        let q = Quorum::new(5, 5, true, 7_000, (9_000, 2), &FOCA);
         // 2 x 4 probes of 500 ms + 150 ms rtt - 1.5 s down = 2.65 s lag.
         assert_eq!(FOCA.lag_ms(5), 2_650);
         let margin = q.margin_ms(spec);
         assert!(margin >= 2_650 + 10_000 + SLACK_MS, "{margin}");
-        assert_eq!(q.start_at(spec, 7_000), 7_000 + margin);
-        // A claim written long after the loss settles on its own.
-        assert_eq!(q.start_at(spec, 100_000), 104_000);
+        assert_eq!(q.start_at(spec), 7_000 + margin);
+        // Settled: claims before the oldest of the last rounds' beginnings.
+        let at = |wall_ms, counter| Timestamp {
+            wall_ms,
+            counter,
+            node: "b".into(),
+        };
+        assert!(q.settled(&at(8_000, 7)));
+        assert!(q.settled(&at(9_000, 1)));
+        assert!(!q.settled(&at(9_000, 2)));
+        assert!(!q.settled(&at(12_000, 0)));
         // More nodes, longer to probe them all.
         assert!(FOCA.lag_ms(100) > FOCA.lag_ms(5));
         assert_eq!(FOCA.lag_ms(1), 0);

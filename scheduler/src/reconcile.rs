@@ -228,6 +228,21 @@ pub struct Pass {
     /// When an at-most-once slot this node holds may start, the earliest
     /// if several wait: decide every slot again then.
     pub retry_at: Option<u64>,
+    /// At-most-once slots this node holds whose claims have not settled:
+    /// they wait for rounds with the live members.
+    pub unsettled: Vec<Unsettled>,
+}
+
+/// An at-most-once slot waiting for its claim to settle
+/// ([`crate::quorum::Quorum::settled`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsettled {
+    /// Service.
+    pub service: Name,
+    /// Slot.
+    pub slot: u32,
+    /// When the claim was written: rounds begun later settle it.
+    pub claimed: crate::quorum::Reading,
 }
 
 /// An unowned slot waiting for the node placement gives it to.
@@ -703,12 +718,20 @@ fn decide(
                 if !members.quorum().caught_up() {
                     return;
                 }
-                let claimed_ms = table
-                    .get_ref(KeyRef::Claim(name, slot))
-                    .map_or(0, |r| r.ts.wall_ms);
-                let start_at = members.quorum().start_at(one.spec, claimed_ms);
+                let start_at = members.quorum().start_at(one.spec);
                 if start_at > drain.now_ms {
                     pass.retry_at = Some(pass.retry_at.map_or(start_at, |r| r.min(start_at)));
+                    return;
+                }
+                let Some(claimed) = table.get_ref(KeyRef::Claim(name, slot)).map(|r| &r.ts) else {
+                    return;
+                };
+                if !members.quorum().settled(claimed) {
+                    pass.unsettled.push(Unsettled {
+                        service: name.into(),
+                        slot,
+                        claimed: (claimed.wall_ms, claimed.counter),
+                    });
                     return;
                 }
                 if runs_elsewhere(table, members, me, name, slot) {

@@ -83,8 +83,8 @@ use self::touched::Touched;
 use crate::hlc::Clock;
 use crate::key::{Key, Name};
 use crate::placement::Members;
-use crate::quorum::{Detection, Quorum};
-use crate::reconcile::{Action, Reason, Scope, reconcile_scope};
+use crate::quorum::{Detection, Quorum, Reading};
+use crate::reconcile::{Action, Reason, Scope, Unsettled, reconcile_scope};
 use crate::record::{Claim, NodeRecord, Record, Records, Value};
 use crate::spec::{Partition, ProviderKind};
 use crate::table::Table;
@@ -103,6 +103,9 @@ pub const FORWARD_GAP_MS: u64 = 200;
 pub const RECONCILE_GAP_MS: u64 = 5;
 /// A full reconcile pass at least this often, changes or not.
 pub const FULL_PASS_MS: u64 = 5_000;
+/// After a failed round, how long claims waiting to settle wait before
+/// asking for it again.
+pub const ROUND_RETRY_MS: u64 = 500;
 /// A node with seeds but no peer after this long claims without waiting
 /// for an anti-entropy round.
 pub const ALONE_GRACE_MS: u64 = 3_000;
@@ -216,6 +219,12 @@ pub struct Node {
     deferred: BTreeSet<SocketAddr>,
     /// When an at-most-once slot waiting for its margin may start.
     retry_at: Option<u64>,
+    /// Anti-entropy rounds this node began, by member: at-most-once
+    /// claims settle by them.
+    rounds: BTreeMap<String, Rounds>,
+    /// At-most-once slots whose claims wait to settle: decided again when
+    /// a round completes.
+    settling: BTreeSet<(Name, u32)>,
     /// The last failed update said per service (its instance version),
     /// so it is said once.
     failed_updates: BTreeMap<Name, u64>,
@@ -308,6 +317,8 @@ impl Node {
             syncing: BTreeSet::new(),
             deferred: BTreeSet::new(),
             retry_at: None,
+            rounds: BTreeMap::new(),
+            settling: BTreeSet::new(),
             failed_updates: BTreeMap::new(),
             clash: false,
             converged: !config.has_seeds,
@@ -376,6 +387,15 @@ impl Node {
             // any member would take every slot for orphaned.
             Input::Synced(peer) if !self.known.iter().any(|(_, addr, _)| *addr == peer) => {}
             Input::Synced(peer) => {
+                if let Some(rounds) = self.rounds_with(peer) {
+                    rounds.completed = rounds.completed.max(rounds.begun.take());
+                }
+                // A claim waiting for this round may have settled.
+                for (service, slot) in std::mem::take(&mut self.settling) {
+                    self.touched
+                        .key(&Key::Claim(service, slot), &self.config.name);
+                    self.reconcile_soon(now);
+                }
                 self.syncing.remove(&peer);
                 self.deferred.remove(&peer);
                 // Caught up with every newcomer: the next pass sees the
@@ -389,6 +409,16 @@ impl Node {
             }
             Input::ClockSkew(skew) => self.clock_skew = skew,
             Input::SyncFailed(peer) => {
+                if let Some(rounds) = self.rounds_with(peer) {
+                    rounds.begun = None;
+                }
+                // Claims waiting to settle ask for the round again, a
+                // little later (a peer that refuses at once is not retried
+                // in a loop).
+                if !self.settling.is_empty() {
+                    let at = now.saturating_add(ROUND_RETRY_MS);
+                    self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
+                }
                 if self.syncing.remove(&peer) {
                     self.deferred.insert(peer);
                 }
@@ -848,6 +878,11 @@ impl Node {
         let active: BTreeSet<SocketAddr> = self.known.iter().map(|(_, a, _)| *a).collect();
         self.unsynced.retain(|a| active.contains(a));
         self.syncing.retain(|a| active.contains(a));
+        // Rounds with a member that went must be had again once it is back.
+        if !self.rounds.is_empty() {
+            let names: BTreeSet<&str> = self.known.iter().map(|(n, ..)| n.as_str()).collect();
+            self.rounds.retain(|name, _| names.contains(name.as_str()));
+        }
         self.deferred.retain(|a| active.contains(a));
         self.sync_newcomers();
         self.peers = peers
@@ -930,7 +965,7 @@ impl Node {
                 self.unsynced.iter().nth(i).copied()
             };
             if let Some(peer) = peer {
-                self.out.push(Effect::Sync(peer));
+                self.begin_round(peer);
             }
         }
         if now >= self.rebalance_at {
@@ -1001,12 +1036,18 @@ impl Node {
                 alive += 1;
             }
         }
+        // The oldest of the live members' last completed rounds' beginnings.
+        let mut settled_before = (u64::MAX, u32::MAX);
+        for name in self.members.names().filter(|n| n != me) {
+            let completed = self.rounds.get(name).and_then(|r| r.completed);
+            settled_before = settled_before.min(completed.unwrap_or((0, 0)));
+        }
         Quorum::new(
             nodes,
             alive,
             self.unsynced.is_empty(),
             self.lost_at,
-            2 * self.config.anti_entropy_period_ms,
+            settled_before,
             &self.config.detection,
         )
     }
@@ -1055,6 +1096,7 @@ impl Node {
         for waiting in pass.waiting {
             self.touched.wait(waiting);
         }
+        self.settle(pass.unsettled);
         if let Some(at) = pass.retry_at {
             self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
         }
@@ -1262,16 +1304,76 @@ impl Node {
             free -= 1;
             let peer = waiting.swap_remove(self.rng.random_range(0..waiting.len()));
             self.syncing.insert(peer);
-            self.out.push(Effect::Sync(peer));
+            self.begin_round(peer);
         }
     }
 
     /// Anti-entropy with a few peers at once.
     fn push_bulk(&mut self) {
         for peer in self.random_peers(BULK_PEERS) {
-            self.out.push(Effect::Sync(peer));
+            self.begin_round(peer);
         }
     }
+
+    /// Begins an anti-entropy round with `peer`, noting when (a reading
+    /// of the clock after every record written or received so far).
+    fn begin_round(&mut self, peer: SocketAddr) {
+        let reading = self.clock.tick(0);
+        if let Some(rounds) = self.rounds_with(peer) {
+            // (With one in flight already, the older beginning is what a
+            // completion can vouch for.)
+            rounds
+                .begun
+                .get_or_insert((reading.wall_ms, reading.counter));
+        }
+        self.out.push(Effect::Sync(peer));
+    }
+
+    /// The rounds with the member at `peer`.
+    fn rounds_with(&mut self, peer: SocketAddr) -> Option<&mut Rounds> {
+        let name = self
+            .known
+            .iter()
+            .find(|(_, addr, _)| *addr == peer)?
+            .0
+            .clone();
+        Some(self.rounds.entry(name).or_default())
+    }
+
+    /// At-most-once claims not settled: begins a round with each live
+    /// member no round begun after the newest of them completed with (and
+    /// none is in flight with), and decides them again when one completes.
+    fn settle(&mut self, unsettled: Vec<Unsettled>) {
+        let Some(newest) = unsettled.iter().map(|u| u.claimed).max() else {
+            return;
+        };
+        self.settling
+            .extend(unsettled.into_iter().map(|u| (u.service, u.slot)));
+        let me = &self.config.name;
+        let lacking: Vec<SocketAddr> = self
+            .known
+            .iter()
+            .filter(|(name, ..)| name != me && self.members.is_live(name))
+            .filter(|(name, ..)| {
+                self.rounds
+                    .get(name)
+                    .is_none_or(|r| r.begun.is_none() && r.completed.is_none_or(|c| c <= newest))
+            })
+            .map(|(_, addr, _)| *addr)
+            .collect();
+        for peer in lacking {
+            self.begin_round(peer);
+        }
+    }
+}
+
+/// This node's anti-entropy rounds with one member, as clock readings.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rounds {
+    /// When the one in flight began.
+    begun: Option<Reading>,
+    /// When the last completed one began.
+    completed: Option<Reading>,
 }
 
 #[cfg(test)]

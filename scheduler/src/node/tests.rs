@@ -1115,15 +1115,32 @@ fn an_at_most_once_slot_runs_only_with_a_majority_and_stops_when_it_is_lost() {
     a.handle(Input::Synced(addr(2)), T0 + margin);
     let mut out = a.handle(Input::Synced(addr(3)), T0 + margin + 1);
     out.extend(a.handle(Input::Tick, T0 + margin + RECONCILE_GAP_MS));
+    // Caught up, but by rounds begun before the claim: it settles only
+    // once rounds begun after it complete with b and c, which a begins.
+    assert_eq!(starts(&out), 0, "started on an unsettled claim: {out:?}");
+    let rounds: BTreeSet<SocketAddr> = out
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Sync(peer) => Some(*peer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rounds, BTreeSet::from([addr(2), addr(3)]), "{out:?}");
+    let at = T0 + margin + 50;
+    let mut out = a.handle(Input::Synced(addr(2)), at);
+    out.extend(a.handle(Input::Tick, at + RECONCILE_GAP_MS));
+    assert_eq!(starts(&out), 0, "started before the round with c: {out:?}");
+    let mut out = a.handle(Input::Synced(addr(3)), at + 10);
+    out.extend(a.handle(Input::Tick, at + 10 + RECONCILE_GAP_MS));
     assert_eq!(starts(&out), 1, "{out:?}");
-    run_started(&mut a, &out, T0 + margin);
+    run_started(&mut a, &out, at + 10);
 
     // b and c are suspected: a sees 1 of 3 alive and stops.
     let mut suspects = peers.clone();
     for p in &mut suspects[1..] {
         p.state = PeerState::Suspect;
     }
-    let at = T0 + margin + 100;
+    let at = at + 100;
     let mut out = a.handle(Input::Members(suspects), at);
     out.extend(a.handle(Input::Tick, at + RECONCILE_GAP_MS));
     assert_eq!(stops(&out), 1, "{out:?}");
@@ -1191,11 +1208,114 @@ fn the_majority_side_starts_an_at_most_once_slot_only_after_the_margin_past_down
     assert!(b.next_deadline() <= down + margin);
     let mut at = down + margin;
     let mut out = b.handle(Input::Tick, at);
-    while starts(&out) == 0 && at < down + margin + 2 * RECONCILE_GAP_MS {
+    while !out.contains(&Effect::Sync(addr(3))) && at < down + margin + 2 * RECONCILE_GAP_MS {
         at = b.next_deadline().max(at + 1);
         out = b.handle(Input::Tick, at);
     }
-    assert_eq!(starts(&out), 1, "not started at the margin");
+    // Past the margin, the claim settles by a round with c, the one live
+    // member, begun after it.
+    assert_eq!(starts(&out), 0, "started on an unsettled claim: {out:?}");
+    assert!(
+        out.contains(&Effect::Sync(addr(3))),
+        "no round asked of c: {out:?}"
+    );
+    let mut out = b.handle(Input::Synced(addr(3)), at + 20);
+    out.extend(b.handle(Input::Tick, at + 20 + RECONCILE_GAP_MS));
+    assert_eq!(starts(&out), 1, "not started once settled: {out:?}");
+}
+
+/// An anti-entropy round `from` began with `to` (at `to_addr`): both
+/// learn what the other holds, then `from` hears it completed.
+fn round(from: &mut Node, to: &mut Node, to_addr: SocketAddr, at: u64) -> Vec<Effect> {
+    let all: Vec<u16> = (0..crate::digest::BUCKETS as u16).collect();
+    let theirs = to.table().records_in(&all);
+    let ours = from.table().records_in(&all);
+    to.handle(Input::Records(Source::AntiEntropy, ours), at);
+    let mut out = from.handle(Input::Records(Source::AntiEntropy, theirs), at);
+    out.extend(from.handle(Input::Synced(to_addr), at));
+    out
+}
+
+#[test]
+fn two_claims_of_an_at_most_once_slot_settle_to_one_start() {
+    // a and b each claimed the slot without hearing of the other's claim
+    // (the deltas were lost): however old the claims, neither starts
+    // before a round begun after its claim completed with every live
+    // member, and then only the owner of the later claim does.
+    let spec = specs(ONCE).remove(0);
+    let service = (
+        Key::Service("lock".into()),
+        by(
+            "a",
+            T0,
+            Value::Service(ServiceRecord {
+                version: 1,
+                instance_since: 1,
+                spec: Some(spec.clone()),
+            }),
+        ),
+    );
+    let claim = |owner: &str, at: u64| {
+        (
+            Key::Claim("lock".into(), 0),
+            by(
+                owner,
+                at,
+                Value::Claim(Claim {
+                    owner: Some(owner.into()),
+                    failed_on: Vec::new(),
+                    version: 1,
+                }),
+            ),
+        )
+    };
+    let peers = vec![peer("a", 1), peer("b", 2), peer("c", 3)];
+    let c = node_record_of("c", 3, &[]);
+    let mut a = Node::new(tagged("a", 1), Table::new(), T0);
+    let mut b = Node::new(tagged("b", 2), Table::new(), T0);
+    let of_a = node_record_of("a", 1, &[("role", "x")]);
+    let of_b = node_record_of("b", 2, &[("role", "x")]);
+    // Both caught up with the others first (their newcomer rounds), then
+    // claimed.
+    a.handle(Input::Records(Source::Delta, vec![of_b, c.clone()]), T0);
+    b.handle(Input::Records(Source::Delta, vec![of_a, c]), T0);
+    for (node, other) in [(&mut a, addr(2)), (&mut b, addr(1))] {
+        node.handle(Input::Members(peers.clone()), T0 + 10);
+        node.handle(Input::Synced(other), T0 + 20);
+        node.handle(Input::Synced(addr(3)), T0 + 20);
+    }
+    let records = vec![service.clone(), claim("a", T0 + 30)];
+    a.handle(Input::Records(Source::Delta, records), T0 + 30);
+    let records = vec![service, claim("b", T0 + 40)];
+    b.handle(Input::Records(Source::Delta, records), T0 + 40);
+
+    // Long past the margin and two anti-entropy periods: each asks for
+    // rounds, and starts nothing.
+    let at = T0 + a.members().quorum().margin_ms(&spec) + 60_000;
+    let mut out_a = a.handle(Input::Tick, at);
+    out_a.extend(a.handle(Input::Tick, at + RECONCILE_GAP_MS));
+    let mut out_b = b.handle(Input::Tick, at);
+    out_b.extend(b.handle(Input::Tick, at + RECONCILE_GAP_MS));
+    assert_eq!(starts(&out_a) + starts(&out_b), 0, "{out_a:?} {out_b:?}");
+    assert!(out_a.contains(&Effect::Sync(addr(2))), "{out_a:?}");
+    assert!(out_b.contains(&Effect::Sync(addr(1))), "{out_b:?}");
+
+    // The rounds: with c, which knows nothing, and with each other.
+    let at = at + 100;
+    let mut out_a = a.handle(Input::Synced(addr(3)), at);
+    out_a.extend(round(&mut a, &mut b, addr(2), at));
+    let mut out_b = b.handle(Input::Synced(addr(3)), at);
+    out_b.extend(round(&mut b, &mut a, addr(1), at));
+    for t in [at + RECONCILE_GAP_MS, at + 2 * RECONCILE_GAP_MS] {
+        out_a.extend(a.handle(Input::Tick, t));
+        out_b.extend(b.handle(Input::Tick, t));
+    }
+    assert_eq!(starts(&out_a), 0, "a lost the race, and started: {out_a:?}");
+    assert_eq!(starts(&out_b), 1, "b won it, and did not start: {out_b:?}");
+    for node in [&a, &b] {
+        let claim = node.table().claim("lock", 0).and_then(|c| c.owner.clone());
+        assert_eq!(claim.as_deref(), Some("b"));
+    }
 }
 
 #[test]
