@@ -167,6 +167,8 @@ pub(crate) async fn run(
     let supervisor = mob_providers::Supervisor::new(
         local.name.clone(),
         agent_id,
+        local.addr.ip(),
+        config.port_range.clone(),
         providers,
         log_config.clone(),
         reports_tx,

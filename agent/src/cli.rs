@@ -243,6 +243,10 @@ pub(crate) struct RunArgs {
     /// Log format.
     #[arg(long, value_enum)]
     pub(crate) log_format: Option<LogFormat>,
+    /// Host ports a service's `port = 0` is picked from, LO-HI (default
+    /// 20000-32767).
+    #[arg(long, value_name = "LO-HI")]
+    pub(crate) port_range: Option<String>,
     /// Start even if the table file is damaged: set it aside and refill the
     /// table from peers.
     #[arg(long)]

@@ -42,6 +42,7 @@ struct FileConfig {
     #[serde(default)]
     tags: BTreeMap<String, String>,
     log_format: Option<LogFormat>,
+    port_range: Option<String>,
     #[serde(default)]
     timings: Timings,
     #[serde(default)]
@@ -161,6 +162,26 @@ pub(crate) struct AgentConfig {
     pub(crate) table: TableSettings,
     pub(crate) reset_table: bool,
     pub(crate) ready_file: Option<PathBuf>,
+    pub(crate) port_range: std::ops::RangeInclusive<u16>,
+}
+
+/// Parses `--port-range LO-HI`.
+fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (lo, hi) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not LO-HI"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{p:?} in {text:?} is not a port 1-65535"))
+    };
+    let (lo, hi) = (port(lo)?, port(hi)?);
+    if lo > hi {
+        return Err(format!("{text:?} ends before it begins"));
+    }
+    Ok(lo..=hi)
 }
 
 impl AgentConfig {
@@ -274,6 +295,10 @@ impl AgentConfig {
             .map_err(|e| err(format!("--data-dir {}: {e}", data_dir.display())))?;
 
         let (key, key_source) = resolve_key(args.key_file.or(file.key_file), env, &data_dir)?;
+        let port_range = match args.port_range.or(file.port_range) {
+            Some(text) => parse_port_range(&text).map_err(|m| err(format!("--port-range {m}")))?,
+            None => mob_providers::ports::DEFAULT_RANGE,
+        };
 
         Ok(Self {
             name,
@@ -293,6 +318,7 @@ impl AgentConfig {
             table: file.table,
             reset_table: args.reset_table,
             ready_file: args.ready_file,
+            port_range,
         })
     }
 

@@ -5,6 +5,7 @@
 //! [`Report`] into the [`InstanceReport`] the node records, once.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use mob_providers::Report;
@@ -38,7 +39,7 @@ pub(crate) enum SupervisorCmd {
     StopAll(oneshot::Sender<()>),
 }
 
-fn status_of(report: &Report, (version, started_ms): (u64, u64)) -> Status {
+fn status_of(report: &Report, (version, started_ms): (u64, u64), ip: IpAddr) -> Status {
     let (last_exit, last_signal) = match report.exit {
         Some(Exit::Code(c)) => (Some(c), None),
         Some(Exit::Signal(s)) => (None, Some(s)),
@@ -63,6 +64,8 @@ fn status_of(report: &Report, (version, started_ms): (u64, u64)) -> Status {
         started_ms,
         // (The node core judges it from the reports.)
         proven: false,
+        ip: Some(ip),
+        ports: report.ports.clone(),
     }
 }
 
@@ -75,6 +78,7 @@ pub(crate) async fn run(
     statuses: mpsc::Sender<InstanceReport>,
 ) {
     let mut task = SupervisionTask {
+        ip: supervisor.ip(),
         supervisor,
         self_cmds,
         statuses,
@@ -111,6 +115,7 @@ pub(crate) async fn run(
                         // removed over months don't grow these maps.
                         task.versions.remove(&key);
                         task.last.remove(&key);
+                        task.supervisor.forget(&key.0, key.1);
                     }
                 }
                 Some(SupervisorCmd::Count(reply)) => {
@@ -151,6 +156,8 @@ struct SupervisionTask {
     pending: HashMap<(String, u32), (ServiceSpec, u64)>,
     /// Set by `StopAll`: the agent exits, nothing starts again.
     shutting_down: bool,
+    /// The IP this node advertises (status records carry it).
+    ip: IpAddr,
 }
 
 impl SupervisionTask {
@@ -158,7 +165,7 @@ impl SupervisionTask {
     async fn forward(&mut self, report: &Report) -> bool {
         let key = (report.service.clone(), report.slot);
         let version = self.versions.get(&key).copied().unwrap_or((0, 0));
-        let status = status_of(report, version);
+        let status = status_of(report, version, self.ip);
         self.last.insert(key, status.clone());
         self.send(&report.service, report.slot, status).await
     }
@@ -214,10 +221,9 @@ impl SupervisionTask {
         self.versions.insert(key, (version, started_ms));
         if let Err(e) = self.supervisor.start(spec.clone(), slot) {
             warn!(service = %spec.name, slot, error = %e, "cannot start instance");
-            let failed = status_of(
-                &report_now(&spec.name, slot, InstanceState::Failed),
-                (version, started_ms),
-            );
+            let mut report = report_now(&spec.name, slot, InstanceState::Failed);
+            report.error = Some(format!("cannot start: {e}"));
+            let failed = status_of(&report, (version, started_ms), self.ip);
             self.send(&spec.name, slot, failed).await;
         }
     }
@@ -243,7 +249,11 @@ impl SupervisionTask {
                         since_ms: ms_of(std::time::SystemTime::now()),
                         ..last.clone()
                     },
-                    None => status_of(&report_now(&service, slot, InstanceState::Stopped), (0, 0)),
+                    None => status_of(
+                        &report_now(&service, slot, InstanceState::Stopped),
+                        (0, 0),
+                        self.ip,
+                    ),
                 };
                 self.send(&service, slot, stopped).await;
                 if let Some((spec, version)) = self.pending.remove(&(service, slot)) {
@@ -266,5 +276,6 @@ fn report_now(service: &str, slot: u32, state: InstanceState) -> Report {
         exit: None,
         error: None,
         at: std::time::SystemTime::now(),
+        ports: Default::default(),
     }
 }

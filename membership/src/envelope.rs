@@ -22,7 +22,7 @@ use crate::keyring::{Keyring, MAX_KEYS};
 /// The first bytes of every sealed message.
 pub const MAGIC: &[u8; 3] = b"MOB";
 /// Wire format version; a peer speaking another version is rejected.
-pub const VERSION: u8 = 5;
+pub const VERSION: u8 = 6;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = MAGIC.len() + 1;

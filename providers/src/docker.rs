@@ -145,9 +145,21 @@ impl DockerProvider {
             argv.push("--label".into());
             argv.push(format!("{k}={v}"));
         }
-        for (k, v) in &instance.spec.env {
+        for (k, v) in instance.spec.env.iter().chain(&instance.vars()) {
             argv.push("--env".into());
             argv.push(format!("{k}={v}"));
+        }
+        // Named ports: the host port to the container port (by default
+        // the same number).
+        for (name, host) in &instance.ports {
+            let to = instance
+                .spec
+                .ports
+                .get(name)
+                .and_then(|p| p.to)
+                .unwrap_or(*host);
+            argv.push("--publish".into());
+            argv.push(format!("{host}:{to}"));
         }
         for p in ports {
             argv.push("--publish".into());

@@ -25,6 +25,22 @@ pub enum ProviderError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Its ports could not be had.
+    #[error("service {service}: {source}")]
+    Port {
+        /// Service name.
+        service: String,
+        /// Which port, and why.
+        source: crate::ports::PortError,
+    },
+    /// A `${…}` could not be interpolated (validation prevents it).
+    #[error("service {service}: {message}")]
+    Interpolate {
+        /// Service name.
+        service: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The instance's log could not be opened.
     #[error("service {service}: cannot open its log: {source}")]
     Log {

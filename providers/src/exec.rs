@@ -140,9 +140,7 @@ pub(crate) fn set_instance_env(
     }
     command
         .envs(&instance.spec.env)
-        .env("MOB_SERVICE", instance.service())
-        .env("MOB_SLOT", instance.slot.to_string())
-        .env("MOB_NODE", &instance.node)
+        .envs(instance.vars())
         .env("MOB_AGENT", &instance.agent)
         .env(crate::leftovers::MARKER_ENV, &instance.agent)
         // The agent may have its cluster key from the environment: no

@@ -13,6 +13,7 @@
 //!   lifecycle and reports transitions.
 //! - [`logs`]: per-instance log files, rotation, tail and follow.
 //! - [`leftovers`]: processes an earlier run of the agent left behind.
+//! - [`ports`]: host ports of the instances, fixed or picked from a range.
 
 pub mod docker;
 mod error;
@@ -20,6 +21,7 @@ pub mod exec;
 pub mod leftovers;
 pub mod lifecycle;
 pub mod logs;
+pub mod ports;
 pub mod probe;
 pub mod provider;
 pub mod restart;

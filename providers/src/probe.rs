@@ -114,6 +114,8 @@ mod tests {
             spec: parse_specs(r#"{"name": "web", "provider": "exec", "params": {"command": "x"}}"#)
                 .unwrap()
                 .remove(0),
+            ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            ports: Default::default(),
         }
     }
 

@@ -1,6 +1,8 @@
 //! The `Provider` trait: how a kind of service is started and stopped.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use mob_scheduler::ServiceSpec;
@@ -20,14 +22,23 @@ pub struct InstanceSpec {
     pub agent: String,
     /// Slot number.
     pub slot: u32,
-    /// The service.
+    /// The service, its `${…}` interpolated for this instance.
     pub spec: ServiceSpec,
+    /// The IP this node advertises.
+    pub ip: IpAddr,
+    /// Host ports by name.
+    pub ports: BTreeMap<String, u16>,
 }
 
 impl InstanceSpec {
     /// Service name.
     pub fn service(&self) -> &str {
         &self.spec.name
+    }
+
+    /// `MOB_*` variables of the instance: its node, slot, IP and ports.
+    pub fn vars(&self) -> mob_scheduler::interpolate::Vars {
+        mob_scheduler::interpolate::vars(&self.spec, &self.node, self.slot, self.ip, &self.ports)
     }
 }
 

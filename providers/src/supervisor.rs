@@ -2,7 +2,9 @@
 //! [`Lifecycle`], and reports every transition on a channel (for the
 //! table's `status/` records).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -20,6 +22,7 @@ use crate::error::ProviderError;
 use crate::exec::ExecProvider;
 use crate::lifecycle::{Lifecycle, Next};
 use crate::logs::{LogConfig, LogSink};
+use crate::ports::PortAllocator;
 use crate::probe::probe;
 use crate::provider::{InstanceSpec, Provider, exit_of};
 use crate::restart::{Exit, RestartRules};
@@ -44,6 +47,8 @@ pub struct Report {
     pub error: Option<String>,
     /// When.
     pub at: SystemTime,
+    /// Its host ports by name.
+    pub ports: BTreeMap<String, u16>,
 }
 
 /// The providers of this node.
@@ -106,6 +111,7 @@ impl Providers {
 }
 
 struct Handle {
+    /// As the table holds it, `${…}` and all.
     spec: ServiceSpec,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -115,6 +121,8 @@ struct Handle {
 pub struct Supervisor {
     node: String,
     agent: String,
+    ip: IpAddr,
+    ports: PortAllocator,
     providers: Arc<Providers>,
     logs: LogConfig,
     reports: mpsc::Sender<Report>,
@@ -124,10 +132,13 @@ pub struct Supervisor {
 impl Supervisor {
     /// A supervisor reporting transitions on `reports`. `agent` is this
     /// agent's identity on the host, carried by every instance (see
-    /// [`crate::leftovers`]).
+    /// [`crate::leftovers`]); `ip` is the one this node advertises, and
+    /// ports 0 are picked from `port_range`.
     pub fn new(
         node: String,
         agent: String,
+        ip: IpAddr,
+        port_range: RangeInclusive<u16>,
         providers: Arc<Providers>,
         logs: LogConfig,
         reports: mpsc::Sender<Report>,
@@ -135,6 +146,8 @@ impl Supervisor {
         Self {
             node,
             agent,
+            ip,
+            ports: PortAllocator::new(port_range),
             providers,
             logs,
             reports,
@@ -147,31 +160,58 @@ impl Supervisor {
         &self.providers
     }
 
+    /// The IP this node advertises.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
     /// The log settings.
     pub fn log_config(&self) -> &LogConfig {
         &self.logs
     }
 
     /// Starts slot `slot` of `spec`. An instance already there is left
-    /// alone. Bad parameters or an unavailable provider: an error, and
-    /// nothing started.
+    /// alone. Bad parameters, an unavailable provider, a fixed port in
+    /// use: an error, and nothing started.
     pub fn start(&mut self, spec: ServiceSpec, slot: u32) -> Result<(), ProviderError> {
         let key = (spec.name.clone(), slot);
         if self.instances.contains_key(&key) {
             return Ok(());
         }
+        let ports = self
+            .ports
+            .assign(&spec.name, slot, &spec.ports)
+            .map_err(|source| ProviderError::Port {
+                service: spec.name.clone(),
+                source,
+            })?;
+        let vars = mob_scheduler::interpolate::vars(&spec, &self.node, slot, self.ip, &ports);
+        let interpolated = spec.interpolated(&vars).map_err(|message| {
+            self.ports.release(&spec.name, slot);
+            ProviderError::Interpolate {
+                service: spec.name.clone(),
+                message,
+            }
+        })?;
         let instance = InstanceSpec {
             node: self.node.clone(),
             agent: self.agent.clone(),
             slot,
-            spec: spec.clone(),
+            spec: interpolated,
+            ip: self.ip,
+            ports,
         };
-        self.providers.check(&instance)?;
-        let logs =
-            LogSink::open(&self.logs, &spec.name, slot).map_err(|source| ProviderError::Log {
+        if let Err(e) = self.providers.check(&instance) {
+            self.ports.release(&spec.name, slot);
+            return Err(e);
+        }
+        let logs = LogSink::open(&self.logs, &spec.name, slot).map_err(|source| {
+            self.ports.release(&spec.name, slot);
+            ProviderError::Log {
                 service: spec.name.clone(),
                 source,
-            })?;
+            }
+        })?;
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run(
             self.providers.clone(),
@@ -193,6 +233,7 @@ impl Supervisor {
 
     /// Stops an instance; the returned task ends once it has stopped.
     pub fn stop(&mut self, service: &str, slot: u32) -> Option<JoinHandle<()>> {
+        self.ports.release(service, slot);
         let mut handle = self.instances.remove(&(service.to_owned(), slot))?;
         if let Some(stop) = handle.stop.take() {
             let _ = stop.send(());
@@ -225,6 +266,11 @@ impl Supervisor {
         self.instances
             .get(&(service.to_owned(), slot))
             .map(|h| &h.spec)
+    }
+
+    /// Forgets the ports a slot last had: it is gone from this node.
+    pub fn forget(&mut self, service: &str, slot: u32) {
+        self.ports.forget(service, slot);
     }
 
     /// Instances this supervisor holds (running, restarting, or ended
@@ -272,6 +318,7 @@ fn report(
         exit: life.last_exit(),
         error: error.clone(),
         at: SystemTime::now(),
+        ports: instance.ports.clone(),
     });
 }
 

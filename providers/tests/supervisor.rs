@@ -47,6 +47,8 @@ impl Harness {
             supervisor: Supervisor::new(
                 node.into(),
                 dir.path().display().to_string(),
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                mob_providers::ports::DEFAULT_RANGE,
                 providers,
                 logs.clone(),
                 tx,

@@ -153,6 +153,8 @@ mod tests {
             version: 1,
             started_ms: 0,
             proven: false,
+            ip: None,
+            ports: Default::default(),
         })
     }
 

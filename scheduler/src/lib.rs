@@ -7,6 +7,8 @@
 //! - [`spec`]: [`ServiceSpec`], providers, restart policy, validation,
 //!   dependency cycles.
 //! - [`spec_file`]: TOML and JSON spec files, the seed's JSON included.
+//! - [`ports`]: named ports, fixed or picked by the owner.
+//! - [`interpolate`]: `${…}` in what an instance runs.
 //! - [`check`]: health checks, and the rule that makes an instance
 //!   `running` or `unhealthy`.
 //! - [`hlc`]: [`Clock`] and [`Timestamp`].
@@ -36,9 +38,11 @@ pub mod gc;
 pub mod hash;
 pub mod history;
 pub mod hlc;
+pub mod interpolate;
 pub mod key;
 pub mod node;
 pub mod placement;
+pub mod ports;
 pub mod quorum;
 pub mod reconcile;
 pub mod record;

@@ -173,6 +173,10 @@ pub struct Status {
     /// The instance ran healthy for the update's `min_healthy_time` since
     /// `started_ms` (kept by the node core from the reports).
     pub proven: bool,
+    /// The IP its node advertises.
+    pub ip: Option<std::net::IpAddr>,
+    /// Its host ports, by name.
+    pub ports: BTreeMap<String, u16>,
 }
 
 /// Longest [`Status::last_error`] kept in the table.

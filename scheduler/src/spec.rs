@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::check::Check;
+use crate::ports::Ports;
 use crate::update::UpdatePolicy;
 
 /// Most replicas a service may ask for.
@@ -67,6 +68,8 @@ pub struct ServiceSpec {
     /// Bumped per slot by `mob-agent restart --slot K`: a new instance
     /// spec for that slot alone.
     pub slot_generations: BTreeMap<u32, u64>,
+    /// Named ports, fixed or picked by the slot's owner.
+    pub ports: Ports,
 }
 
 /// The slot number every node's instance of an every-node service has:
@@ -358,7 +361,15 @@ impl ServiceSpec {
         for dep in &self.depends_on {
             validate_name(dep).map_err(|m| err("depends_on", m))?;
         }
+        crate::ports::validate_ports(&self.ports, self.params.provider() == ProviderKind::Docker)
+            .map_err(|(field, m)| err(&field, m))?;
+        crate::interpolate::validate(self).map_err(|(field, m)| err(&field, m))?;
         if let Some(check) = &self.check {
+            // As an instance will run it: with its variables in place.
+            let sample = self
+                .interpolated(&crate::interpolate::sample_vars(self))
+                .map_err(|m| err("check", m))?;
+            let check = sample.check.as_deref().unwrap_or(check);
             check
                 .validate()
                 .map_err(|(field, m)| err(&format!("check.{field}"), m))?;
@@ -528,6 +539,7 @@ mod tests {
             stopped: false,
             generation: 0,
             slot_generations: BTreeMap::new(),
+            ports: Ports::new(),
         }
     }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::check::{
     Check, DEFAULT_FAILURES, DEFAULT_GRACE, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, Probe,
 };
+use crate::ports::PortSpec;
 use crate::spec::{
     Constraints, Params, Partition, ProviderKind, RestartPolicy, ServiceSpec, SpecError,
 };
@@ -57,8 +58,65 @@ struct RawSpec {
     check: Option<RawCheck>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     update: Option<RawUpdate>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    ports: BTreeMap<String, RawPort>,
     #[serde(default)]
     params: BTreeMap<String, ParamValue>,
+}
+
+/// A port as written: `http = 0`, `admin = 9100`, or `{ port = 0, to =
+/// 8080 }` (`port` defaults to 0).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum RawPort {
+    Number(i64),
+    Table(RawPortTable),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPortTable {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    port: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to: Option<i64>,
+}
+
+impl RawPort {
+    fn into_port(self, service: &str, name: &str) -> Result<PortSpec, SpecError> {
+        let number = |field: &str, n: i64, least: i64| {
+            u16::try_from(n)
+                .ok()
+                .filter(|n| i64::from(*n) >= least)
+                .ok_or_else(|| {
+                    SpecError::new(
+                        service,
+                        &format!("ports.{name}{field}"),
+                        format!("{n} is out of range {least}..=65535"),
+                    )
+                })
+        };
+        Ok(match self {
+            RawPort::Number(n) => PortSpec {
+                host: number("", n, 0)?,
+                to: None,
+            },
+            RawPort::Table(t) => PortSpec {
+                host: number(".port", t.port.unwrap_or(0), 0)?,
+                to: t.to.map(|to| number(".to", to, 1)).transpose()?,
+            },
+        })
+    }
+
+    fn from_port(port: &PortSpec) -> Self {
+        match port.to {
+            None => RawPort::Number(i64::from(port.host)),
+            Some(to) => RawPort::Table(RawPortTable {
+                port: Some(i64::from(port.host)),
+                to: Some(i64::from(to)),
+            }),
+        }
+    }
 }
 
 /// `[check]` as written: exactly one of `http`, `tcp`, `command`.
@@ -482,6 +540,11 @@ impl RawSpec {
             stopped: false,
             generation: 0,
             slot_generations: BTreeMap::new(),
+            ports: self
+                .ports
+                .into_iter()
+                .map(|(port, raw)| Ok((port.clone(), raw.into_port(&name, &port)?)))
+                .collect::<Result<_, SpecError>>()?,
             name: self.name,
         };
         spec.validate()?;
@@ -546,6 +609,11 @@ impl RawSpec {
             inherit_env: spec.inherit_env.then_some(true),
             check: spec.check.as_deref().map(RawCheck::from_check),
             update: RawUpdate::from_policy(&spec.update),
+            ports: spec
+                .ports
+                .iter()
+                .map(|(name, port)| (name.clone(), RawPort::from_port(port)))
+                .collect(),
             params,
         }
     }
@@ -974,6 +1042,101 @@ failures = 2
             let err = parse_specs(&format!("{{{base}}}, \"update\": {update}}}")).unwrap_err();
             assert_eq!(err.field, field, "{update}: {err}");
             assert!(err.message.contains(says), "{update}: {err}");
+        }
+    }
+
+    #[test]
+    fn ports_and_variables_parse_round_trip_and_name_the_field_at_fault() {
+        let toml = r#"
+name = "web"
+provider = "docker"
+ports = { http = 0, admin = 9100, api = { to = 8080 }, metrics = { port = 9200, to = 80 } }
+env = { LISTEN = "${MOB_ADDR_HTTP}", LITERAL = "$${NOT_A_VAR}" }
+[params]
+image = "mob-test/busybox"
+args = ["httpd", "-f", "-p", "${MOB_PORT_HTTP}"]
+[check]
+tcp = "127.0.0.1:${MOB_PORT_HTTP}"
+"#;
+        let web = &parse_specs(toml).unwrap()[0];
+        let port = |host, to| crate::ports::PortSpec { host, to };
+        assert_eq!(web.ports["http"], port(0, None));
+        assert_eq!(web.ports["admin"], port(9100, None));
+        assert_eq!(web.ports["api"], port(0, Some(8080)));
+        assert_eq!(web.ports["metrics"], port(9200, Some(80)));
+        let both = [web.clone()];
+        assert_eq!(parse_specs(&to_toml(&both).unwrap()).unwrap(), both);
+        assert_eq!(parse_specs(&to_json(&both)).unwrap(), both);
+        let exec = r#""name": "a", "provider": "exec""#;
+        let docker = r#""name": "a", "provider": "docker", "params": {"image": "i"}"#;
+        for (base, rest, field, says) in [
+            (
+                exec,
+                r#""ports": {"http": 70000}"#,
+                "ports.http",
+                "out of range",
+            ),
+            (
+                exec,
+                r#""ports": {"http": -1}"#,
+                "ports.http",
+                "out of range",
+            ),
+            (
+                docker,
+                r#""ports": {"http": {"to": 0}}"#,
+                "ports.http.to",
+                "out of range",
+            ),
+            (
+                exec,
+                r#""ports": {"http": {"to": 80}}"#,
+                "ports.http",
+                "docker",
+            ),
+            (
+                exec,
+                r#""ports": {"a": 80, "b": 80}"#,
+                "ports.b",
+                "also port",
+            ),
+            (exec, r#""ports": {"Web": 0}"#, "ports", "a-z"),
+            (
+                exec,
+                r#""ports": {"http": {"host": 80}}"#,
+                "-",
+                "did not match",
+            ),
+            (
+                exec,
+                r#""params": {"command": ["x", "${MOB_PORT_WEB}"]}"#,
+                "params.command",
+                "${MOB_PORT_WEB}",
+            ),
+            (
+                exec,
+                r#""env": {"A": "${HOME}"}"#,
+                "env.A",
+                "unknown variable ${HOME}",
+            ),
+            (
+                exec,
+                r#""ports": {"http": 0}, "check": {"tcp": "127.0.0.1:${MOB_PORT_HTTP"}"#,
+                "check.tcp",
+                "not closed",
+            ),
+        ] {
+            let params = if rest.contains("params") {
+                String::new()
+            } else if base == exec {
+                r#", "params": {"command": "x"}"#.to_owned()
+            } else {
+                String::new()
+            };
+            let text = format!("{{{base}{params}, {rest}}}");
+            let err = parse_specs(&text).unwrap_err();
+            assert_eq!(err.field, field, "{text}: {err}");
+            assert!(err.message.contains(says), "{text}: {err}");
         }
     }
 

@@ -319,6 +319,8 @@ mod tests {
             version,
             started_ms,
             proven: false,
+            ip: None,
+            ports: Default::default(),
         }
     }
 

@@ -54,7 +54,8 @@ fn spec() -> impl Strategy<Value = ServiceSpec> {
         (0u32..20, 1u64..600_000, 1u64..60_000, 1u64..60_000),
         prop::collection::vec(name(), 0..3),
         prop::collection::btree_map("[a-z]{1,4}", "[a-z0-9]{0,4}", 0..3),
-        prop::collection::btree_map("[A-Z_]{1,6}", "[ -~]{0,8}", 0..3),
+        // (No `$`: a `${` must name a variable the spec has.)
+        prop::collection::btree_map("[A-Z_]{1,6}", "[ -#%-~]{0,8}", 0..3),
     )
         .prop_map(
             |(
@@ -90,6 +91,7 @@ fn spec() -> impl Strategy<Value = ServiceSpec> {
                 stopped: false,
                 generation: 0,
                 slot_generations: Default::default(),
+                ports: Default::default(),
                 env,
             },
         )

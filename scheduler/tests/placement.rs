@@ -95,6 +95,8 @@ impl World {
             version: 1,
             started_ms: 0,
             proven: false,
+            ip: None,
+            ports: Default::default(),
         };
         self.put(status_key(node, service, slot), Value::Status(status));
     }

@@ -530,6 +530,8 @@ impl Sim {
             version,
             started_ms,
             proven: false,
+            ip: None,
+            ports: Default::default(),
         };
         let input = Input::Instance(InstanceReport {
             service: key.0.clone(),

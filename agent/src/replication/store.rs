@@ -15,7 +15,7 @@ use mob_scheduler::hash::stable_hash;
 
 const MAGIC: &[u8; 4] = b"MOBT";
 /// 3: node records list their keys, and `key/` records exist.
-const VERSION: u8 = 5;
+const VERSION: u8 = 6;
 const HEADER: usize = 4 + 1 + 8 + 8;
 /// File name in the data dir.
 pub(crate) const TABLE_FILE: &str = "table";

@@ -440,7 +440,7 @@ fn restart(crashes: u64) -> anyhow::Result<()> {
     let mut latencies = rt.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
         let providers = std::sync::Arc::new(Providers::detect(&[mob_scheduler::spec::ProviderKind::Exec]).await);
-        let mut supervisor = Supervisor::new("bench".into(), dir.path().display().to_string(), providers, LogConfig::new(dir.path().to_owned()), tx);
+        let mut supervisor = Supervisor::new("bench".into(), dir.path().display().to_string(), std::net::IpAddr::from([127, 0, 0, 1]), mob_providers::ports::DEFAULT_RANGE, providers, LogConfig::new(dir.path().to_owned()), tx);
         // Runs 20 ms and crashes; stable_after 10 ms keeps every restart immediate.
         let spec = mob_scheduler::spec_file::parse_specs(&format!(
             r#"{{"name":"crasher","provider":"exec","max_restarts":{},"stable_after":"10ms","params":{{"command":["sleep","0.02"]}}}}"#,

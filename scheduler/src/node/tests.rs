@@ -66,6 +66,8 @@ fn running(pid: u32, since_ms: u64, version: u64) -> Status {
         version,
         started_ms: since_ms,
         proven: false,
+        ip: None,
+        ports: Default::default(),
     }
 }
 
