@@ -150,6 +150,18 @@ pub(crate) enum Command {
     /// The cluster's keyring: rotate the key on every agent at once.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print `ip:port` of every instance of a service that serves (up, and
+    /// passing its check if it has one), one per line.
+    Resolve {
+        /// Service name.
+        name: String,
+        /// Which of its ports (needed when it has several).
+        #[arg(long, value_name = "NAME")]
+        port: Option<String>,
+        /// Print JSON: [{"slot","node","ip","port","addr"}].
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one service in detail.
     Status {
         /// Service name.

@@ -191,6 +191,18 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 print!("{}", output::status_text(&service));
             }
         }
+        Command::Resolve { name, port, json } => {
+            let service = service_named(&client()?, &name).await?;
+            let endpoints = mob_scheduler::discovery::endpoints(&service, port.as_deref())
+                .map_err(|e| Failure::Operation(e.into()))?;
+            if json {
+                println!("{}", output::endpoints_json(&endpoints));
+            } else {
+                for endpoint in &endpoints {
+                    println!("{}", endpoint.addr());
+                }
+            }
+        }
         Command::Inspect { name, json } => {
             let service = service_named(&client()?, &name).await?;
             let specs = [service.spec];

@@ -165,7 +165,26 @@ fn slot_json(slot: &SlotView) -> serde_json::Value {
         "last_exit": slot.last_exit,
         "last_signal": slot.last_signal,
         "version": slot.version,
+        "addr": slot.addr,
+        "ports": slot.ports,
     })
+}
+
+/// `resolve --json`: `[{"slot","node","ip","port","addr"}]`.
+pub(crate) fn endpoints_json(endpoints: &[mob_scheduler::discovery::Endpoint]) -> String {
+    let rows: Vec<_> = endpoints
+        .iter()
+        .map(|e| {
+            json!({
+                "slot": e.slot,
+                "node": e.node,
+                "ip": e.ip,
+                "port": e.port,
+                "addr": e.addr(),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
 }
 
 /// `replicas` as a spec writes it: a count, or `"every-node"`.
@@ -320,6 +339,18 @@ pub(crate) fn status_text(s: &ServiceView) -> String {
     let rows: Vec<[String; 9]> =
         slot_rows(&s.name, s.provider.as_str(), &s.slots, now_ms()).collect();
     out.push_str(&table(SLOT_COLUMNS, &rows));
+    for slot in s.slots.iter().filter(|slot| slot.addr.is_some()) {
+        let ports: Vec<String> = slot.ports.iter().map(|(n, p)| format!("{n}={p}")).collect();
+        let at = match (&slot.node, s.every_node) {
+            (Some(node), true) => format!("on {node}"),
+            _ => format!("slot {}", slot.slot),
+        };
+        match (slot.addr, ports.is_empty()) {
+            (Some(ip), false) => out.push_str(&format!("{at}: {ip}, ports {}\n", ports.join(" "))),
+            (Some(ip), true) => out.push_str(&format!("{at}: {ip}\n")),
+            (None, _) => {}
+        }
+    }
     for slot in &s.slots {
         if let Some(reason) = &slot.reason {
             match (&slot.node, s.every_node) {

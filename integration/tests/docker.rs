@@ -123,6 +123,56 @@ fn a_docker_command_check_runs_inside_the_container() {
 }
 
 #[test]
+fn two_docker_replicas_on_one_host_publish_their_own_ports() {
+    if !have_docker() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let agents = local_cluster(dir.path(), 1).unwrap();
+    let name = format!("dkp{}", std::process::id());
+    // Both listen on 8080 in their containers; each gets its own host port.
+    let spec = format!(
+        r#"{{"name": "{name}", "provider": "docker", "replicas": 2, "stop_timeout": "1s",
+            "ports": {{"http": {{"to": 8080}}}},
+            "params": {{"image": "mob-test/busybox",
+                        "args": ["sh", "-c", "mkdir -p /www && echo slot-${{MOB_SLOT}} > /www/index.html && exec httpd -f -p 8080 -h /www"]}}}}"#
+    );
+    agents[0].deploy(&spec).unwrap();
+    let mut answers = BTreeSet::new();
+    wait_until(
+        "both containers to answer on their host ports",
+        Duration::from_secs(60),
+        || {
+            answers.clear();
+            for slot in slots(&agents[0], &name)? {
+                let Some(port) = slot["ports"]["http"].as_u64() else {
+                    return Ok(false);
+                };
+                let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port as u16))
+                else {
+                    return Ok(false);
+                };
+                use std::io::{Read, Write};
+                stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+                stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                let mut answer = String::new();
+                let _ = stream.read_to_string(&mut answer);
+                if let Some(line) = answer.lines().find(|l| l.starts_with("slot-")) {
+                    answers.insert(line.to_owned());
+                }
+            }
+            Ok(answers.len() == 2)
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        answers,
+        BTreeSet::from(["slot-0".to_owned(), "slot-1".to_owned()])
+    );
+    agents[0].cli(&["remove", &name]).unwrap();
+}
+
+#[test]
 fn deploy_wait_fails_for_an_image_that_does_not_exist() {
     if !have_docker() {
         return;

@@ -9,8 +9,6 @@ mod common;
 use common::*;
 use std::path::Path;
 
-const BUSYBOX: &str = "/bin/busybox";
-
 /// A port nothing listens on now.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -46,15 +44,6 @@ fn wait_healthy(agent: &Agent, name: &str, not: Option<u32>, within: Duration) -
 
 fn agent(dir: &Path) -> Agent {
     local_cluster(dir, 1).unwrap().pop().unwrap()
-}
-
-/// Whether busybox is there (CI installs it: there it must be).
-fn have_busybox() -> bool {
-    mob_integration::requirement::met(
-        Path::new(BUSYBOX).exists(),
-        "CI",
-        "/bin/busybox is missing (install busybox-static)",
-    )
 }
 
 /// Asserts `holds` at every look for `span`: what must stay true while

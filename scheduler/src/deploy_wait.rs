@@ -140,6 +140,8 @@ mod tests {
             health: None,
             last_exit: None,
             last_signal: None,
+            addr: None,
+            ports: Default::default(),
         }
     }
 

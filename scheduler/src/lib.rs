@@ -24,6 +24,7 @@
 //! - [`node`]: [`Node`], the state machine every agent runs: operator
 //!   writes, merges, the reconcile gate, what to broadcast and save.
 //! - [`services_view`]: what `services` and `status` show, from the table.
+//! - [`discovery`]: the address and port of each instance that serves.
 //! - [`update`]: rolling updates without a leader: whose turn it is, and
 //!   when an update failed.
 //! - [`history`]: the last versions of each service, and their outcomes.
@@ -34,6 +35,7 @@
 pub mod check;
 pub mod deploy_wait;
 pub mod digest;
+pub mod discovery;
 pub mod gc;
 pub mod hash;
 pub mod history;

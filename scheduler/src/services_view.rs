@@ -36,6 +36,18 @@ pub struct SlotView {
     pub last_exit: Option<i32>,
     /// Signal that ended the instance's last run, if any.
     pub last_signal: Option<i32>,
+    /// The IP its node advertises, once an instance reported.
+    pub addr: Option<std::net::IpAddr>,
+    /// Its host ports by name (none until an instance reported).
+    pub ports: std::collections::BTreeMap<String, u16>,
+}
+
+impl SlotView {
+    /// Whether the instance is up and, with a check, passing it: what
+    /// `resolve` and DNS give out.
+    pub fn serves(&self) -> bool {
+        self.state == InstanceState::Running
+    }
 }
 
 /// One live service.
@@ -170,6 +182,8 @@ fn every_node_slots(table: &Table, members: &Members, spec: &ServiceSpec) -> Vec
                 health: health_of(spec, state),
                 last_exit: status.and_then(|s| s.last_exit),
                 last_signal: status.and_then(|s| s.last_signal),
+                addr: status.and_then(|s| s.ip),
+                ports: status.map(|s| s.ports.clone()).unwrap_or_default(),
             })
         })
         .collect()
@@ -268,6 +282,8 @@ fn slot_view(
         health: health_of(spec, state),
         last_exit: status.and_then(|s| s.last_exit),
         last_signal: status.and_then(|s| s.last_signal),
+        addr: status.and_then(|s| s.ip),
+        ports: status.map(|s| s.ports.clone()).unwrap_or_default(),
         node: owner,
         reason,
     }

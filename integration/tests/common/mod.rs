@@ -13,6 +13,18 @@ pub(crate) use mob_integration::{
 };
 pub(crate) use serde_json::Value;
 
+/// Busybox, static (CI installs `busybox-static`): its `httpd` serves.
+pub(crate) const BUSYBOX: &str = "/bin/busybox";
+
+/// Whether busybox is there (CI installs it: there it must be).
+pub(crate) fn have_busybox() -> bool {
+    mob_integration::requirement::met(
+        std::path::Path::new(BUSYBOX).exists(),
+        "CI",
+        "/bin/busybox is missing (install busybox-static)",
+    )
+}
+
 /// A `sleep` argument no other test uses: instances are found by it.
 pub(crate) fn marker(k: u32) -> String {
     (1_000_000 + (std::process::id() % 50_000) * 20 + k).to_string()
