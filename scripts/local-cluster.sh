@@ -18,6 +18,7 @@ for arg in "$@"; do
   esac
 done
 base=${MOB_BASE_PORT:-17946}
+dns_base=${MOB_DNS_BASE_PORT:-8600}
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 cargo build --release -q -p mob-agent --manifest-path "$root/Cargo.toml"
@@ -40,6 +41,7 @@ for i in $(seq 1 "$n"); do
   join=()
   [ "$i" -gt 1 ] && join=(--join "127.0.0.1:$base")
   "$bin" run --name "node$i" --bind "127.0.0.1:$port" --data-dir "$dir/node$i" \
+    --dns "127.0.0.1:$((dns_base + i - 1))" \
     --key-file "$dir/cluster.key" "${join[@]}" > "$dir/node$i.log" 2>&1 &
   pids+=($!)
 done
@@ -64,7 +66,8 @@ cat > "$dir/hello.toml" <<'SPEC'
 name = "hello"
 provider = "shell"
 replicas = 2
-params = { command = "while true; do echo hello from $MOB_NODE slot $MOB_SLOT; sleep 5; done" }
+ports = { http = 0 }
+params = { command = "while true; do echo hello from $MOB_NODE slot $MOB_SLOT port $MOB_PORT_HTTP; sleep 5; done" }
 SPEC
 "$bin" deploy "$dir/hello.toml" --agent "$dir/node1/mob.sock"
 until [ "$("$bin" services --json --agent "$dir/node$n/mob.sock" | grep -o '"state":"running"' | wc -l)" -eq 2 ]; do
@@ -81,6 +84,13 @@ for i in $(seq 1 "$n"); do
   echo "  $bin members --agent $dir/node$i/mob.sock      # log: $dir/node$i.log"
 done
 echo "  $bin logs hello --agent $dir/node1/mob.sock      # from any node"
+echo "  $bin resolve hello --agent $dir/node1/mob.sock   # ip:port of each instance"
+if command -v dig >/dev/null; then
+  echo "  dig @127.0.0.1 -p $dns_base +short SRV _http._tcp.hello.service.mob"
+  dig @127.0.0.1 -p "$dns_base" +short +tries=1 +time=2 SRV _http._tcp.hello.service.mob | sed 's/^/    /'
+else
+  echo "  dig @127.0.0.1 -p $dns_base +short SRV _http._tcp.hello.service.mob   # (dig: apt-get install dnsutils)"
+fi
 echo "try: kill -9 ${pids[1]:-${pids[0]}}  and watch its slot move (services) and the others log it down"
 [ "$once" = 1 ] && exit 0
 echo "Ctrl-C stops them all."

@@ -43,6 +43,14 @@ pub(crate) enum RunError {
     /// The table file is damaged (and `--reset-table` was not given).
     #[error(transparent)]
     Table(#[from] store::StoreError),
+    /// The DNS port could not be bound.
+    #[error("dns {addr}: {source} (choose another with --dns ADDR, or --dns off)")]
+    Dns {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The ready file could not be written.
     #[error("ready file {path}: {source}")]
     ReadyFile {
@@ -222,6 +230,17 @@ pub(crate) async fn run(
         table.clone(),
         log_config.clone(),
     ));
+    let dns_stats = Arc::new(crate::dns::DnsStats::default());
+    let dns = match config.dns {
+        Some(addr) => {
+            let bound = crate::dns::serve(addr, config.dns_ttl, table.clone(), dns_stats.clone())
+                .await
+                .map_err(|source| RunError::Dns { addr, source })?;
+            info!(node = %local.name, addr = %bound, ttl = config.dns_ttl, "dns serving the zone mob.");
+            Some(bound)
+        }
+        None => None,
+    };
     let control = tokio::spawn(server::serve(
         listener,
         Arc::new(ControlState {
@@ -230,6 +249,7 @@ pub(crate) async fn run(
             logs: log_config,
             started,
             limits: server::Limits::default(),
+            dns: dns_stats,
         }),
     ));
     if let Some(path) = &config.ready_file {
@@ -237,6 +257,7 @@ pub(crate) async fn run(
             path,
             &local.addr.to_string(),
             &socket_path.display().to_string(),
+            dns,
         )
         .map_err(|source| RunError::ReadyFile {
             path: path.display().to_string(),
@@ -355,8 +376,13 @@ async fn serve_streams(
     }
 }
 
-fn write_ready_file(path: &std::path::Path, addr: &str, socket: &str) -> std::io::Result<()> {
-    let body = serde_json::json!({ "addr": addr, "socket": socket }).to_string();
+fn write_ready_file(
+    path: &std::path::Path,
+    addr: &str,
+    socket: &str,
+    dns: Option<std::net::SocketAddr>,
+) -> std::io::Result<()> {
+    let body = serde_json::json!({ "addr": addr, "socket": socket, "dns": dns }).to_string();
     mob_membership::atomic_file::write(path, body.as_bytes())
 }
 

@@ -255,6 +255,13 @@ pub(crate) struct RunArgs {
     /// Log format.
     #[arg(long, value_enum)]
     pub(crate) log_format: Option<LogFormat>,
+    /// DNS for the zone `mob.`, UDP and TCP, answered from the local
+    /// table (default 127.0.0.1:8600; `off`: none).
+    #[arg(long, value_name = "ADDR|off")]
+    pub(crate) dns: Option<String>,
+    /// TTL of DNS answers, in seconds (default 0: clients ask again).
+    #[arg(long, value_name = "SECS")]
+    pub(crate) dns_ttl: Option<u32>,
     /// Host ports a service's `port = 0` is picked from, LO-HI (default
     /// 20000-32767).
     #[arg(long, value_name = "LO-HI")]

@@ -43,6 +43,8 @@ struct FileConfig {
     tags: BTreeMap<String, String>,
     log_format: Option<LogFormat>,
     port_range: Option<String>,
+    dns: Option<String>,
+    dns_ttl: Option<u32>,
     #[serde(default)]
     timings: Timings,
     #[serde(default)]
@@ -163,7 +165,13 @@ pub(crate) struct AgentConfig {
     pub(crate) reset_table: bool,
     pub(crate) ready_file: Option<PathBuf>,
     pub(crate) port_range: std::ops::RangeInclusive<u16>,
+    /// Where DNS listens; `None`: off.
+    pub(crate) dns: Option<SocketAddr>,
+    pub(crate) dns_ttl: u32,
 }
+
+/// Where DNS listens by default: local clients only.
+pub(crate) const DEFAULT_DNS: &str = "127.0.0.1:8600";
 
 /// Parses `--port-range LO-HI`.
 fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -295,6 +303,13 @@ impl AgentConfig {
             .map_err(|e| err(format!("--data-dir {}: {e}", data_dir.display())))?;
 
         let (key, key_source) = resolve_key(args.key_file.or(file.key_file), env, &data_dir)?;
+        let dns = match args.dns.or(file.dns).as_deref().unwrap_or(DEFAULT_DNS) {
+            "off" => None,
+            text => Some(
+                text.parse::<SocketAddr>()
+                    .map_err(|_| err(format!("--dns {text:?} is neither ip:port nor \"off\"")))?,
+            ),
+        };
         let port_range = match args.port_range.or(file.port_range) {
             Some(text) => parse_port_range(&text).map_err(|m| err(format!("--port-range {m}")))?,
             None => mob_providers::ports::DEFAULT_RANGE,
@@ -319,6 +334,8 @@ impl AgentConfig {
             reset_table: args.reset_table,
             ready_file: args.ready_file,
             port_range,
+            dns,
+            dns_ttl: args.dns_ttl.or(file.dns_ttl).unwrap_or(0),
         })
     }
 

@@ -6,6 +6,7 @@
 //! - `config`: flags + `--config` file + environment, resolved.
 //! - `agent`: `run`: membership and the control API, until SIGTERM/SIGINT.
 //! - `control`: the unix-socket API (protocol, server, client).
+//! - `dns`: DNS for the zone `mob.` (UDP and TCP), answered from the table.
 //! - `replication`: the table task (I/O around the node core
 //!   `mob_scheduler::Node`), its handle, the table file, anti-entropy.
 //! - `supervisor_task`: the agent's side of supervision: the task that
@@ -20,6 +21,7 @@ mod agent;
 mod cli;
 mod config;
 mod control;
+mod dns;
 mod keys;
 mod log_service;
 mod logging;

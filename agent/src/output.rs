@@ -117,6 +117,8 @@ pub(crate) fn stats_json(stats: &StatsReport) -> String {
         "records_rejected": stats.records_rejected,
         "table_forgotten": stats.table_forgotten,
         "table_save_failures": stats.table_save_failures,
+        "dns_queries": stats.dns_queries,
+        "dns_malformed": stats.dns_malformed,
     })
     .to_string()
 }

@@ -224,6 +224,8 @@ impl SupervisionTask {
             let mut report = report_now(&spec.name, slot, InstanceState::Failed);
             report.error = Some(format!("cannot start: {e}"));
             let failed = status_of(&report, (version, started_ms), self.ip);
+            // (A stop that follows keeps the reason.)
+            self.last.insert((spec.name.clone(), slot), failed.clone());
             self.send(&spec.name, slot, failed).await;
         }
     }

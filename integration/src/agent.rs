@@ -73,6 +73,8 @@ pub struct AgentSpec {
     pub extra: Vec<String>,
     /// Extra environment of the agent.
     pub env: Vec<(String, String)>,
+    /// `--dns`: by default a free port on loopback (agents share hosts).
+    pub dns: String,
 }
 
 impl AgentSpec {
@@ -88,6 +90,7 @@ impl AgentSpec {
             netns: None,
             extra: Vec::new(),
             env: Vec::new(),
+            dns: "127.0.0.1:0".into(),
         }
     }
 }
@@ -101,6 +104,8 @@ pub struct Agent {
     pub addr: SocketAddr,
     /// Its control socket.
     pub socket: PathBuf,
+    /// Where its DNS listens, from the ready file.
+    pub dns: Option<SocketAddr>,
     child: Option<Child>,
 }
 
@@ -108,6 +113,7 @@ pub struct Agent {
 struct Ready {
     addr: SocketAddr,
     socket: PathBuf,
+    dns: Option<SocketAddr>,
 }
 
 impl Agent {
@@ -138,7 +144,8 @@ impl Agent {
             .arg(&spec.key_file)
             .arg("--ready-file")
             .arg(&ready)
-            .args(["--log-format", "json"]);
+            .args(["--log-format", "json"])
+            .args(["--dns", &spec.dns]);
         for seed in &spec.join {
             command.args(["--join", &seed.to_string()]);
         }
@@ -158,6 +165,7 @@ impl Agent {
             spec,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             socket: PathBuf::new(),
+            dns: None,
             child: Some(child),
         };
         let mut parsed = None;
@@ -186,6 +194,7 @@ impl Agent {
         let ready = parsed.context("ready file")?;
         agent.addr = ready.addr;
         agent.socket = ready.socket;
+        agent.dns = ready.dns;
         Ok(agent)
     }
 

@@ -125,3 +125,196 @@ fn a_fixed_port_in_use_fails_the_slot_and_status_says_why() {
     assert!(processes_with_arg(&marker).is_empty());
     drop(squatter);
 }
+
+/// Whether `dig` is there (CI installs dnsutils: there it must be).
+fn have_dig() -> bool {
+    let found = std::process::Command::new("dig")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    mob_integration::requirement::met(found, "CI", "dig is missing (install dnsutils)")
+}
+
+/// What `dig` got from `agent`'s DNS: the status and the answer lines.
+fn dig(agent: &Agent, args: &[&str]) -> (String, Vec<String>) {
+    let dns = agent.dns.expect("the agent serves DNS");
+    let out = std::process::Command::new("dig")
+        .arg(format!("@{}", dns.ip()))
+        .args([
+            "-p",
+            &dns.port().to_string(),
+            "+noall",
+            "+comments",
+            "+answer",
+            "+tries=1",
+            "+time=2",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("")
+        .to_owned();
+    let answers = text
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    (status, answers)
+}
+
+#[test]
+fn dns_answers_a_srv_and_node_records_from_the_table_and_refuses_other_zones() {
+    if !have_dig() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let agents = local_cluster(dir.path(), 3).unwrap();
+    let marker = marker(2);
+    agents[0]
+        .deploy(&format!(
+            r#"{{"name": "api", "provider": "exec", "replicas": 3, "ports": {{"http": 0}},
+                "params": {{"command": ["sleep", "{marker}"]}}}}"#
+        ))
+        .unwrap();
+    let mut slots_now = Vec::new();
+    wait_until("3 api instances running", Duration::from_secs(20), || {
+        slots_now = slots(&agents[2], "api")?;
+        Ok(slots_now.len() == 3 && slots_now.iter().all(|s| s["state"] == "running"))
+    })
+    .unwrap();
+    let ports: BTreeSet<String> = slots_now
+        .iter()
+        .map(|s| s["ports"]["http"].to_string())
+        .collect();
+
+    // SRV: every instance's port, each on its node; by UDP and by TCP.
+    for tcp in [false, true] {
+        let mut args = vec!["SRV", "_http._tcp.api.service.mob"];
+        if tcp {
+            args.push("+tcp");
+        }
+        let (status, answers) = dig(&agents[1], &args);
+        assert_eq!(status, "NOERROR", "{answers:?}");
+        let got: BTreeSet<String> = answers
+            .iter()
+            .filter_map(|l| l.split(' ').nth(6).map(str::to_owned))
+            .collect();
+        assert_eq!(got, ports, "{answers:?}");
+        let targets: BTreeSet<String> = answers
+            .iter()
+            .filter_map(|l| l.split(' ').nth(7).map(str::to_owned))
+            .collect();
+        assert_eq!(
+            targets,
+            ["n1.node.mob.", "n2.node.mob.", "n3.node.mob."]
+                .map(str::to_owned)
+                .into()
+        );
+    }
+    // A: one per node with an instance (all on loopback here: one IP).
+    let (status, answers) = dig(&agents[1], &["A", "api.service.mob"]);
+    assert_eq!(status, "NOERROR");
+    assert_eq!(answers, ["api.service.mob. 0 IN A 127.0.0.1"]);
+    let (_, answers) = dig(&agents[1], &["A", "n2.node.mob"]);
+    assert_eq!(answers, ["n2.node.mob. 0 IN A 127.0.0.1"]);
+    let slot = slots_now[1]["node"].as_str().unwrap().to_owned();
+    let (status, answers) = dig(&agents[0], &["A", "1.api.service.mob"]);
+    assert_eq!(
+        (status.as_str(), answers.len()),
+        ("NOERROR", 1),
+        "slot 1 on {slot}"
+    );
+    // Unknown names, another zone, a port the service lacks.
+    assert_eq!(dig(&agents[0], &["A", "nope.service.mob"]).0, "NXDOMAIN");
+    assert_eq!(
+        dig(&agents[0], &["SRV", "_grpc._tcp.api.service.mob"]).0,
+        "NXDOMAIN"
+    );
+    assert_eq!(dig(&agents[0], &["A", "example.com"]).0, "REFUSED");
+
+    // Garbage on the DNS port is dropped and counted; the agent answers on.
+    let dns = agents[0].dns.unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let before = agents[0].stats().unwrap()["dns_malformed"]
+        .as_u64()
+        .unwrap();
+    for size in [0usize, 1, 5, 12, 40, 512, 4000] {
+        let junk: Vec<u8> = (0..size).map(|i| (i * 37 + size) as u8).collect();
+        socket.send_to(&junk, dns).unwrap();
+    }
+    // A truncated query: the header of a real one.
+    socket
+        .send_to(&[0x12, 0x34, 0x01, 0x00, 0x00, 0x01], dns)
+        .unwrap();
+    wait_until("the garbage counted", Duration::from_secs(5), || {
+        Ok(agents[0].stats()?["dns_malformed"].as_u64().unwrap_or(0) >= before + 6)
+    })
+    .unwrap();
+    assert_eq!(dig(&agents[0], &["A", "api.service.mob"]).0, "NOERROR");
+}
+
+#[test]
+fn dns_follows_a_failover_within_detection_and_a_second() {
+    if !have_dig() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut agents = local_cluster(dir.path(), 3).unwrap();
+    let marker = marker(3);
+    agents[0]
+        .deploy(&format!(
+            r#"{{"name": "one", "provider": "exec", "ports": {{"http": 0}},
+                "params": {{"command": ["sleep", "{marker}"]}}}}"#
+        ))
+        .unwrap();
+    let target = |agent: &Agent| -> Option<String> {
+        dig(agent, &["SRV", "_http._tcp.one.service.mob"])
+            .1
+            .first()
+            .and_then(|l| l.split(' ').nth(7).map(str::to_owned))
+    };
+    let mut owner = None;
+    wait_until("one to be in DNS", Duration::from_secs(20), || {
+        owner = target(&agents[0]);
+        Ok(owner.is_some())
+    })
+    .unwrap();
+    let owner = owner.unwrap();
+    let victim = agents
+        .iter()
+        .position(|a| owner == format!("{}.node.mob.", a.spec.name))
+        .unwrap();
+    let survivor = (victim + 1) % 3;
+    let victim_name = agents[victim].spec.name.clone();
+    agents[victim].kill9().unwrap();
+    let killed = Instant::now();
+    let mut down_at = None;
+    wait_until("DNS to name the new owner", Duration::from_secs(20), || {
+        if down_at.is_none()
+            && agents[survivor]
+                .state_of(&victim_name)?
+                .is_none_or(|m| m.state != "alive" && m.state != "suspect")
+        {
+            down_at = Some(killed.elapsed());
+        }
+        Ok(target(&agents[survivor]).is_some_and(|t| t != owner))
+    })
+    .unwrap();
+    let took = killed.elapsed();
+    let detected = down_at.unwrap_or(took);
+    eprintln!(
+        "kill -9 of the owner: down after {} ms, DNS names the new owner after {} ms",
+        detected.as_millis(),
+        took.as_millis()
+    );
+    // Failure detection, then at most a second more.
+    assert!(
+        took <= detected + Duration::from_secs(1),
+        "down after {detected:?}, DNS moved after {took:?}"
+    );
+}

@@ -2,9 +2,14 @@
 //! instances that serves (up, and passing its check if it has one). What
 //! `mob-agent resolve` prints and DNS answers, from the local table.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::placement::Members;
+use crate::record::InstanceState;
 use crate::services_view::ServiceView;
+use crate::spec::EVERY_NODE_SLOT;
+use crate::table::Table;
 
 /// One instance that serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +32,69 @@ impl Endpoint {
             None => self.ip.to_string(),
         }
     }
+}
+
+/// An instance that serves, as the table has it: on a live owner that
+/// reports it running (up, and passing its check if it has one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// Its slot.
+    pub slot: u32,
+    /// The node it runs on.
+    pub node: String,
+    /// The IP that node advertises.
+    pub ip: IpAddr,
+    /// Its host ports by name.
+    pub ports: BTreeMap<String, u16>,
+}
+
+/// The instances of the live service `name` that serve, in slot (or, for
+/// an every-node service, node) order; `None` if there is no such live
+/// service. Reads only the service's own records, so a lookup costs its
+/// slots, not the table.
+pub fn serving(table: &Table, members: &Members, name: &str) -> Option<Vec<Instance>> {
+    let (spec, _) = table.live_service(name)?;
+    let instance = |node: &str, slot: u32| -> Option<Instance> {
+        if !members.is_live(node) {
+            return None;
+        }
+        let status = table.status(node, name, slot)?;
+        (status.state == InstanceState::Running).then_some(())?;
+        Some(Instance {
+            slot,
+            node: node.to_owned(),
+            ip: status.ip?,
+            ports: status.ports.clone(),
+        })
+    };
+    Some(if spec.stopped {
+        Vec::new()
+    } else if spec.every_node {
+        table
+            .nodes()
+            .filter_map(|(node, _)| instance(node, EVERY_NODE_SLOT))
+            .collect()
+    } else {
+        (0..spec.live_replicas())
+            .filter_map(|slot| {
+                let owner = table.claim(name, slot)?.owner.clone()?;
+                instance(&owner, slot)
+            })
+            .collect()
+    })
+}
+
+/// The IP the live member `node` advertises, from its node record.
+pub fn node_ip(table: &Table, members: &Members, node: &str) -> Option<IpAddr> {
+    if !members.is_live(node) {
+        return None;
+    }
+    table
+        .node(node)?
+        .addr
+        .parse::<SocketAddr>()
+        .ok()
+        .map(|a| a.ip())
 }
 
 /// Why a service can't be resolved.
@@ -103,7 +171,6 @@ pub fn endpoints(service: &ServiceView, port: Option<&str>) -> Result<Vec<Endpoi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::InstanceState;
     use crate::services_view::SlotView;
     use crate::spec_file::parse_specs;
 

@@ -146,4 +146,10 @@ pub(crate) struct StatsReport {
     /// Saves of the table file that failed (a full disk, say).
     #[serde(default)]
     pub(crate) table_save_failures: u64,
+    /// DNS queries answered.
+    #[serde(default)]
+    pub(crate) dns_queries: u64,
+    /// DNS packets dropped as malformed.
+    #[serde(default)]
+    pub(crate) dns_malformed: u64,
 }

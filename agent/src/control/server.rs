@@ -42,6 +42,8 @@ pub(crate) struct ControlState {
     pub(crate) started: Instant,
     /// See [`MAX_REQUESTS`] and [`MAX_FOLLOWERS`].
     pub(crate) limits: Limits,
+    /// The DNS server's counters.
+    pub(crate) dns: Arc<crate::dns::DnsStats>,
 }
 
 /// The pools control connections draw from.
@@ -334,6 +336,8 @@ fn stats(state: &ControlState) -> StatsReport {
         records_rejected: get(&t.records_rejected),
         table_forgotten: get(&t.forgotten),
         table_save_failures: get(&t.save_failures),
+        dns_queries: get(&state.dns.queries),
+        dns_malformed: get(&state.dns.malformed),
     }
 }
 
