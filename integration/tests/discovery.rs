@@ -138,7 +138,16 @@ fn have_dig() -> bool {
 /// What `dig` got from `agent`'s DNS: the status and the answer lines.
 fn dig(agent: &Agent, args: &[&str]) -> (String, Vec<String>) {
     let dns = agent.dns.expect("the agent serves DNS");
-    let out = std::process::Command::new("dig")
+    // (An agent in a network namespace answers there.)
+    let mut command = match &agent.spec.netns {
+        Some(ns) => {
+            let mut c = std::process::Command::new("ip");
+            c.args(["netns", "exec", ns, "dig"]);
+            c
+        }
+        None => std::process::Command::new("dig"),
+    };
+    let out = command
         .arg(format!("@{}", dns.ip()))
         .args([
             "-p",
@@ -317,4 +326,47 @@ fn dns_follows_a_failover_within_detection_and_a_second() {
         took <= detected + Duration::from_secs(1),
         "down after {detected:?}, DNS moved after {took:?}"
     );
+}
+
+#[test]
+fn hosts_with_their_own_ips_give_distinct_addresses() {
+    if !have_dig() || !Netns::usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let net = Netns::up("d", 3).unwrap();
+    let key = new_key_file(&dir.path().join("cluster.key")).unwrap();
+    let agents = net.start_agents(dir.path(), &key).unwrap();
+    wait_until("the cluster", Duration::from_secs(20), || {
+        all_see_alive(&agents, &["h1", "h2", "h3"])
+    })
+    .unwrap();
+    let marker = marker(4);
+    agents[0]
+        .deploy(&format!(
+            r#"{{"name": "api", "provider": "exec", "replicas": 3, "ports": {{"http": 0}},
+                "params": {{"command": ["sleep", "{marker}"]}}}}"#
+        ))
+        .unwrap();
+    let ips: BTreeSet<String> = (1..=3).map(|i| net.ip(i).to_string()).collect();
+    let mut answers = Vec::new();
+    wait_until("A records of all three hosts", Duration::from_secs(30), || {
+        answers = dig(&agents[2], &["A", "api.service.mob"]).1;
+        let got: BTreeSet<String> = answers
+            .iter()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+            .collect();
+        Ok(got == ips)
+    })
+    .unwrap();
+    let (_, node) = dig(&agents[2], &["A", "h1.node.mob"]);
+    assert_eq!(node, [format!("h1.node.mob. 0 IN A {}", net.ip(1))]);
+    // resolve agrees, with each instance's own port.
+    let resolved: BTreeSet<String> = agents[1]
+        .cli(&["resolve", "api"])
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(':').next().map(str::to_owned))
+        .collect();
+    assert_eq!(resolved, ips);
 }
