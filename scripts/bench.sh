@@ -2,6 +2,7 @@
 # Measures membership figures on real agents, release build:
 #   scripts/bench.sh detection [TRIALS]   kill -9 / SIGTERM detection times
 #   scripts/bench.sh idle [SECS]          RSS, CPU, gossip bytes of idle agents
+#   scripts/bench.sh dns [SERVICES] [N]   DNS latency, table change to answer, RSS with DNS on/off
 # Prints a markdown table (progress on stderr) and the machine it ran on.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -350,14 +350,18 @@ fn hosts_with_their_own_ips_give_distinct_addresses() {
         .unwrap();
     let ips: BTreeSet<String> = (1..=3).map(|i| net.ip(i).to_string()).collect();
     let mut answers = Vec::new();
-    wait_until("A records of all three hosts", Duration::from_secs(30), || {
-        answers = dig(&agents[2], &["A", "api.service.mob"]).1;
-        let got: BTreeSet<String> = answers
-            .iter()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-            .collect();
-        Ok(got == ips)
-    })
+    wait_until(
+        "A records of all three hosts",
+        Duration::from_secs(30),
+        || {
+            answers = dig(&agents[2], &["A", "api.service.mob"]).1;
+            let got: BTreeSet<String> = answers
+                .iter()
+                .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+                .collect();
+            Ok(got == ips)
+        },
+    )
     .unwrap();
     let (_, node) = dig(&agents[2], &["A", "h1.node.mob"]);
     assert_eq!(node, [format!("h1.node.mob. 0 IN A {}", net.ip(1))]);

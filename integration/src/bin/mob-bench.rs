@@ -26,6 +26,11 @@
 //!   running on AGENTS agents, then JOINERS more agents start: the time
 //!   until rebalancing gave every joiner a slot, and until no agent is over
 //!   the new load cap, with the joiners' slots.
+//! - `dns [SERVICES] [QUERIES]`: one agent holding SERVICES services (and
+//!   `web`, 3 instances with a port): latency of QUERIES sequential UDP
+//!   queries (A, SRV, and A of random services), p50 / p99 / max; the
+//!   time from `scale web 4` to the fourth SRV record; and the RSS of an
+//!   agent serving DNS next to one with `--dns off`, both holding the table.
 //!
 //! Times come from the agents' own JSON log timestamps, compared with the
 //! wall clock at the kill, so polling does not blur them.
@@ -46,6 +51,7 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("detection") => detection(number(1, 10)?),
         Some("idle") => idle(number(1, 60)?),
+        Some("dns") => dns(number(1, 10_000)?, number(2, 20_000)?),
         Some("idle-big") => idle_big(number(1, 10_000)?, number(2, 60)?),
         Some("spread") => spread(number(1, 20)?),
         Some("big") => big(number(1, 10_000)?),
@@ -311,6 +317,128 @@ fn idle_big(count: u64, secs: u64) -> anyhow::Result<()> {
             a.name(),
             rss as f64 / 1024.0,
             100.0 * (cpu1 - cpu0) / secs as f64
+        );
+    }
+    Ok(())
+}
+
+/// One DNS query of `name` for `kind` to `server`: the answer records and
+/// the round trip.
+fn query(
+    socket: &std::net::UdpSocket,
+    server: std::net::SocketAddr,
+    id: u16,
+    name: &str,
+    kind: hickory_proto::rr::RecordType,
+) -> anyhow::Result<(usize, Duration)> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::Name;
+    let mut message = Message::new();
+    message
+        .set_id(id)
+        .add_query(Query::query(Name::from_ascii(name)?, kind));
+    let bytes = message.to_vec()?;
+    let sent = std::time::Instant::now();
+    socket.send_to(&bytes, server)?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, _) = socket.recv_from(&mut buf)?;
+        let answer = Message::from_vec(&buf[..n])?;
+        if answer.id() == id {
+            return Ok((answer.answers().len(), sent.elapsed()));
+        }
+    }
+}
+
+fn dns(services: u64, queries: u64) -> anyhow::Result<()> {
+    use hickory_proto::rr::RecordType;
+    let dir = tempfile::tempdir()?;
+    let mut agents = local_cluster(dir.path(), 1)?;
+    let specs: Vec<String> = (0..services)
+        .map(|i| format!(r#"{{"name":"svc-{i:05}","provider":"exec","ports":{{"http":0}},"constraints":{{"tags":{{"zone":"nowhere"}}}},"params":{{"command":["sleep","100"]}}}}"#))
+        .chain([r#"{"name":"web","provider":"exec","replicas":3,"ports":{"http":0},"params":{"command":["sleep","3300000"]}}"#.to_owned()])
+        .collect();
+    agents[0].deploy(&format!("[{}]", specs.join(",")))?;
+    wait_until("web running", Duration::from_secs(120), || {
+        Ok(processes_with_arg("3300000").len() == 3)
+    })?;
+    let server = agents[0].dns.context("the agent serves DNS")?;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+    wait_until("web in DNS", Duration::from_secs(30), || {
+        Ok(query(
+            &socket,
+            server,
+            1,
+            "_http._tcp.web.service.mob.",
+            RecordType::SRV,
+        )?
+        .0 == 3)
+    })?;
+    let mut latencies = Vec::new();
+    for i in 0..queries {
+        let (name, kind) = match i % 3 {
+            0 => ("web.service.mob.".to_owned(), RecordType::A),
+            1 => ("_http._tcp.web.service.mob.".to_owned(), RecordType::SRV),
+            _ => (
+                format!("svc-{:05}.service.mob.", (i * 7919) % services.max(1)),
+                RecordType::A,
+            ),
+        };
+        latencies.push(query(&socket, server, (i % 60_000) as u16 + 2, &name, kind)?.1);
+    }
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
+    println!(
+        "| DNS, {services} services in the table | queries | p50 (µs) | p99 (µs) | max (µs) |"
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| sequential UDP queries on loopback | {queries} | {:.0} | {:.0} | {:.0} |",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    // A change in the table: the fourth instance, until DNS lists it.
+    let scaled = std::time::Instant::now();
+    agents[0].cli(&["scale", "web", "4"])?;
+    let acked = scaled.elapsed();
+    wait_until("the fourth SRV record", Duration::from_secs(30), || {
+        Ok(query(
+            &socket,
+            server,
+            1,
+            "_http._tcp.web.service.mob.",
+            RecordType::SRV,
+        )?
+        .0 == 4)
+    })?;
+    println!(
+        "scale web 4 -> the fourth SRV record: {:.0} ms (the CLI returned after {:.0} ms; the instance must start and report first)",
+        scaled.elapsed().as_secs_f64() * 1e3,
+        acked.as_secs_f64() * 1e3
+    );
+    // Memory: this agent next to one holding the same table with DNS off.
+    let mut spec = AgentSpec::local("n2", dir.path(), &dir.path().join("cluster.key"));
+    spec.join = vec![agents[0].addr];
+    spec.dns = "off".into();
+    agents.push(Agent::start(spec)?);
+    let held = records(&agents[0])?;
+    wait_until("n2 to hold the table", Duration::from_secs(120), || {
+        Ok(records(&agents[1])? >= held)
+    })?;
+    std::thread::sleep(Duration::from_secs(10));
+    for agent in &agents {
+        let (_, rss) = proc_stat(agent.pid().context("pid")?)?;
+        println!(
+            "{}: DNS {}, RSS {:.1} MiB",
+            agent.name(),
+            if agent.dns.is_some() {
+                "on, after the queries"
+            } else {
+                "off"
+            },
+            rss as f64 / 1024.0
         );
     }
     Ok(())
