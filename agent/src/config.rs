@@ -427,6 +427,12 @@ mod tests {
             AgentConfig::resolve(args(&["--data-dir", d.to_str().unwrap()]), &env()).unwrap();
         assert_eq!(again.key_source, KeySource::DataDir(d.join(KEY_FILE)));
         assert_eq!(again.key, c.key);
+        assert_eq!(c.dns, Some("127.0.0.1:8600".parse().unwrap()));
+        assert_eq!(c.port_range, 20_000..=32_767);
+        let d = d.to_str().unwrap();
+        let off = ["--data-dir", d, "--dns", "off", "--port-range", "9000-9099"];
+        let c = AgentConfig::resolve(args(&off), &env()).unwrap();
+        assert_eq!((c.dns, c.port_range), (None, 9_000..=9_099));
     }
 
     #[test]
@@ -497,6 +503,10 @@ mod tests {
             (vec!["--name", "bad name"], env(), "--name"),
             (vec!["-P", "docker,podman"], env(), "podman"),
             (vec!["-j", "no.such.host.invalid:1"], env(), "--join"),
+            (vec!["--dns", "localhost"], env(), "--dns \"localhost\""),
+            (vec!["--port-range", "30000"], env(), "not LO-HI"),
+            (vec!["--port-range", "30000-20000"], env(), "ends before"),
+            (vec!["--port-range", "0-100"], env(), "not a port"),
             (
                 vec![],
                 Env {
