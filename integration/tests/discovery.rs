@@ -126,6 +126,14 @@ fn a_fixed_port_in_use_fails_the_slot_and_status_says_why() {
     drop(squatter);
 }
 
+/// `api`: 3 `sleep` replicas, each with a port `http` picked for it.
+fn api(marker: &str) -> String {
+    format!(
+        r#"{{"name": "api", "provider": "exec", "replicas": 3, "ports": {{"http": 0}},
+            "params": {{"command": ["sleep", "{marker}"]}}}}"#
+    )
+}
+
 /// Whether `dig` is there (CI installs dnsutils: there it must be).
 fn have_dig() -> bool {
     let found = std::process::Command::new("dig")
@@ -184,12 +192,7 @@ fn dns_answers_a_srv_and_node_records_from_the_table_and_refuses_other_zones() {
     let dir = tempfile::tempdir().unwrap();
     let agents = local_cluster(dir.path(), 3).unwrap();
     let marker = marker(2);
-    agents[0]
-        .deploy(&format!(
-            r#"{{"name": "api", "provider": "exec", "replicas": 3, "ports": {{"http": 0}},
-                "params": {{"command": ["sleep", "{marker}"]}}}}"#
-        ))
-        .unwrap();
+    agents[0].deploy(&api(&marker)).unwrap();
     let mut slots_now = Vec::new();
     wait_until("3 api instances running", Duration::from_secs(20), || {
         slots_now = slots(&agents[2], "api")?;
@@ -342,12 +345,7 @@ fn hosts_with_their_own_ips_give_distinct_addresses() {
     })
     .unwrap();
     let marker = marker(4);
-    agents[0]
-        .deploy(&format!(
-            r#"{{"name": "api", "provider": "exec", "replicas": 3, "ports": {{"http": 0}},
-                "params": {{"command": ["sleep", "{marker}"]}}}}"#
-        ))
-        .unwrap();
+    agents[0].deploy(&api(&marker)).unwrap();
     let ips: BTreeSet<String> = (1..=3).map(|i| net.ip(i).to_string()).collect();
     let mut answers = Vec::new();
     wait_until(

@@ -1226,6 +1226,38 @@ fn the_majority_side_starts_an_at_most_once_slot_only_after_the_margin_past_down
     assert_eq!(starts(&out), 1, "not started once settled: {out:?}");
 }
 
+/// The service record of `lock`, version 1, written by `writer` at `T0`.
+fn lock_service(writer: &str, spec: &crate::ServiceSpec) -> (Key, Arc<Record>) {
+    (
+        Key::Service("lock".into()),
+        by(
+            writer,
+            T0,
+            Value::Service(ServiceRecord {
+                version: 1,
+                instance_since: 1,
+                spec: Some(spec.clone()),
+            }),
+        ),
+    )
+}
+
+/// `owner`'s claim of slot 0 of `lock`, written by it at `at`.
+fn claim(owner: &str, at: u64) -> (Key, Arc<Record>) {
+    (
+        Key::Claim("lock".into(), 0),
+        by(
+            owner,
+            at,
+            Value::Claim(Claim {
+                owner: Some(owner.into()),
+                failed_on: Vec::new(),
+                version: 1,
+            }),
+        ),
+    )
+}
+
 /// An anti-entropy round `from` began with `to` (at `to_addr`): both
 /// learn what the other holds, then `from` hears it completed.
 fn round(from: &mut Node, to: &mut Node, to_addr: SocketAddr, at: u64) -> Vec<Effect> {
@@ -1245,32 +1277,7 @@ fn two_claims_of_an_at_most_once_slot_settle_to_one_start() {
     // before a round begun after its claim completed with every live
     // member, and then only the owner of the later claim does.
     let spec = specs(ONCE).remove(0);
-    let service = (
-        Key::Service("lock".into()),
-        by(
-            "a",
-            T0,
-            Value::Service(ServiceRecord {
-                version: 1,
-                instance_since: 1,
-                spec: Some(spec.clone()),
-            }),
-        ),
-    );
-    let claim = |owner: &str, at: u64| {
-        (
-            Key::Claim("lock".into(), 0),
-            by(
-                owner,
-                at,
-                Value::Claim(Claim {
-                    owner: Some(owner.into()),
-                    failed_on: Vec::new(),
-                    version: 1,
-                }),
-            ),
-        )
-    };
+    let service = lock_service("a", &spec);
     let peers = vec![peer("a", 1), peer("b", 2), peer("c", 3)];
     let c = node_record_of("c", 3, &[]);
     let mut a = Node::new(tagged("a", 1), Table::new(), T0);
@@ -1327,32 +1334,7 @@ fn an_at_most_once_slot_is_handed_over_stop_first() {
     let mut b = Node::new(tagged("b", 2), Table::new(), T0);
     let peers = vec![peer("a", 1), peer("b", 2), peer("c", 3)];
     let spec = specs(ONCE).remove(0);
-    let service = (
-        Key::Service("lock".into()),
-        by(
-            "b",
-            T0,
-            Value::Service(ServiceRecord {
-                version: 1,
-                instance_since: 1,
-                spec: Some(spec),
-            }),
-        ),
-    );
-    let claim = |owner: &str, at: u64| {
-        (
-            Key::Claim("lock".into(), 0),
-            by(
-                owner,
-                at,
-                Value::Claim(Claim {
-                    owner: Some(owner.into()),
-                    failed_on: Vec::new(),
-                    version: 1,
-                }),
-            ),
-        )
-    };
+    let service = lock_service("b", &spec);
     let records = vec![
         node_record_of("a", 1, &[("role", "x")]),
         node_record_of("c", 3, &[]),
