@@ -74,6 +74,7 @@ fn an_instance_gets_a_clean_environment_and_no_inherited_descriptors() {
         "MOB_SERVICE",
         "MOB_SLOT",
         "MOB_NODE",
+        "MOB_IP",
         "MOB_AGENT",
         "MOB_INSTANCE_OF",
     ]

@@ -28,7 +28,8 @@
 //! `params.user` when given, then the spec's `env`, then the `MOB_*`
 //! variables. `inherit_env = true` gives it the agent's whole environment
 //! instead, less `MOB_KEY`. (The docker client always gets the agent's:
-//! the container's environment is the spec's `env` alone.)
+//! the container's environment is the spec's `env` and the `MOB_*`
+//! variables of the instance.)
 
 use std::ffi::OsString;
 use std::process::Stdio;

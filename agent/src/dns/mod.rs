@@ -44,12 +44,28 @@ pub(crate) async fn serve(
     table: TableHandle,
     stats: Arc<DnsStats>,
 ) -> std::io::Result<SocketAddr> {
-    let udp = UdpSocket::bind(addr).await?;
-    let bound = udp.local_addr()?;
-    let tcp = TcpListener::bind(bound).await?;
+    let (udp, tcp, bound) = bind(addr).await?;
     tokio::spawn(serve_udp(udp, ttl, table.clone(), stats.clone()));
     tokio::spawn(serve_tcp(tcp, ttl, table, stats));
     Ok(bound)
+}
+
+/// UDP and TCP sockets on one port. With port 0 the UDP socket picks it,
+/// and the TCP port of that number may be taken (outgoing connections
+/// take ports of the same range): then another is tried.
+async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener, SocketAddr)> {
+    const TRIES: usize = 20;
+    let mut last = None;
+    for _ in 0..TRIES {
+        let udp = UdpSocket::bind(addr).await?;
+        let bound = udp.local_addr()?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp, bound)),
+            Err(e) if addr.port() == 0 => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrInUse)))
 }
 
 /// Decodes a query: `None` (and counted) for anything else.
