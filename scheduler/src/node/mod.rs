@@ -266,6 +266,9 @@ pub struct Node {
     forwarded: Records,
     /// When records were last forwarded by anti-entropy.
     forwarded_at: Option<u64>,
+    /// Many records were learned since, and wait for the gap to pass:
+    /// what the next chunks of a round bring must go on too.
+    forward_waiting: bool,
     out: Vec<Effect>,
     rng: StdRng,
     stats: NodeStats,
@@ -341,6 +344,7 @@ impl Node {
             outgoing: Vec::new(),
             forwarded: Vec::new(),
             forwarded_at: None,
+            forward_waiting: false,
             out: Vec::new(),
             stats: NodeStats::default(),
             config,
@@ -445,6 +449,11 @@ impl Node {
         }
         if let Some(s) = self.saves.deadline() {
             at = at.min(s);
+        }
+        if self.forward_waiting
+            && let Some(last) = self.forwarded_at
+        {
+            at = at.min(last.saturating_add(FORWARD_GAP_MS));
         }
         if !self.converged {
             let grace = if self.synced_once {
@@ -1277,13 +1286,18 @@ impl Node {
         } else if !written.is_empty() {
             self.out.push(Effect::Broadcast(written));
         }
-        if forwarded.len() > MAX_DELTAS {
+        if forwarded.len() > MAX_DELTAS || self.forward_waiting {
             let due = self
                 .forwarded_at
                 .is_none_or(|at| now.saturating_sub(at) >= FORWARD_GAP_MS);
             if due {
                 self.forwarded_at = Some(now);
+                self.forward_waiting = false;
                 self.push_bulk();
+            } else {
+                // (The rounds begun at the gap's end carry them, with
+                // whatever else is new by then.)
+                self.forward_waiting = true;
             }
         }
     }

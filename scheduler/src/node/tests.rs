@@ -875,6 +875,11 @@ fn many_records_learned_by_anti_entropy_are_forwarded_once_few_and_deltas_never(
         0,
         "a second chunk within the gap waits for the rounds"
     );
+    // ... and goes on when the gap is over, not with the next periodic
+    // round.
+    assert!(node.next_deadline() <= T0 + 40 + FORWARD_GAP_MS);
+    let out = node.handle(Input::Tick, T0 + 40 + FORWARD_GAP_MS);
+    assert!(syncs(&out) >= BULK_PEERS, "{out:?}");
     let more: Vec<_> = (0..=MAX_DELTAS)
         .map(|i| format!(r#"{{"name":"t{i}","provider":"shell","params":{{"command":"x"}}}}"#))
         .collect();
@@ -890,12 +895,10 @@ fn many_records_learned_by_anti_entropy_are_forwarded_once_few_and_deltas_never(
         .into_iter()
         .filter(|(k, _)| node.table().get(k).is_none())
         .collect();
-    // (The first periodic round falls due meanwhile: out of the way.)
-    node.handle(Input::Tick, T0 + 50 + FORWARD_GAP_MS);
-    let out = node.handle(
-        Input::Records(Source::AntiEntropy, newer),
-        T0 + 50 + FORWARD_GAP_MS,
-    );
+    // (A periodic round may fall due meanwhile: out of the way.)
+    let later = T0 + 40 + 2 * FORWARD_GAP_MS;
+    node.handle(Input::Tick, later);
+    let out = node.handle(Input::Records(Source::AntiEntropy, newer), later);
     assert_eq!(syncs(&out), BULK_PEERS);
 }
 
