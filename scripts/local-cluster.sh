@@ -7,6 +7,7 @@
 #
 #   scripts/local-cluster.sh [N] [--once]     --once: stop after the check
 #   MOB_BASE_PORT=17946                       first gossip port
+#   MOB_DNS_BASE_PORT=8600                    first DNS port
 set -euo pipefail
 
 n=3; once=0
@@ -21,7 +22,9 @@ base=${MOB_BASE_PORT:-17946}
 dns_base=${MOB_DNS_BASE_PORT:-8600}
 root=$(cd "$(dirname "$0")/.." && pwd)
 
-cargo build --release -q -p mob-agent --manifest-path "$root/Cargo.toml"
+echo "building mob-agent (release; the first build takes a minute or two)..."
+cargo build --release -p mob-agent --manifest-path "$root/Cargo.toml" 2>&1 | grep -E '^(error|warning)|Finished' || true
+[ -x "$root/target/release/mob-agent" ] || { echo "the build failed" >&2; exit 1; }
 bin="$root/target/release/mob-agent"
 dir=$(mktemp -d -t mob-cluster.XXXXXX)
 "$bin" keygen > "$dir/cluster.key"
@@ -46,11 +49,25 @@ for i in $(seq 1 "$n"); do
   pids+=($!)
 done
 
+# An agent that exits at once (a port taken, say) is reported with its
+# last log lines, rather than waited for.
+check_alive() {
+  for i in $(seq 1 "$n"); do
+    if ! kill -0 "${pids[$((i - 1))]}" 2>/dev/null; then
+      echo "agent node$i exited; the end of $dir/node$i.log:" >&2
+      tail -n 5 "$dir/node$i.log" >&2
+      echo "(other ports: MOB_BASE_PORT=27946 MOB_DNS_BASE_PORT=28600 $0)" >&2
+      exit 1
+    fi
+  done
+}
+
 echo "waiting for $n agents to see each other..."
 deadline=$((SECONDS + 30))
 for i in $(seq 1 "$n"); do
   sock="$dir/node$i/mob.sock"
   until [ -S "$sock" ] && [ "$("$bin" members --json --agent "$sock" 2>/dev/null | grep -o '"state":"alive"' | wc -l)" -eq "$n" ]; do
+    check_alive
     if [ $SECONDS -ge $deadline ]; then
       echo "agents did not converge within 30 s; see $dir/node*.log" >&2
       exit 1
@@ -80,6 +97,7 @@ done
 "$bin" services --agent "$dir/node$n/mob.sock"
 echo
 echo "cluster of $n agents is up (data and logs in $dir). Talk to one with:"
+echo "  export MOB_AGENT=$dir/node1/mob.sock PATH=\"$root/target/release:\$PATH\"   # then: mob-agent services"
 for i in $(seq 1 "$n"); do
   echo "  $bin members --agent $dir/node$i/mob.sock      # log: $dir/node$i.log"
 done

@@ -139,9 +139,25 @@ pub(crate) async fn run(
         "agent started"
     );
     if let KeySource::Generated(path) = &config.key_source {
+        if seeds.is_empty() {
+            warn!(
+                path = %path.display(),
+                "generated a new cluster key; give every other agent the same key: copy this file and pass --key-file, or set MOB_KEY to its contents"
+            );
+        } else {
+            // Its seeds hold another key: this agent will stay alone.
+            warn!(
+                path = %path.display(),
+                seeds = ?seeds,
+                "generated a new cluster key although --join was given: the seeds cannot open this agent's packets; pass the cluster's key with --key-file or MOB_KEY"
+            );
+        }
+    }
+    if config.bind.ip().is_unspecified() && local.addr.ip().is_loopback() {
         warn!(
-            path = %path.display(),
-            "generated a new cluster key; give every other agent the same key: copy this file and pass --key-file, or set MOB_KEY to its contents"
+            bind = %config.bind,
+            advertise = %local.addr,
+            "bound to every address but advertising loopback: agents on other hosts cannot reach this one; pass --advertise ADDR (or --join a seed on the network)"
         );
     }
 

@@ -1,5 +1,8 @@
 //! Log setup: text or JSON lines on stderr, level from `RUST_LOG`
-//! (default `info`).
+//! (default `info`). Colours only when stderr is a terminal: a log file or
+//! journald gets plain text.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -11,6 +14,7 @@ pub(crate) fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     match format {
         LogFormat::Text => builder.init(),

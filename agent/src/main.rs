@@ -391,14 +391,22 @@ fn socket_path(agent: Option<PathBuf>, env: &Env) -> Result<PathBuf, Failure> {
         })
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
+/// Resolves on the first SIGTERM or SIGINT. SIGHUP (a closed terminal,
+/// or `systemctl reload`) no longer kills the agent: there is nothing to
+/// reload, so it is logged and ignored.
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = hup.recv() => tracing::warn!(
+                    "SIGHUP ignored: nothing to reload (flags and the config file are read at start); SIGTERM stops the agent gracefully"
+                ),
+            }
         }
     })
 }

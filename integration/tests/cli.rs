@@ -112,6 +112,8 @@ fn first_start_generates_a_key_and_says_where() {
             "127.0.0.1:0",
             "--log-format",
             "json",
+            "--dns",
+            "off",
             "--data-dir",
         ])
         .arg(&data)
@@ -149,4 +151,58 @@ fn first_start_generates_a_key_and_says_where() {
         !log.contains(std::fs::read_to_string(&key_path).unwrap().trim()),
         "the key was logged"
     );
+}
+
+#[test]
+fn a_text_log_to_a_file_is_plain_mistakes_are_warned_of_and_sighup_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("agent.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    // A seed, but no key: a new key is generated that the seed can't open.
+    // Every address bound, loopback advertised (the route to the seed).
+    let mut child = Command::new(binary())
+        .args([
+            "run",
+            "--name",
+            "plain",
+            "--bind",
+            "0.0.0.0:0",
+            "--join",
+            "127.0.0.1:9",
+        ])
+        .args(["--log-format", "text", "--dns", "off", "--data-dir"])
+        .arg(dir.path().join("d"))
+        .env_remove("MOB_KEY")
+        .env("RUST_LOG", "info")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let started = mob_integration::wait_until(
+        "the agent to start",
+        std::time::Duration::from_secs(10),
+        || Ok(text().contains("agent started")),
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let hup = started.and_then(|_| {
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)?;
+        mob_integration::wait_until("SIGHUP logged", std::time::Duration::from_secs(10), || {
+            Ok(text().contains("SIGHUP ignored"))
+        })
+    });
+    let alive = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    hup.unwrap();
+    let text = text();
+    assert!(alive, "SIGHUP stopped the agent:\n{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file:\n{text}"
+    );
+    assert!(
+        text.contains("generated a new cluster key although --join was given"),
+        "{text}"
+    );
+    assert!(text.contains("advertising loopback"), "{text}");
 }
