@@ -41,6 +41,15 @@ fn containers(all: bool) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The container of slot 0 of `service`: `mob-<service>-0-<agent hash>`.
+fn slot_container(service: &str, all: bool) -> Option<String> {
+    let prefix = format!("mob-{service}-0-");
+    containers(all).into_iter().find(|c| {
+        c.strip_prefix(&prefix)
+            .is_some_and(|h| h.len() == 8 && h.chars().all(|c| c.is_ascii_hexdigit()))
+    })
+}
+
 #[test]
 fn a_docker_service_runs_logs_and_goes_through_the_cli() {
     if !have_docker() {
@@ -69,8 +78,8 @@ fn a_docker_service_runs_logs_and_goes_through_the_cli() {
         },
     )
     .unwrap();
+    let container = slot_container(&name, true).expect("its container");
     agents[1].cli(&["remove", &name]).unwrap();
-    let container = format!("mob-{name}-0");
     wait_until(
         "the container to be removed",
         Duration::from_secs(30),
@@ -95,11 +104,13 @@ fn a_docker_command_check_runs_inside_the_container() {
             "check": {{"command": ["test", "-f", "/ready"], "interval": "300ms", "grace": "60s"}}}}"#
     );
     agents[0].deploy(&spec).unwrap();
-    let container = format!("mob-{name}-0");
+    let mut container = None;
     wait_until("the container up", Duration::from_secs(30), || {
-        Ok(containers(false).contains(&container))
+        container = slot_container(&name, false);
+        Ok(container.is_some())
     })
     .unwrap();
+    let container = container.unwrap();
     let state = |agents: &[Agent]| {
         slots(&agents[0], &name)
             .ok()
@@ -170,6 +181,57 @@ fn two_docker_replicas_on_one_host_publish_their_own_ports() {
         BTreeSet::from(["slot-0".to_owned(), "slot-1".to_owned()])
     );
     agents[0].cli(&["remove", &name]).unwrap();
+}
+
+#[test]
+fn two_clusters_on_one_engine_keep_their_own_containers() {
+    if !have_docker() {
+        return;
+    }
+    // Two separate one-agent clusters, one service name.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = local_cluster(a.path(), 1).unwrap();
+    let second = local_cluster(b.path(), 1).unwrap();
+    let name = format!("dkt{}", std::process::id());
+    let spec = format!(
+        r#"{{"name": "{name}", "provider": "docker", "stop_timeout": "1s",
+            "params": {{"image": "mob-test/busybox", "args": ["sleep", "1000"]}}}}"#
+    );
+    first[0].deploy(&spec).unwrap();
+    let running = |agent: &Agent| -> anyhow::Result<Option<u64>> {
+        Ok(slots(agent, &name)?
+            .first()
+            .filter(|s| s["state"] == "running")
+            .and_then(|s| s["pid"].as_u64()))
+    };
+    let mut pid = None;
+    wait_until(
+        "the first cluster's container",
+        Duration::from_secs(30),
+        || {
+            pid = running(&first[0])?;
+            Ok(pid.is_some())
+        },
+    )
+    .unwrap();
+    second[0].deploy(&spec).unwrap();
+    wait_until(
+        "the second cluster's container",
+        Duration::from_secs(30),
+        || Ok(running(&second[0])?.is_some()),
+    )
+    .unwrap();
+    // The second start removed nothing of the first's.
+    let prefix = format!("mob-{name}-0-");
+    let ours: Vec<String> = containers(false)
+        .into_iter()
+        .filter(|c| c.starts_with(&prefix))
+        .collect();
+    assert_eq!(ours.len(), 2, "{ours:?}");
+    assert_eq!(running(&first[0]).unwrap(), pid);
+    for agents in [&first, &second] {
+        agents[0].cli(&["remove", &name]).unwrap();
+    }
 }
 
 #[test]

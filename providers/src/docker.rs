@@ -41,9 +41,13 @@ pub struct DockerProvider {
     available: bool,
 }
 
-/// The container name of a slot.
-pub fn container_name(service: &str, slot: u32) -> String {
-    format!("mob-{service}-{slot}")
+/// The container name of an instance: `mob-<service>-<slot>-<agent>`, the
+/// last part a hash of the agent's identity, so that two agents on one
+/// Docker Engine (two clusters, or a handover between two agents of one
+/// host) never take each other's containers for stale ones.
+pub fn container_name(instance: &InstanceSpec) -> String {
+    let agent = mob_scheduler::hash::stable_hash(instance.agent.as_bytes()) as u32;
+    format!("mob-{}-{}-{agent:08x}", instance.service(), instance.slot)
 }
 
 /// Runs `docker args...` to completion within `timeout`; stdout on success.
@@ -135,7 +139,7 @@ impl DockerProvider {
             return Err(bad_params(instance, "not docker parameters"));
         };
         let mut argv: Vec<String> = ["docker", "run", "--name"].map(str::to_owned).to_vec();
-        argv.push(container_name(instance.service(), instance.slot));
+        argv.push(container_name(instance));
         for (k, v) in [
             ("mob.service", instance.service().to_owned()),
             ("mob.slot", instance.slot.to_string()),
@@ -204,7 +208,7 @@ impl Provider for DockerProvider {
         if !self.available {
             return Err(ProviderError::Unavailable("docker".into()));
         }
-        let name = container_name(instance.service(), instance.slot);
+        let name = container_name(instance);
         // A stale container of this name (agent killed, crash) goes first.
         let _ = docker(&["rm", "-f", &name], CLI_TIMEOUT).await;
         let argv = Self::argv(instance)?;
@@ -237,7 +241,7 @@ impl Provider for DockerProvider {
         spawned: &mut Spawned,
         timeout: Duration,
     ) -> Exit {
-        let name = container_name(instance.service(), instance.slot);
+        let name = container_name(instance);
         let secs = timeout.as_secs().max(1).to_string();
         if let Err(e) = docker(&["stop", "-t", &secs, &name], timeout + CLI_TIMEOUT).await {
             warn!(service = %instance.service(), slot = instance.slot, error = %e, "docker stop failed");
@@ -251,7 +255,7 @@ impl Provider for DockerProvider {
     }
 
     async fn reap(&self, instance: &InstanceSpec, spawned: &Spawned) {
-        let name = container_name(instance.service(), instance.slot);
+        let name = container_name(instance);
         let _ = docker(&["rm", "-f", &name], CLI_TIMEOUT).await;
         kill_group(spawned);
     }

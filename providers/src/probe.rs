@@ -67,9 +67,7 @@ async fn http(url: String, timeout: Duration) -> Result<(), String> {
 async fn command(argv: &[String], instance: &InstanceSpec) -> Result<(), String> {
     let mut command = if instance.spec.params.provider() == ProviderKind::Docker {
         let mut c = Command::new("docker");
-        c.arg("exec")
-            .arg(container_name(instance.service(), instance.slot))
-            .args(argv);
+        c.arg("exec").arg(container_name(instance)).args(argv);
         c
     } else {
         let (program, args) = argv.split_first().ok_or("the command is empty")?;

@@ -493,7 +493,16 @@ async fn docker_container_logs_crash_restart_and_stop() {
             r.state == InstanceState::Running
         })
         .await;
-    assert_eq!(containers_labelled(&node), vec![format!("mob-{name}-0")]);
+    // Named by service, slot and a hash of the agent's identity.
+    let names = containers_labelled(&node);
+    let prefix = format!("mob-{name}-0-");
+    assert!(
+        names.len() == 1
+            && names[0]
+                .strip_prefix(&prefix)
+                .is_some_and(|h| h.len() == 8 && h.chars().all(|c| c.is_ascii_hexdigit())),
+        "{names:?}"
+    );
     // It exits 7 and is restarted as a new container process.
     let second = h
         .until(Duration::from_secs(30), |r| {
