@@ -24,6 +24,12 @@ pub(crate) fn members_json(members: &[MemberReport]) -> String {
                 "state": m.state.as_str(),
                 "slots": r.slots,
                 "clock_offset_ms": r.clock_offset_ms,
+                "tags": r.record.as_ref().map(|n| &n.tags),
+                "providers": r.record.as_ref().map(|n| n.providers.iter().map(|p| p.as_str()).collect::<Vec<_>>()),
+                "draining": r.record.as_ref().is_some_and(|n| n.draining),
+                "leaving": r.record.as_ref().is_some_and(|n| n.leaving),
+                "version": r.record.as_ref().map(|n| &n.version),
+                "started_at_ms": r.record.as_ref().map(|n| n.started_at_ms),
             })
         })
         .collect();
@@ -32,22 +38,64 @@ pub(crate) fn members_json(members: &[MemberReport]) -> String {
 
 /// `members`: an aligned table.
 pub(crate) fn members_table(members: &[MemberReport]) -> String {
-    let rows: Vec<[String; 6]> = members
+    let rows: Vec<[String; 9]> = members
         .iter()
         .map(|r| {
             let m = &r.member;
+            let record = r.record.as_ref();
+            let state = match record {
+                Some(n) if n.leaving => format!("{} (leaving)", m.state),
+                Some(n) if n.draining => format!("{} (draining)", m.state),
+                _ => m.state.to_string(),
+            };
+            let providers = record.map_or_else(
+                || "-".to_owned(),
+                |n| {
+                    n.providers
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+            );
+            let tags = record
+                .map(|n| {
+                    n.tags
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| "-".to_owned());
             [
                 m.id.name.clone(),
                 m.id.addr.to_string(),
                 m.id.epoch.to_string(),
-                m.state.to_string(),
+                state,
                 r.slots.to_string(),
                 r.clock_offset_ms
                     .map_or_else(|| "-".to_owned(), |ms| format!("{ms:+}ms")),
+                providers,
+                tags,
+                record.map_or_else(|| "-".to_owned(), |n| n.version.clone()),
             ]
         })
         .collect();
-    table(["NAME", "ADDR", "EPOCH", "STATE", "SLOTS", "CLOCK"], &rows)
+    table(
+        [
+            "NAME",
+            "ADDR",
+            "EPOCH",
+            "STATE",
+            "SLOTS",
+            "CLOCK",
+            "PROVIDERS",
+            "TAGS",
+            "VERSION",
+        ],
+        &rows,
+    )
 }
 
 /// `keys list`: one row per key; NODES counts the live members that
@@ -492,6 +540,17 @@ mod tests {
             },
             slots: name.len(),
             clock_offset_ms: (state == MemberState::Alive).then_some(-12),
+            record: (state == MemberState::Alive).then(|| mob_scheduler::record::NodeRecord {
+                addr: "10.0.0.1:7946".into(),
+                providers: vec![mob_scheduler::spec::ProviderKind::Exec],
+                tags: [("zone".to_owned(), "a".to_owned())].into(),
+                draining: true,
+                drain_started_ms: 1,
+                leaving: false,
+                version: "0.1.0".into(),
+                started_at_ms: 5,
+                keys: Vec::new(),
+            }),
         }
     }
 
@@ -502,9 +561,18 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!([
-                {"name": "a", "addr": "10.0.0.1:7946", "epoch": 7, "state": "alive", "slots": 1, "clock_offset_ms": -12},
-                {"name": "b", "addr": "10.0.0.1:7946", "epoch": 7, "state": "left", "slots": 1, "clock_offset_ms": null},
+                {"name": "a", "addr": "10.0.0.1:7946", "epoch": 7, "state": "alive", "slots": 1, "clock_offset_ms": -12,
+                 "tags": {"zone": "a"}, "providers": ["exec"], "draining": true, "leaving": false, "version": "0.1.0", "started_at_ms": 5},
+                {"name": "b", "addr": "10.0.0.1:7946", "epoch": 7, "state": "left", "slots": 1, "clock_offset_ms": null,
+                 "tags": null, "providers": null, "draining": false, "leaving": false, "version": null, "started_at_ms": null},
             ])
+        );
+        let table = members_table(&[view("a", MemberState::Alive)]);
+        assert!(
+            table.contains("alive (draining)")
+                && table.contains("zone=a")
+                && table.contains("exec"),
+            "{table}"
         );
     }
 

@@ -90,6 +90,10 @@ pub(crate) struct MemberReport {
     /// Its clock's offset from this agent's (ms, positive: ahead), from
     /// its datagrams of the last minute; 0 for this agent itself.
     pub(crate) clock_offset_ms: Option<i64>,
+    /// Its node record in this agent's table (tags, providers, draining,
+    /// version), once it reached this agent.
+    #[serde(default)]
+    pub(crate) record: Option<mob_scheduler::record::NodeRecord>,
 }
 
 /// The agent's answer.

@@ -164,6 +164,7 @@ async fn answer(body: RequestBody, state: &ControlState) -> Response {
                         .zip(offsets)
                         .map(|(member, clock_offset_ms)| MemberReport {
                             slots: n.table().load(&member.id.name),
+                            record: n.table().node(&member.id.name).cloned(),
                             member,
                             clock_offset_ms,
                         })
