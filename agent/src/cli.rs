@@ -24,6 +24,14 @@ pub(crate) enum Command {
     Run(Box<RunArgs>),
     /// Print a new random cluster key (base64).
     Keygen,
+    /// Print a shell completion script (e.g. `mob-agent completions bash >
+    /// /etc/bash_completion.d/mob-agent`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `mob-agent man > mob-agent.1`).
+    Man,
     /// List the cluster's members as this agent sees them.
     Members {
         /// Print JSON: [{"name","addr","epoch","state"}].

@@ -93,6 +93,17 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let client = || socket_path(cli.agent.clone(), &env).map(Client::new);
     match cli.command {
         Command::Keygen => println!("{}", mob_membership::ClusterKey::generate().to_base64()),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = cli::Cli::command();
+            clap_complete::generate(shell, &mut command, "mob-agent", &mut std::io::stdout());
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(cli::Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| Failure::Operation(e.into()))?;
+        }
         Command::Run(args) => {
             let config = AgentConfig::resolve(*args, &env).map_err(|e| Failure::Usage(e.into()))?;
             logging::init(config.log_format);

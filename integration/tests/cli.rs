@@ -206,3 +206,22 @@ fn a_text_log_to_a_file_is_plain_mistakes_are_warned_of_and_sighup_is_ignored() 
     );
     assert!(text.contains("advertising loopback"), "{text}");
 }
+
+#[test]
+fn completions_and_the_man_page_cover_the_verbs() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["completions", shell], &[]);
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for verb in ["deploy", "resolve", "rollback", "members"] {
+            assert!(text.contains(verb), "{shell} completions lack {verb}");
+        }
+    }
+    let bad = run(&["completions", "tcsh"], &[]);
+    assert_eq!(bad.status.code(), Some(2));
+    let man = run(&["man"], &[]);
+    assert!(man.status.success());
+    let text = String::from_utf8_lossy(&man.stdout);
+    assert!(text.contains(".TH mob-agent 1"), "{text}");
+    assert!(text.contains("resolve"), "{text}");
+}
