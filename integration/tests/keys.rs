@@ -182,6 +182,12 @@ fn a_key_rotates_on_every_agent_and_one_that_was_down_follows() {
     )
     .unwrap();
     assert!(agents[0].state_of("stale").unwrap().is_none());
+    // ... and an operator reads it in the log, not only in the counters.
+    let warned = agents[0].log_events("packet rejected");
+    assert!(
+        warned.iter().any(|e| e["level"] == "WARN"),
+        "no warning of the rejected packets: {warned:?}"
+    );
     assert_eq!(
         outsider
             .members()

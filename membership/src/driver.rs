@@ -108,6 +108,7 @@ pub(crate) struct Driver {
     pub(crate) broadcast_seq: u64,
     pub(crate) effects: Effects,
     pub(crate) timers: BinaryHeap<Reverse<(Instant, Timer<NodeId>)>>,
+    /// Rejected packets are a WARN once a minute per peer.
     pub(crate) rejects: RejectLog,
     /// Nonces of fresh datagrams seen within the window.
     pub(crate) replays: crate::freshness::ReplayGuard,
@@ -302,8 +303,10 @@ impl Driver {
 
     fn reject(&mut self, from: SocketAddr, why: &str) {
         self.stats.rejected();
+        // A WARN an operator sees (a peer with the wrong key, say), at most
+        // once a minute per peer: a flood can't flood the log.
         if self.rejects.should_log(from, std::time::Instant::now()) {
-            debug!(peer = %from, error = why, "packet rejected");
+            warn!(peer = %from, error = why, "packet rejected");
         }
     }
 

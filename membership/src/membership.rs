@@ -136,7 +136,7 @@ impl Membership {
             frame_limit: config.frame_limit,
             effects: Default::default(),
             timers: BinaryHeap::new(),
-            rejects: Default::default(),
+            rejects: crate::reject_log::RejectLog::every(Duration::from_secs(60)),
             replays: Default::default(),
             peer_keys: Default::default(),
             skewed: crate::reject_log::RejectLog::every(Duration::from_secs(60)),
