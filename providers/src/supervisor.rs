@@ -185,33 +185,14 @@ impl Supervisor {
                 service: spec.name.clone(),
                 source,
             })?;
-        let vars = mob_scheduler::interpolate::vars(&spec, &self.node, slot, self.ip, &ports);
-        let interpolated = spec.interpolated(&vars).map_err(|message| {
-            self.ports.release(&spec.name, slot);
-            ProviderError::Interpolate {
-                service: spec.name.clone(),
-                message,
+        // The ports are held only once the instance runs.
+        let (instance, logs) = match self.prepare(&spec, slot, ports) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                self.ports.release(&spec.name, slot);
+                return Err(e);
             }
-        })?;
-        let instance = InstanceSpec {
-            node: self.node.clone(),
-            agent: self.agent.clone(),
-            slot,
-            spec: interpolated,
-            ip: self.ip,
-            ports,
         };
-        if let Err(e) = self.providers.check(&instance) {
-            self.ports.release(&spec.name, slot);
-            return Err(e);
-        }
-        let logs = LogSink::open(&self.logs, &spec.name, slot).map_err(|source| {
-            self.ports.release(&spec.name, slot);
-            ProviderError::Log {
-                service: spec.name.clone(),
-                source,
-            }
-        })?;
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run(
             self.providers.clone(),
@@ -229,6 +210,38 @@ impl Supervisor {
             },
         );
         Ok(())
+    }
+
+    /// The instance to run, with its `${…}` interpolated and its ports,
+    /// checked by its provider, and its log.
+    fn prepare(
+        &self,
+        spec: &ServiceSpec,
+        slot: u32,
+        ports: BTreeMap<String, u16>,
+    ) -> Result<(InstanceSpec, LogSink), ProviderError> {
+        let vars = mob_scheduler::interpolate::vars(spec, &self.node, slot, self.ip, &ports);
+        let interpolated =
+            spec.interpolated(&vars)
+                .map_err(|message| ProviderError::Interpolate {
+                    service: spec.name.clone(),
+                    message,
+                })?;
+        let instance = InstanceSpec {
+            node: self.node.clone(),
+            agent: self.agent.clone(),
+            slot,
+            spec: interpolated,
+            ip: self.ip,
+            ports,
+        };
+        self.providers.check(&instance)?;
+        let logs =
+            LogSink::open(&self.logs, &spec.name, slot).map_err(|source| ProviderError::Log {
+                service: spec.name.clone(),
+                source,
+            })?;
+        Ok((instance, logs))
     }
 
     /// Stops an instance; the returned task ends once it has stopped.

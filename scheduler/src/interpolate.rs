@@ -8,7 +8,7 @@
 //! The slot's owner interpolates when it starts the instance, once its
 //! ports are chosen: the table holds the spec as written.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::check::Probe;
@@ -40,18 +40,6 @@ pub fn vars(
         );
     }
     vars
-}
-
-/// Names `${…}` may use in `spec`.
-fn known(spec: &ServiceSpec) -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = ["MOB_IP", "MOB_SERVICE", "MOB_SLOT", "MOB_NODE"]
-        .map(str::to_owned)
-        .into();
-    for name in spec.ports.keys() {
-        names.insert(port_var(name));
-        names.insert(addr_var(name));
-    }
-    names
 }
 
 /// `text` with each `${NAME}` replaced by its value in `vars`. Errors name
@@ -128,10 +116,8 @@ fn texts(spec: &ServiceSpec) -> Vec<(String, &str)> {
 /// Checks that every `${…}` of `spec` names a variable it has; the error
 /// names the field and the variable.
 pub fn validate(spec: &ServiceSpec) -> Result<(), (String, String)> {
-    let vars: Vars = known(spec)
-        .into_iter()
-        .map(|n| (n, String::new()))
-        .collect();
+    // (The names are those of any instance; the values don't matter.)
+    let vars = sample_vars(spec);
     for (field, text) in texts(spec) {
         interpolate(text, &vars).map_err(|m| (field, m))?;
     }

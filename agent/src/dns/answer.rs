@@ -144,33 +144,24 @@ fn records(
 ) -> Option<(Vec<Record>, Vec<Record>)> {
     let name = query.name().clone();
     let wants = |t: RecordType| query.query_type() == t || query.query_type() == RecordType::ANY;
-    let addresses = |ips: &mut dyn Iterator<Item = IpAddr>| -> Vec<Record> {
-        ips.filter_map(|ip| address(&name, ip, ttl, &wants))
-            .collect()
-    };
-    Some(match asked {
-        Asked::Empty => (Vec::new(), Vec::new()),
+    // Every name but an SRV one answers with addresses.
+    let ips: BTreeSet<IpAddr> = match asked {
+        Asked::Empty => BTreeSet::new(),
         Asked::Unknown => return None,
-        Asked::Node(node) => {
-            let ip = node_ip(table, members, node)?;
-            (addresses(&mut std::iter::once(ip)), Vec::new())
-        }
+        Asked::Node(node) => BTreeSet::from([node_ip(table, members, node)?]),
         Asked::Service(service) => match serving(table, members, service) {
-            Some(instances) => {
-                let ips: BTreeSet<IpAddr> = instances.iter().map(|i| i.ip).collect();
-                (addresses(&mut ips.into_iter()), Vec::new())
-            }
+            Some(instances) => instances.iter().map(|i| i.ip).collect(),
             // `<slot>.<service>`: a service's name may hold dots, so the
             // whole name is tried first.
             None => {
                 let (slot, service) = service.split_once('.')?;
                 let slot: u32 = slot.parse().ok()?;
                 let instances = serving(table, members, service)?;
-                let ips = instances.iter().filter(|i| i.slot == slot).map(|i| i.ip);
-                (
-                    addresses(&mut ips.collect::<Vec<_>>().into_iter()),
-                    Vec::new(),
-                )
+                instances
+                    .iter()
+                    .filter(|i| i.slot == slot)
+                    .map(|i| i.ip)
+                    .collect()
             }
         },
         Asked::Port { port, service } => {
@@ -182,9 +173,14 @@ fn records(
             if !wants(RecordType::SRV) {
                 return Some((Vec::new(), Vec::new()));
             }
-            srv(&name, &instances, port, ttl)
+            return Some(srv(&name, &instances, port, ttl));
         }
-    })
+    };
+    let answers = ips
+        .into_iter()
+        .filter_map(|ip| address(&name, ip, ttl, &wants))
+        .collect();
+    Some((answers, Vec::new()))
 }
 
 /// The SRV records of `instances` for `port`, and their targets' address
