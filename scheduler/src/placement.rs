@@ -44,6 +44,10 @@ pub const LOAD_FACTOR: f64 = 1.25;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Members {
     live: BTreeSet<String>,
+    /// Members membership lists as down or left. A name in neither set
+    /// was never heard of: a node that joined a moment ago, whose claims
+    /// can reach this node before membership does.
+    gone: BTreeSet<String>,
     quorum: Quorum,
 }
 
@@ -53,8 +57,20 @@ impl Members {
     pub fn new(live: impl IntoIterator<Item = String>) -> Self {
         Self {
             live: live.into_iter().collect(),
+            gone: BTreeSet::new(),
             quorum: Quorum::default(),
         }
+    }
+
+    /// With the names membership lists as down or left.
+    pub fn with_gone(mut self, gone: impl IntoIterator<Item = String>) -> Self {
+        self.gone = gone.into_iter().collect();
+        self
+    }
+
+    /// Whether membership ever told of `node` (live, down or left).
+    pub fn heard_of(&self, node: &str) -> bool {
+        self.live.contains(node) || self.gone.contains(node)
     }
 
     /// What this node knows of the majority (for at-most-once slots).

@@ -46,6 +46,13 @@ use crate::update;
 /// Longest a draining node keeps an instance waiting for its replacement.
 pub const DRAIN_TIMEOUT_MS: u64 = 30_000;
 
+/// How long a claim naming a node membership never told of is left
+/// alone: the claim of a node that just joined (a handover to it, say)
+/// can arrive before membership tells of the node, and taking the slot
+/// over then would stop its instance for nothing. Past this, the owner
+/// counts as lost (a node that died while this one was away).
+pub const UNHEARD_OWNER_GRACE_MS: u64 = 10_000;
+
 /// Why a slot is released or an instance stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -326,6 +333,18 @@ impl<'a> Run<'a> {
                 .is_some_and(|c| c.load_of(me).is_some_and(|load| load >= c.cap()));
         if at_cap {
             return;
+        }
+        // Hold a slot whose owner membership has not told of yet.
+        if one.owner.is_some_and(|o| o != me && !self.members.heard_of(o)) {
+            let claimed = self
+                .table
+                .get_ref(KeyRef::Claim(&one.spec.name, one.slot))
+                .map_or(0, |r| r.ts.wall_ms);
+            let until = claimed.saturating_add(UNHEARD_OWNER_GRACE_MS);
+            if until > self.drain.now_ms {
+                pass.retry_at = Some(pass.retry_at.map_or(until, |r| r.min(until)));
+                return;
+            }
         }
         let before = pass.actions.len();
         decide(self.table, self.members, self.me, self.drain, one, pass);

@@ -179,7 +179,7 @@ proptest! {
         let before = w.owners();
         let gone = &names[gone % nodes];
         let rest: Vec<String> = names.iter().filter(|n| *n != gone).cloned().collect();
-        w.settle(&members(&rest));
+        w.settle(&members(&rest).with_gone([gone.clone()]));
         let after = w.owners();
         for (slot, owner) in &before {
             if owner != gone {
@@ -470,4 +470,41 @@ fn status_key(node: &str, name: &str, slot: u32) -> Key {
 
 fn node_key(name: &str) -> Key {
     Key::Node(name.into())
+}
+
+#[test]
+fn a_claim_naming_a_node_membership_has_not_told_of_is_left_alone_for_a_while() {
+    let mut w = World::new();
+    w.node("a", &[], false);
+    w.node("b", &[], false);
+    w.service(
+        r#"{"name":"web","provider":"exec","params":{"command":"x"}}"#,
+        1,
+    );
+    // `b` handed the slot to `n`, which joined a moment ago: the claim
+    // reached `a` before membership told it of `n`.
+    w.claim("web", 0, Some("n"));
+    let claimed = w.clock;
+    let unheard = Members::new(["a".to_owned(), "b".to_owned()]);
+    w.status("b", "web", 0, InstanceState::Running);
+    for me in ["a", "b"] {
+        assert!(
+            names_of(&reconcile(&w.table, &unheard, me, claimed + 1_000)).is_empty(),
+            "{me} acted on a claim of a node it never heard of"
+        );
+    }
+    // A node membership lists as gone is lost at once.
+    let gone = Members::new(["a".to_owned(), "b".to_owned()]).with_gone(["n".to_owned()]);
+    let winner = assign(&w.table, &gone).owners[&("web".to_owned(), 0)].clone();
+    assert_eq!(
+        names_of(&reconcile(&w.table, &gone, &winner, claimed + 1_000)),
+        ["claim web/0"]
+    );
+    // Never heard of after the grace: lost too (it died while this node
+    // was away).
+    let late = claimed + mob_scheduler::reconcile::UNHEARD_OWNER_GRACE_MS + 1;
+    assert_eq!(
+        names_of(&reconcile(&w.table, &unheard, &winner, late)),
+        ["claim web/0"]
+    );
 }

@@ -850,6 +850,12 @@ impl Node {
                 .filter(|p| p.state.is_active())
                 .map(|p| p.name.clone())
                 .chain([me.clone()]),
+        )
+        .with_gone(
+            peers
+                .iter()
+                .filter(|p| !p.state.is_active() && p.name != *me)
+                .map(|p| p.name.clone()),
         );
         // The quorum is recomputed by the next pass.
         members.set_quorum(*self.members.quorum());

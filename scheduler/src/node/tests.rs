@@ -47,6 +47,14 @@ fn peer(name: &str, i: u8) -> Peer {
     }
 }
 
+/// A peer membership lists as down.
+fn gone(name: &str, i: u8) -> Peer {
+    Peer {
+        state: PeerState::Gone,
+        ..peer(name, i)
+    }
+}
+
 fn specs(text: &str) -> Vec<crate::ServiceSpec> {
     parse_specs(text).unwrap()
 }
@@ -371,7 +379,10 @@ fn a_lone_node_without_seeds_claims_and_starts_at_once() {
 fn a_node_with_seeds_claims_nothing_until_it_caught_up_with_a_peer() {
     let (lone, _) = lone_with_web();
     let mut node = Node::new(config("b", 2, true), lone.table().clone(), T0);
-    node.handle(Input::Members(vec![peer("b", 2), peer("c", 3)]), T0);
+    node.handle(
+        Input::Members(vec![gone("a", 1), peer("b", 2), peer("c", 3)]),
+        T0,
+    );
     // "a" is down: its slot is unowned and placed on "b" (the only
     // candidate), but the table may be stale.
     for t in [T0 + 10, T0 + 1_000, T0 + 10_000] {
@@ -460,13 +471,15 @@ fn records_stamped_far_ahead_are_dropped_at_start_and_the_clock_follows_the_wall
 fn a_node_alone_for_the_grace_claims_without_a_peer() {
     let (lone, _) = lone_with_web();
     let mut node = Node::new(config("b", 2, true), lone.table().clone(), T0);
+    // `a`, whose claim the table holds, is down.
+    node.handle(Input::Members(vec![gone("a", 1)]), T0);
     let out = node.handle(Input::Tick, T0 + ALONE_GRACE_MS - 1);
     assert!(!node.converged());
     assert!(!written(&out).contains(&Key::Claim("web".into(), 0)));
     assert!(node.next_deadline() <= T0 + ALONE_GRACE_MS);
-    node.handle(Input::Tick, T0 + ALONE_GRACE_MS);
+    let mut out = node.handle(Input::Tick, T0 + ALONE_GRACE_MS);
     assert!(node.converged());
-    let out = node.handle(Input::Tick, T0 + ALONE_GRACE_MS + RECONCILE_GAP_MS);
+    out.extend(node.handle(Input::Tick, T0 + ALONE_GRACE_MS + RECONCILE_GAP_MS));
     assert!(written(&out).contains(&Key::Claim("web".into(), 0)));
 }
 
@@ -478,11 +491,11 @@ fn a_name_clash_claims_nothing() {
         addr: addr(9),
         ..peer("b", 9)
     };
-    node.handle(Input::Members(vec![peer("b", 2), twin]), T0);
+    node.handle(Input::Members(vec![peer("b", 2), twin, gone("a", 1)]), T0);
     let out = node.handle(Input::Tick, T0 + 10);
     assert!(!written(&out).contains(&Key::Claim("web".into(), 0)));
     // The twin goes away: claims again.
-    let out = node.handle(Input::Members(vec![peer("b", 2)]), T0 + 20);
+    let out = node.handle(Input::Members(vec![peer("b", 2), gone("a", 1)]), T0 + 20);
     assert!(written(&out).contains(&Key::Claim("web".into(), 0)));
 }
 
