@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::config::{AgentConfig, KeySource};
 use crate::control::server::{self, ControlState, SocketFile};
+use crate::events::Events;
 use crate::log_service;
 use crate::replication::handle::TableHandle;
 use crate::replication::task::{self as table_task, TableInputs};
@@ -46,6 +47,14 @@ pub(crate) enum RunError {
     /// The DNS port could not be bound.
     #[error("dns {addr}: {source} (choose another with --dns ADDR, or --dns off)")]
     Dns {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The HTTP port given with --http could not be bound.
+    #[error("http {addr}: {source} (choose another with --http ADDR, or --http off)")]
+    Http {
         /// The address asked for.
         addr: std::net::SocketAddr,
         /// The OS error.
@@ -197,6 +206,12 @@ pub(crate) async fn run(
         log_config.clone(),
         reports_tx,
     );
+    let events = Arc::new(Events::new(local.name.clone()));
+    tokio::spawn(crate::events::watch_members(
+        events.clone(),
+        membership.watch(),
+        local.name.clone(),
+    ));
     let (supervisor_tx, supervisor_rx) = tokio::sync::mpsc::channel(4096);
     let (statuses_tx, statuses) = tokio::sync::mpsc::channel(4096);
     tokio::spawn(supervisor_task::run(
@@ -205,6 +220,7 @@ pub(crate) async fn run(
         supervisor_tx.clone(),
         reports,
         statuses_tx,
+        events.clone(),
     ));
 
     let node = Node::new(
@@ -237,6 +253,7 @@ pub(crate) async fn run(
             broadcasts: channels.broadcasts,
             reports: statuses,
             supervisor: supervisor_tx.clone(),
+            events: events.clone(),
         },
         config.data_dir.clone(),
     );
@@ -249,31 +266,58 @@ pub(crate) async fn run(
     let dns_stats = Arc::new(crate::dns::DnsStats::default());
     let dns = match config.dns {
         Some(addr) => {
-            let bound = crate::dns::serve(addr, config.dns_ttl, table.clone(), dns_stats.clone())
-                .await
-                .map_err(|source| RunError::Dns { addr, source })?;
-            info!(node = %local.name, addr = %bound, ttl = config.dns_ttl, "dns serving the zone mob.");
-            Some(bound)
+            match crate::dns::serve(addr, config.dns_ttl, table.clone(), dns_stats.clone()).await {
+                Ok(bound) => {
+                    info!(node = %local.name, addr = %bound, ttl = config.dns_ttl, "dns serving the zone mob.");
+                    Some(bound)
+                }
+                Err(source) if config.dns_explicit => return Err(RunError::Dns { addr, source }),
+                // The default address taken (another agent on this host):
+                // run without it.
+                Err(e) => {
+                    warn!(node = %local.name, addr = %addr, error = %e, "dns off: its default address is taken; pass --dns ADDR");
+                    None
+                }
+            }
         }
         None => None,
     };
-    let control = tokio::spawn(server::serve(
-        listener,
-        Arc::new(ControlState {
-            membership: membership.clone(),
-            table: table.clone(),
-            logs: log_config,
-            started,
-            limits: server::Limits::default(),
-            dns: dns_stats,
-        }),
-    ));
+    let control_state = Arc::new(ControlState {
+        membership: membership.clone(),
+        table: table.clone(),
+        logs: log_config,
+        started,
+        limits: server::Limits::default(),
+        dns: dns_stats,
+        events: events.clone(),
+        data_dir: config.data_dir.clone(),
+        requests: server::RequestCounts::default(),
+    });
+    let control = tokio::spawn(server::serve(listener, control_state.clone()));
+    let http = match config.http {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let bound = listener.local_addr().unwrap_or(addr);
+                let state = crate::http::HttpState::new(control_state, config.http_token.clone());
+                tokio::spawn(crate::http::serve(listener, Arc::new(state)));
+                info!(node = %local.name, addr = %bound, token = config.http_token.is_some(), "http api serving");
+                Some(bound)
+            }
+            Err(source) if config.http_explicit => return Err(RunError::Http { addr, source }),
+            Err(e) => {
+                warn!(node = %local.name, addr = %addr, error = %e, "http api off: its default address is taken; pass --http ADDR");
+                None
+            }
+        },
+        None => None,
+    };
     if let Some(path) = &config.ready_file {
         write_ready_file(
             path,
             &local.addr.to_string(),
             &socket_path.display().to_string(),
             dns,
+            http,
         )
         .map_err(|source| RunError::ReadyFile {
             path: path.display().to_string(),
@@ -397,8 +441,10 @@ fn write_ready_file(
     addr: &str,
     socket: &str,
     dns: Option<std::net::SocketAddr>,
+    http: Option<std::net::SocketAddr>,
 ) -> std::io::Result<()> {
-    let body = serde_json::json!({ "addr": addr, "socket": socket, "dns": dns }).to_string();
+    let body =
+        serde_json::json!({ "addr": addr, "socket": socket, "dns": dns, "http": http }).to_string();
     mob_membership::atomic_file::write(path, body.as_bytes())
 }
 

@@ -149,6 +149,14 @@ pub(crate) enum Command {
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
     },
+    /// Print the agent's events (the last 100, then each as it happens)
+    /// until interrupted.
+    Events {
+        /// One JSON object per line: {"seq","time_ms","node","kind",
+        /// "peer","service","slot","version","detail"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Move this node's slots elsewhere and stop taking new ones.
     Drain {
         /// Take slots again.
@@ -263,10 +271,22 @@ pub(crate) struct RunArgs {
     /// Log format.
     #[arg(long, value_enum)]
     pub(crate) log_format: Option<LogFormat>,
+    /// Log filter: `info`, `debug`, `mob_agent=debug,info`… (default:
+    /// `log_level` of the config file, else RUST_LOG, else info). SIGHUP
+    /// reads the config file's `log_level` again.
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) log_level: Option<String>,
     /// DNS for the zone `mob.`, UDP and TCP, answered from the local
     /// table (default 127.0.0.1:8600; `off`: none).
     #[arg(long, value_name = "ADDR|off")]
     pub(crate) dns: Option<String>,
+    /// HTTP API, metrics and status page (default 127.0.0.1:7947; `off`:
+    /// none). An address other than loopback needs --http-token.
+    #[arg(long, value_name = "ADDR|off")]
+    pub(crate) http: Option<String>,
+    /// File holding the bearer token every HTTP request must carry.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) http_token: Option<PathBuf>,
     /// TTL of DNS answers, in seconds (default 0: clients ask again).
     #[arg(long, value_name = "SECS")]
     pub(crate) dns_ttl: Option<u32>,

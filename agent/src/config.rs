@@ -42,9 +42,12 @@ struct FileConfig {
     #[serde(default)]
     tags: BTreeMap<String, String>,
     log_format: Option<LogFormat>,
+    log_level: Option<String>,
     port_range: Option<String>,
     dns: Option<String>,
     dns_ttl: Option<u32>,
+    http: Option<String>,
+    http_token: Option<PathBuf>,
     #[serde(default)]
     timings: Timings,
     #[serde(default)]
@@ -94,6 +97,8 @@ pub(crate) struct Env {
     pub(crate) is_root: bool,
     /// The hostname.
     pub(crate) hostname: Option<String>,
+    /// `RUST_LOG`.
+    pub(crate) rust_log: Option<String>,
 }
 
 impl Env {
@@ -108,6 +113,7 @@ impl Env {
             hostname: nix::unistd::gethostname()
                 .ok()
                 .and_then(|h| h.into_string().ok()),
+            rust_log: std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()),
         }
     }
 
@@ -167,11 +173,49 @@ pub(crate) struct AgentConfig {
     pub(crate) port_range: std::ops::RangeInclusive<u16>,
     /// Where DNS listens; `None`: off.
     pub(crate) dns: Option<SocketAddr>,
+    /// `--dns` was given: failing to bind it stops the agent (the default
+    /// address only logs a warning).
+    pub(crate) dns_explicit: bool,
     pub(crate) dns_ttl: u32,
+    /// The HTTP API's address.
+    pub(crate) http: Option<SocketAddr>,
+    /// `--http` was given (see `dns_explicit`).
+    pub(crate) http_explicit: bool,
+    /// The bearer token HTTP requests need.
+    pub(crate) http_token: Option<String>,
+    /// The log filter (`info`, `debug`, `mob_agent=debug,info`…): the flag,
+    /// else the config file's `log_level`, else `RUST_LOG`, else `info`.
+    pub(crate) log_level: String,
+    /// The `--config` file, read again on SIGHUP.
+    pub(crate) config_file: Option<PathBuf>,
 }
 
 /// Where DNS listens by default: local clients only.
 pub(crate) const DEFAULT_DNS: &str = "127.0.0.1:8600";
+/// The HTTP API's address unless `--http` says otherwise.
+pub(crate) const DEFAULT_HTTP: &str = "127.0.0.1:7947";
+
+/// The log level `path` sets now, for SIGHUP: `None` when the file sets
+/// none.
+pub(crate) fn reread_log_level(path: &Path) -> Result<Option<String>, ConfigError> {
+    let level = read_file_config(path)?.log_level;
+    if let Some(level) = &level {
+        crate::logging::check_level(level)
+            .map_err(|e| ConfigError(format!("{}: log_level: {e}", path.display())))?;
+    }
+    Ok(level)
+}
+
+/// A listener's `ip:port`, or `off`.
+fn listen_addr(flag: &str, text: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    match text {
+        "off" => Ok(None),
+        text => text
+            .parse::<SocketAddr>()
+            .map(Some)
+            .map_err(|_| ConfigError(format!("{flag} {text:?} is neither ip:port nor \"off\""))),
+    }
+}
 
 /// Parses `--port-range LO-HI`.
 fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -201,6 +245,13 @@ impl AgentConfig {
             None => FileConfig::default(),
         };
         let err = |m: String| ConfigError(m);
+        let log_level = args
+            .log_level
+            .clone()
+            .or_else(|| file.log_level.clone())
+            .or_else(|| env.rust_log.clone())
+            .unwrap_or_else(|| "info".to_owned());
+        crate::logging::check_level(&log_level).map_err(|e| err(format!("log level: {e}")))?;
 
         let name = match args.name.or(file.name).or_else(|| env.hostname.clone()) {
             Some(name) => name,
@@ -303,13 +354,34 @@ impl AgentConfig {
             .map_err(|e| err(format!("--data-dir {}: {e}", data_dir.display())))?;
 
         let (key, key_source) = resolve_key(args.key_file.or(file.key_file), env, &data_dir)?;
-        let dns = match args.dns.or(file.dns).as_deref().unwrap_or(DEFAULT_DNS) {
-            "off" => None,
-            text => Some(
-                text.parse::<SocketAddr>()
-                    .map_err(|_| err(format!("--dns {text:?} is neither ip:port nor \"off\"")))?,
-            ),
+        let dns_given = args.dns.or(file.dns);
+        let dns_explicit = dns_given.is_some();
+        let dns = listen_addr("--dns", dns_given.as_deref().unwrap_or(DEFAULT_DNS))?;
+        let http_given = args.http.or(file.http);
+        let http_explicit = http_given.is_some();
+        let http = listen_addr("--http", http_given.as_deref().unwrap_or(DEFAULT_HTTP))?;
+        let http_token = match args.http_token.or(file.http_token) {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| err(format!("--http-token {}: {e}", path.display())))?;
+                let token = text.trim().to_owned();
+                if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c == '&') {
+                    return Err(err(format!(
+                        "--http-token {}: the token must be one word of printable characters, without '&'",
+                        path.display()
+                    )));
+                }
+                Some(token)
+            }
+            None => None,
         };
+        if let Some(addr) = http.filter(|a| !a.ip().is_loopback())
+            && http_token.is_none()
+        {
+            return Err(err(format!(
+                "--http {addr} is reachable from other hosts: pass --http-token FILE (a bearer token every request must carry), or bind 127.0.0.1"
+            )));
+        }
         let port_range = match args.port_range.or(file.port_range) {
             Some(text) => parse_port_range(&text).map_err(|m| err(format!("--port-range {m}")))?,
             None => mob_providers::ports::DEFAULT_RANGE,
@@ -335,7 +407,13 @@ impl AgentConfig {
             ready_file: args.ready_file,
             port_range,
             dns,
+            dns_explicit,
             dns_ttl: args.dns_ttl.or(file.dns_ttl).unwrap_or(0),
+            http,
+            http_explicit,
+            http_token,
+            log_level,
+            config_file: args.config,
         })
     }
 

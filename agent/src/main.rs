@@ -22,6 +22,8 @@ mod cli;
 mod config;
 mod control;
 mod dns;
+mod events;
+mod http;
 mod keys;
 mod log_service;
 mod logging;
@@ -106,8 +108,22 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Run(args) => {
             let config = AgentConfig::resolve(*args, &env).map_err(|e| Failure::Usage(e.into()))?;
-            logging::init(config.log_format);
-            agent::run(config, shutdown_signal()?).await?;
+            let set_level = logging::init(config.log_format, &config.log_level);
+            let reload = Reload {
+                config_file: config.config_file.clone(),
+                default_level: config.log_level.clone(),
+                set_level,
+            };
+            agent::run(config, shutdown_signal(reload)?)
+                .await
+                .map_err(|e| match e {
+                    // An address given explicitly that cannot be bound is
+                    // the operator's to fix, like a bad flag.
+                    agent::RunError::Dns { .. } | agent::RunError::Http { .. } => {
+                        Failure::Usage(e.into())
+                    }
+                    e => Failure::Operation(e.into()),
+                })?;
         }
         Command::Members { json } => {
             let members = client()?.members().await?;
@@ -247,6 +263,17 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 follow,
             };
             client()?.logs(request, |line| println!("{line}")).await?;
+        }
+        Command::Events { json } => {
+            let print = |line: &events::EventLine| {
+                if json {
+                    println!("{}", output::event_json(line));
+                } else {
+                    println!("{}", output::event_text(line));
+                }
+            };
+            let missed = |n| eprintln!("({n} events missed: this client fell behind)");
+            client()?.events(print, missed).await?;
         }
         Command::Stats { json } => {
             let stats = client()?.stats().await?;
@@ -402,10 +429,40 @@ fn socket_path(agent: Option<PathBuf>, env: &Env) -> Result<PathBuf, Failure> {
         })
 }
 
-/// Resolves on the first SIGTERM or SIGINT. SIGHUP (a closed terminal,
-/// or `systemctl reload`) no longer kills the agent: there is nothing to
-/// reload, so it is logged and ignored.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {
+/// What SIGHUP reloads: the log level, from the config file's
+/// `log_level` (back to the level the agent started with when the file
+/// sets none). Everything else is read at start only.
+struct Reload {
+    config_file: Option<std::path::PathBuf>,
+    default_level: String,
+    set_level: logging::SetLevel,
+}
+
+impl Reload {
+    fn reload(&self) {
+        let Some(path) = &self.config_file else {
+            tracing::warn!(
+                "SIGHUP: no --config file to reload (the log level is reloadable from its log_level); the agent keeps running"
+            );
+            return;
+        };
+        let level = match config::reread_log_level(path) {
+            Ok(level) => level.unwrap_or_else(|| self.default_level.clone()),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: config file not reloaded; nothing changed");
+                return;
+            }
+        };
+        match (self.set_level)(&level) {
+            Ok(()) => tracing::info!(log_level = %level, "SIGHUP: config reloaded"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: log level not changed"),
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT. SIGHUP (`systemctl reload`)
+/// reloads what is reloadable and never stops the agent.
+fn shutdown_signal(reload: Reload) -> Result<impl std::future::Future<Output = ()>, Failure> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -414,9 +471,7 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {
             tokio::select! {
                 _ = term.recv() => return,
                 _ = int.recv() => return,
-                _ = hup.recv() => tracing::warn!(
-                    "SIGHUP ignored: nothing to reload (flags and the config file are read at start); SIGTERM stops the agent gracefully"
-                ),
+                _ = hup.recv() => reload.reload(),
             }
         }
     })

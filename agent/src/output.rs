@@ -7,6 +7,7 @@ use mob_scheduler::spec_file;
 use serde_json::json;
 
 use crate::control::protocol::StatsReport;
+use crate::events::EventLine;
 use crate::wall_clock::now_ms;
 use mob_scheduler::node::keyring::KeyView;
 use mob_scheduler::node::{DeployKind, Deployed};
@@ -519,6 +520,38 @@ fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     line(header.to_vec());
     for row in rows {
         line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// An event as `events --json` prints it: one object per line.
+pub(crate) fn event_json(line: &EventLine) -> String {
+    serde_json::to_string(line).unwrap_or_default()
+}
+
+/// An event as `events` prints it: time, node, kind, then what it is
+/// about.
+pub(crate) fn event_text(line: &EventLine) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(line.time_ms);
+    let mut out = format!(
+        "{} {} {}",
+        humantime::format_rfc3339_millis(time),
+        line.node,
+        line.kind
+    );
+    match (&line.service, line.slot) {
+        (Some(service), Some(slot)) => out.push_str(&format!(" {service}/{slot}")),
+        (Some(service), None) => out.push_str(&format!(" {service}")),
+        _ => {}
+    }
+    if let Some(version) = line.version {
+        out.push_str(&format!(" version={version}"));
+    }
+    if let Some(peer) = &line.peer {
+        out.push_str(&format!(" peer={peer}"));
+    }
+    if let Some(detail) = &line.detail {
+        out.push_str(&format!(" ({detail})"));
     }
     out
 }

@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mob_providers::Report;
@@ -17,6 +18,7 @@ use mob_scheduler::record::{InstanceState, MAX_ERROR_LEN, Status};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
+use crate::events::Events;
 use crate::wall_clock::ms_of;
 
 /// What the table task asks of the supervisor.
@@ -76,8 +78,11 @@ pub(crate) async fn run(
     self_cmds: mpsc::Sender<SupervisorCmd>,
     mut reports: mpsc::Receiver<Report>,
     statuses: mpsc::Sender<InstanceReport>,
+    events: Arc<Events>,
 ) {
     let mut task = SupervisionTask {
+        events,
+        states: HashMap::new(),
         ip: supervisor.ip(),
         supervisor,
         self_cmds,
@@ -115,6 +120,7 @@ pub(crate) async fn run(
                         // removed over months don't grow these maps.
                         task.versions.remove(&key);
                         task.last.remove(&key);
+                        task.states.remove(&key);
                         task.supervisor.forget(&key.0, key.1);
                     }
                 }
@@ -158,6 +164,10 @@ struct SupervisionTask {
     shutting_down: bool,
     /// The IP this node advertises (status records carry it).
     ip: IpAddr,
+    /// Where instance events go.
+    events: Arc<Events>,
+    /// Each slot's state last sent: an event is a change of it.
+    states: HashMap<(String, u32), InstanceState>,
 }
 
 impl SupervisionTask {
@@ -170,7 +180,20 @@ impl SupervisionTask {
         self.send(&report.service, report.slot, status).await
     }
 
-    async fn send(&self, service: &str, slot: u32, status: Status) -> bool {
+    async fn send(&mut self, service: &str, slot: u32, status: Status) -> bool {
+        let key = (service.to_owned(), slot);
+        if self.states.get(&key) != Some(&status.state) {
+            self.states.insert(key, status.state);
+            let detail = match (&status.last_error, status.last_exit, status.last_signal) {
+                (Some(e), ..) => Some(e.clone()),
+                (None, Some(code), _) => Some(format!("exit code {code}")),
+                (None, None, Some(signal)) => Some(format!("signal {signal}")),
+                _ => None,
+            };
+            let detail = detail.filter(|_| !status.state.is_active() || status.restarts > 0);
+            self.events
+                .instance(service, slot, status.state.as_str(), detail);
+        }
         let report = InstanceReport {
             service: service.to_owned(),
             slot,

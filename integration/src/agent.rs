@@ -75,6 +75,8 @@ pub struct AgentSpec {
     pub env: Vec<(String, String)>,
     /// `--dns`: by default a free port on loopback (agents share hosts).
     pub dns: String,
+    /// `--http`: by default a free port on loopback.
+    pub http: String,
 }
 
 impl AgentSpec {
@@ -91,6 +93,7 @@ impl AgentSpec {
             extra: Vec::new(),
             env: Vec::new(),
             dns: "127.0.0.1:0".into(),
+            http: "127.0.0.1:0".into(),
         }
     }
 }
@@ -106,6 +109,8 @@ pub struct Agent {
     pub socket: PathBuf,
     /// Where its DNS listens, from the ready file.
     pub dns: Option<SocketAddr>,
+    /// Where its HTTP API listens, from the ready file.
+    pub http: Option<SocketAddr>,
     child: Option<Child>,
 }
 
@@ -114,6 +119,8 @@ struct Ready {
     addr: SocketAddr,
     socket: PathBuf,
     dns: Option<SocketAddr>,
+    #[serde(default)]
+    http: Option<SocketAddr>,
 }
 
 impl Agent {
@@ -145,7 +152,8 @@ impl Agent {
             .arg("--ready-file")
             .arg(&ready)
             .args(["--log-format", "json"])
-            .args(["--dns", &spec.dns]);
+            .args(["--dns", &spec.dns])
+            .args(["--http", &spec.http]);
         for seed in &spec.join {
             command.args(["--join", &seed.to_string()]);
         }
@@ -166,6 +174,7 @@ impl Agent {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             socket: PathBuf::new(),
             dns: None,
+            http: None,
             child: Some(child),
         };
         let mut parsed = None;
@@ -195,6 +204,7 @@ impl Agent {
         agent.addr = ready.addr;
         agent.socket = ready.socket;
         agent.dns = ready.dns;
+        agent.http = ready.http;
         Ok(agent)
     }
 

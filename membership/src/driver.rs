@@ -24,7 +24,7 @@ use crate::freshness::Stale;
 use crate::member::{MemberEvent, MemberState, MemberView};
 use crate::push_pull::PushPull;
 use crate::reject_log::RejectLog;
-use crate::stats::Stats;
+use crate::stats::{Rejected, Stats};
 use crate::stream::{Channel, SealedStream};
 use crate::timings::{MAX_DATAGRAM, Timings};
 use crate::view::View;
@@ -236,7 +236,7 @@ impl Driver {
             .open_datagram(data, MAX_DATAGRAM, now, &mut self.replays)
         {
             Ok(opened) => opened,
-            Err(e) => return self.reject(from, &e.to_string()),
+            Err(e) => return self.reject(from, Rejected::Unopened, &e.to_string()),
         };
         // Whatever its freshness, it was sealed with the key at that time
         // by the sender's clock.
@@ -252,9 +252,11 @@ impl Driver {
                     warn!(peer = %from, offset_ms = offset as i64, "peer's clock is off from this one by more than 1 s");
                 }
             }
-            Err(Stale::Replayed) => return self.reject(from, &Stale::Replayed.to_string()),
+            Err(Stale::Replayed) => {
+                return self.reject(from, Rejected::Replayed, &Stale::Replayed.to_string());
+            }
             Err(stale) => {
-                self.stats.rejected();
+                self.stats.rejected(Rejected::Stale);
                 if self.skewed.should_log(from, at) {
                     error!(peer = %from, offset_ms = offset as i64, error = %stale, "datagram refused: stale");
                 }
@@ -292,17 +294,21 @@ impl Driver {
                     );
                     self.log_foca_error(result, Some(from));
                 }
-                Err(e) => self.reject(from, &format!("bad leave notice: {e}")),
+                Err(e) => self.reject(from, Rejected::Malformed, &format!("bad leave notice: {e}")),
             },
             // (Its send time was noted above.)
             Some((&TAG_CLOCK, _)) => {}
-            Some((tag, _)) => self.reject(from, &format!("unknown datagram tag {tag}")),
-            None => self.reject(from, "empty datagram"),
+            Some((tag, _)) => self.reject(
+                from,
+                Rejected::Malformed,
+                &format!("unknown datagram tag {tag}"),
+            ),
+            None => self.reject(from, Rejected::Malformed, "empty datagram"),
         }
     }
 
-    fn reject(&mut self, from: SocketAddr, why: &str) {
-        self.stats.rejected();
+    fn reject(&mut self, from: SocketAddr, reason: Rejected, why: &str) {
+        self.stats.rejected(reason);
         // A WARN an operator sees (a peer with the wrong key, say), at most
         // once a minute per peer: a flood can't flood the log.
         if self.rejects.should_log(from, std::time::Instant::now()) {
@@ -317,7 +323,7 @@ impl Driver {
                 foca::Error::Decode(_) | foca::Error::MalformedPacket | foca::Error::DataTooBig,
                 Some(from),
             ) => {
-                self.reject(from, &e.to_string());
+                self.reject(from, Rejected::Malformed, &e.to_string());
             }
             _ => debug!(error = %e, "foca"),
         }

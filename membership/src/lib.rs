@@ -54,6 +54,6 @@ pub use key::{ClusterKey, KeyId};
 pub use keyring::Keyring;
 pub use member::{MemberEvent, MemberState, MemberView};
 pub use membership::{Channels, Membership, MembershipConfig};
-pub use stats::StatsSnapshot;
+pub use stats::{Rejected, StatsSnapshot};
 pub use stream::{Channel, IncomingStream, SealedStream};
 pub use timings::Timings;

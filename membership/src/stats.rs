@@ -12,6 +12,8 @@ pub struct Stats {
     /// Peers' clock offsets, from their datagrams' send times.
     clock: std::sync::Mutex<crate::freshness::ClockOffsets>,
     packets_rejected: AtomicU64,
+    /// By [`Rejected`] reason, in its order.
+    rejected_by: [AtomicU64; Rejected::ALL.len()],
     datagrams_sent: AtomicU64,
     datagrams_received: AtomicU64,
     bytes_sent: AtomicU64,
@@ -22,12 +24,52 @@ pub struct Stats {
     connections_refused: AtomicU64,
 }
 
+/// Why a packet or frame was rejected: the `reason` label of the
+/// `mob_packets_rejected_total` metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// A datagram that no accepted key opens (a wrong key, or garbage).
+    Unopened,
+    /// A datagram seen before within the freshness window.
+    Replayed,
+    /// A datagram sent outside the freshness window (a skewed clock).
+    Stale,
+    /// A datagram that opened but does not decode.
+    Malformed,
+    /// A stream frame that failed to open, decode or come in sequence.
+    Stream,
+}
+
+impl Rejected {
+    /// Every reason, in the order of [`StatsSnapshot::rejected_by`].
+    pub const ALL: [Rejected; 5] = [
+        Self::Unopened,
+        Self::Replayed,
+        Self::Stale,
+        Self::Malformed,
+        Self::Stream,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unopened => "unopened",
+            Self::Replayed => "replayed",
+            Self::Stale => "stale",
+            Self::Malformed => "malformed",
+            Self::Stream => "stream",
+        }
+    }
+}
+
 /// A point-in-time copy of [`Stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsSnapshot {
     /// Datagrams and stream frames that failed to open or decode
-    /// (`mob_packets_rejected_total`).
+    ///
     pub packets_rejected: u64,
+    /// Of those, by [`Rejected`] reason, in the order of [`Rejected::ALL`].
+    pub rejected_by: [u64; 5],
     /// UDP datagrams sent.
     pub datagrams_sent: u64,
     /// UDP datagrams received (accepted or not).
@@ -48,15 +90,16 @@ pub struct StatsSnapshot {
 }
 
 impl Stats {
-    pub(crate) fn rejected(&self) {
+    pub(crate) fn rejected(&self, why: Rejected) {
         self.packets_rejected.fetch_add(1, Ordering::Relaxed);
+        self.rejected_by[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a rejected stream frame from `peer`, and says whether to log
     /// it (at most once a second per peer address; connections from one
     /// host share it whatever their port).
     pub(crate) fn stream_rejected(&self, peer: std::net::SocketAddr) -> bool {
-        self.rejected();
+        self.rejected(Rejected::Stream);
         let host = std::net::SocketAddr::new(peer.ip(), 0);
         self.stream_rejects
             .lock()
@@ -133,6 +176,7 @@ impl Stats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         StatsSnapshot {
             packets_rejected: get(&self.packets_rejected),
+            rejected_by: std::array::from_fn(|i| get(&self.rejected_by[i])),
             datagrams_sent: get(&self.datagrams_sent),
             datagrams_received: get(&self.datagrams_received),
             bytes_sent: get(&self.bytes_sent),

@@ -335,7 +335,10 @@ impl<'a> Run<'a> {
             return;
         }
         // Hold a slot whose owner membership has not told of yet.
-        if one.owner.is_some_and(|o| o != me && !self.members.heard_of(o)) {
+        if one
+            .owner
+            .is_some_and(|o| o != me && !self.members.heard_of(o))
+        {
             let claimed = self
                 .table
                 .get_ref(KeyRef::Claim(&one.spec.name, one.slot))

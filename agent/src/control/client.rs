@@ -11,6 +11,8 @@ use mob_scheduler::history::History;
 use mob_scheduler::node::Deployed;
 use mob_scheduler::node::keyring::KeyView;
 use mob_scheduler::services_view::ServiceView;
+
+use crate::events::EventLine;
 use tokio::net::UnixStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -154,6 +156,31 @@ impl Client {
         Err(ClientError::Exchange(
             "the agent closed the connection".into(),
         ))
+    }
+
+    /// Streams the agent's events: calls `event` for each (and `missed`
+    /// when this client fell behind) until the agent ends.
+    pub(crate) async fn events(
+        &self,
+        mut event: impl FnMut(&EventLine),
+        mut missed: impl FnMut(u64),
+    ) -> Result<(), ClientError> {
+        let mut framed = self.send(RequestBody::Events).await?;
+        while let Some(frame) = framed.next().await {
+            let frame = frame.map_err(|e| ClientError::Exchange(e.to_string()))?;
+            match postcard::from_bytes::<Response>(&frame) {
+                Ok(Response::Event(line)) => event(&line),
+                Ok(Response::EventsMissed(n)) => missed(n),
+                Ok(Response::Error(message)) => return Err(ClientError::Agent(message)),
+                Ok(other) => {
+                    return Err(ClientError::Exchange(format!(
+                        "unexpected response {other:?}"
+                    )));
+                }
+                Err(e) => return Err(ClientError::Exchange(format!("malformed response: {e}"))),
+            }
+        }
+        Ok(())
     }
 
     /// Connects and sends one request.

@@ -7,12 +7,13 @@ use mob_scheduler::history::History;
 use mob_scheduler::services_view::ServiceView;
 use serde::{Deserialize, Serialize};
 
+use crate::events::EventLine;
 use crate::log_service::LogRequest;
 use mob_scheduler::node::Deployed;
 use mob_scheduler::node::keyring::KeyView;
 
 /// Bumped on every incompatible change of [`Request`] or [`Response`].
-pub(crate) const PROTOCOL_VERSION: u16 = 9;
+pub(crate) const PROTOCOL_VERSION: u16 = 10;
 /// Largest control frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 16 * 1024 * 1024;
 
@@ -52,6 +53,9 @@ pub(crate) enum RequestBody {
     /// Log lines of an instance: answered by `LogLines` frames, then
     /// `LogEnd` (never, when following, until the client hangs up).
     Logs(LogRequest),
+    /// The agent's events: the recent ones, then each as it happens, as
+    /// `Event` frames until the client hangs up.
+    Events,
 }
 
 /// A verb on one service that writes a new version of it.
@@ -120,6 +124,10 @@ pub(crate) enum Response {
     LogLines(Vec<String>),
     /// No more log lines.
     LogEnd,
+    /// An event (see [`RequestBody::Events`]).
+    Event(Box<EventLine>),
+    /// Events this client fell behind by and missed.
+    EventsMissed(u64),
     /// The request failed; the message says why.
     Error(String),
 }

@@ -1,6 +1,6 @@
 //! The agent's side of the control socket.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +44,56 @@ pub(crate) struct ControlState {
     pub(crate) limits: Limits,
     /// The DNS server's counters.
     pub(crate) dns: Arc<crate::dns::DnsStats>,
+    /// The agent's event stream.
+    pub(crate) events: Arc<crate::events::Events>,
+    /// The data dir (the metrics read the table file's size).
+    pub(crate) data_dir: PathBuf,
+    /// Requests answered, by kind and result.
+    pub(crate) requests: RequestCounts,
+}
+
+/// Control requests answered, by kind and result (`ok` or `error`).
+#[derive(Default)]
+pub(crate) struct RequestCounts(std::sync::Mutex<BTreeMap<(&'static str, &'static str), u64>>);
+
+impl RequestCounts {
+    fn count(&self, kind: &'static str, response: &Response) {
+        let result = if matches!(response, Response::Error(_)) {
+            "error"
+        } else {
+            "ok"
+        };
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry((kind, result)).or_default() += 1;
+    }
+
+    /// The counts so far.
+    pub(crate) fn snapshot(&self) -> BTreeMap<(&'static str, &'static str), u64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl RequestBody {
+    /// The request's kind, a metric label.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Members => "members",
+            Self::Stats => "stats",
+            Self::Deploy(_) => "deploy",
+            Self::Remove(_) => "remove",
+            Self::Scale(..) => "scale",
+            Self::Verb(_, Verb::Stop) => "stop",
+            Self::Verb(_, Verb::Start) => "start",
+            Self::Verb(_, Verb::Restart(_)) => "restart",
+            Self::Verb(_, Verb::Rollback(_)) => "rollback",
+            Self::History(_) => "history",
+            Self::Services => "services",
+            Self::Drain(_) => "drain",
+            Self::Keys(_) => "keys",
+            Self::Logs(_) => "logs",
+            Self::Events => "events",
+        }
+    }
 }
 
 /// The pools control connections draw from.
@@ -123,6 +173,18 @@ async fn serve_connection(stream: UnixStream, state: &ControlState) -> std::io::
             stream_logs(&mut framed, state, logs).await?;
             continue;
         }
+        if let Ok(Request {
+            version: PROTOCOL_VERSION,
+            body: RequestBody::Events,
+        }) = request
+        {
+            let Ok(_following) = state.limits.followers.clone().try_acquire_owned() else {
+                let busy = format!("{MAX_FOLLOWERS} streams are open already; try again");
+                send(&mut framed, &Response::Error(busy)).await?;
+                continue;
+            };
+            return stream_events(&mut framed, state).await;
+        }
         let Ok(_answering) = state.limits.requests.clone().acquire_owned().await else {
             return Ok(());
         };
@@ -140,7 +202,15 @@ async fn serve_connection(stream: UnixStream, state: &ControlState) -> std::io::
     Ok(())
 }
 
-async fn answer(body: RequestBody, state: &ControlState) -> Response {
+/// Answers one request (the HTTP API's reads come here too).
+pub(crate) async fn answer(body: RequestBody, state: &ControlState) -> Response {
+    let kind = body.kind();
+    let response = answer_body(body, state).await;
+    state.requests.count(kind, &response);
+    response
+}
+
+async fn answer_body(body: RequestBody, state: &ControlState) -> Response {
     let table = &state.table;
     let write = |request| table.request(request);
     let result = match body {
@@ -197,7 +267,9 @@ async fn answer(body: RequestBody, state: &ControlState) -> Response {
             .map(Response::Services),
         RequestBody::Drain(on) => write(node::Request::Drain(on)).await.map(response),
         RequestBody::Keys(request) => keys(request, state).await,
-        RequestBody::Logs(_) => Ok(Response::Error("logs are streamed".into())),
+        RequestBody::Logs(_) | RequestBody::Events => {
+            Ok(Response::Error("this request is streamed".into()))
+        }
     };
     result.unwrap_or_else(|e| Response::Error(e.to_string()))
 }
@@ -251,6 +323,27 @@ type ControlFramed = Framed<UnixStream, LengthDelimitedCodec>;
 async fn send(framed: &mut ControlFramed, response: &Response) -> std::io::Result<()> {
     let bytes = postcard::to_stdvec(response).map_err(std::io::Error::other)?;
     framed.send(Bytes::from(bytes)).await
+}
+
+/// Streams the agent's events until the client hangs up.
+async fn stream_events(framed: &mut ControlFramed, state: &ControlState) -> std::io::Result<()> {
+    use tokio::sync::broadcast::error::RecvError;
+    let (recent, mut rx) = state.events.subscribe();
+    for line in recent {
+        send(framed, &Response::Event(Box::new(line))).await?;
+    }
+    loop {
+        let response = tokio::select! {
+            line = rx.recv() => match line {
+                Ok(line) => Response::Event(Box::new(line)),
+                Err(RecvError::Lagged(n)) => Response::EventsMissed(n),
+                Err(RecvError::Closed) => return Ok(()),
+            },
+            // Anything from the client, or its end, ends the stream.
+            _ = framed.next() => return Ok(()),
+        };
+        send(framed, &response).await?;
+    }
 }
 
 /// Streams an instance's log lines from wherever it runs.

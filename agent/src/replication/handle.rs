@@ -19,6 +19,8 @@ pub(crate) struct TableStats {
     pub(crate) anti_entropy_failures: AtomicU64,
     pub(crate) forgotten: AtomicU64,
     pub(crate) save_failures: AtomicU64,
+    /// Saves of the table file that succeeded.
+    pub(crate) saves: AtomicU64,
 }
 
 /// A read of the node, run inside the table task.

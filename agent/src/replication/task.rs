@@ -37,6 +37,8 @@ pub(crate) struct TableInputs {
     pub(crate) broadcasts: mpsc::Receiver<Vec<u8>>,
     pub(crate) reports: mpsc::Receiver<InstanceReport>,
     pub(crate) supervisor: mpsc::Sender<SupervisorCmd>,
+    /// Where the node core's events go.
+    pub(crate) events: Arc<crate::events::Events>,
 }
 
 /// A save for the writer: its number and the encoded table.
@@ -54,6 +56,7 @@ struct TableTask {
     next_request: RequestId,
     /// The skew last given to the node.
     clock_skew: Option<i64>,
+    events: Arc<crate::events::Events>,
 }
 
 /// Starts the table task around `node`.
@@ -81,6 +84,7 @@ pub(crate) fn spawn(
         replies: HashMap::new(),
         next_request: 0,
         clock_skew: None,
+        events: inputs.events,
     };
     tokio::spawn(task.run(rx, inputs.broadcasts, inputs.reports, saved));
     handle
@@ -181,7 +185,12 @@ impl TableTask {
                     }
                     None => return,
                 },
-                Some((seq, result)) = saved.recv() => Input::Saved { seq, result },
+                Some((seq, result)) = saved.recv() => {
+                    if result.is_ok() {
+                        self.handle.stats.saves.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Input::Saved { seq, result }
+                }
                 Some(report) = reports.recv() => Input::Instance(report),
                 Some(bytes) = broadcasts.recv() => match postcard::from_bytes::<Delta>(&bytes) {
                     Ok(Delta(records)) => {
@@ -271,7 +280,10 @@ impl TableTask {
                     let _ = tx.send(reply);
                 }
             }
-            Effect::Log(event) => log_event(self.node.name(), event),
+            Effect::Log(event) => {
+                self.events.node_event(&event);
+                log_event(self.node.name(), event);
+            }
             Effect::Keyring(ring) => {
                 crate::keys::apply(&ring, &self.membership, &self.data_dir).await;
             }
