@@ -8,6 +8,9 @@
 #   scripts/local-cluster.sh [N] [--once]     --once: stop after the check
 #   MOB_BASE_PORT=17946                       first gossip port
 #   MOB_DNS_BASE_PORT=8600                    first DNS port
+#   MOB_HTTP_BASE_PORT=7947                   first HTTP port (status page, API)
+#   MOB_AGENT_BIN=PATH                        use this binary, build nothing
+#   MOB_KEEP=1                                keep the temp dir (logs, data) at the end
 set -euo pipefail
 
 n=3; once=0
@@ -20,12 +23,19 @@ for arg in "$@"; do
 done
 base=${MOB_BASE_PORT:-17946}
 dns_base=${MOB_DNS_BASE_PORT:-8600}
+http_base=${MOB_HTTP_BASE_PORT:-7947}
 root=$(cd "$(dirname "$0")/.." && pwd)
 
-echo "building mob-agent (release; the first build takes a minute or two)..."
-cargo build --release -p mob-agent --manifest-path "$root/Cargo.toml" 2>&1 | grep -E '^(error|warning)|Finished' || true
-[ -x "$root/target/release/mob-agent" ] || { echo "the build failed" >&2; exit 1; }
-bin="$root/target/release/mob-agent"
+if [ -n "${MOB_AGENT_BIN:-}" ]; then
+  bin=$MOB_AGENT_BIN
+else
+  echo "building mob-agent (release; the first build takes a minute or two)..."
+  # Cargo's progress lines show how far the build is.
+  cargo build --release -p mob-agent --manifest-path "$root/Cargo.toml" 2>&1 \
+    | grep --line-buffered -E '^(error|warning)|Compiling|Finished' || true
+  [ -x "$root/target/release/mob-agent" ] || { echo "the build failed" >&2; exit 1; }
+  bin="$root/target/release/mob-agent"
+fi
 dir=$(mktemp -d -t mob-cluster.XXXXXX)
 "$bin" keygen > "$dir/cluster.key"
 
@@ -35,7 +45,11 @@ stop() {
   echo; echo "stopping ${#pids[@]} agents"
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
-  echo "logs and data kept in $dir"
+  if [ "${MOB_KEEP:-0}" = 1 ]; then
+    echo "logs and data kept in $dir"
+  else
+    rm -rf "$dir"
+  fi
 }
 trap stop INT TERM EXIT
 
@@ -44,7 +58,7 @@ for i in $(seq 1 "$n"); do
   join=()
   [ "$i" -gt 1 ] && join=(--join "127.0.0.1:$base")
   "$bin" run --name "node$i" --bind "127.0.0.1:$port" --data-dir "$dir/node$i" \
-    --dns "127.0.0.1:$((dns_base + i - 1))" \
+    --dns "127.0.0.1:$((dns_base + i - 1))" --http "127.0.0.1:$((http_base + i - 1))" \
     --key-file "$dir/cluster.key" "${join[@]}" > "$dir/node$i.log" 2>&1 &
   pids+=($!)
 done
@@ -56,7 +70,7 @@ check_alive() {
     if ! kill -0 "${pids[$((i - 1))]}" 2>/dev/null; then
       echo "agent node$i exited; the end of $dir/node$i.log:" >&2
       tail -n 5 "$dir/node$i.log" >&2
-      echo "(other ports: MOB_BASE_PORT=27946 MOB_DNS_BASE_PORT=28600 $0)" >&2
+      echo "(other ports: MOB_BASE_PORT=27946 MOB_DNS_BASE_PORT=28600 MOB_HTTP_BASE_PORT=28947 $0)" >&2
       exit 1
     fi
   done
@@ -103,6 +117,8 @@ for i in $(seq 1 "$n"); do
 done
 echo "  $bin logs hello --agent $dir/node1/mob.sock      # from any node"
 echo "  $bin resolve hello --agent $dir/node1/mob.sock   # ip:port of each instance"
+echo "  $bin events --agent $dir/node1/mob.sock          # events as they happen"
+echo "  status page: http://127.0.0.1:$http_base/   metrics: http://127.0.0.1:$http_base/metrics"
 if command -v dig >/dev/null; then
   echo "  dig @127.0.0.1 -p $dns_base +short SRV _http._tcp.hello.service.mob"
   dig @127.0.0.1 -p "$dns_base" +short +tries=1 +time=2 SRV _http._tcp.hello.service.mob | sed 's/^/    /'

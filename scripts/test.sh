@@ -10,3 +10,14 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
 cargo build --workspace --bins -q
 MOB_AGENT_BIN="$PWD/target/debug/mob-agent" cargo nextest run --workspace --profile ci "$@"
+
+# The generated artefacts: the systemd unit verified (where systemd-analyze
+# is), the .deb built from the debug binary (cargo-deb is installed if
+# missing), and the docker demo where the engine and docker-compose are.
+scripts/check-unit.sh target/debug/mob-agent
+scripts/package-deb.sh --debug
+if docker info >/dev/null 2>&1 && command -v docker-compose >/dev/null && command -v jq >/dev/null; then
+  time scripts/docker-demo.sh --debug
+else
+  echo "docker demo skipped: needs a Docker Engine, docker-compose and jq"
+fi

@@ -24,6 +24,9 @@ use crate::wall_clock::now_ms;
 /// Longest a graceful stop waits for this node's slots to run elsewhere.
 const SHUTDOWN_HANDOVER: Duration = Duration::from_secs(10);
 
+/// How long an agent with seeds may be alone before it says so.
+const ALONE_WARNING: Duration = Duration::from_secs(10);
+
 /// How long a graceful stop waits for the leave to go out.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -148,19 +151,31 @@ pub(crate) async fn run(
         "agent started"
     );
     if let KeySource::Generated(path) = &config.key_source {
-        if seeds.is_empty() {
-            warn!(
-                path = %path.display(),
-                "generated a new cluster key; give every other agent the same key: copy this file and pass --key-file, or set MOB_KEY to its contents"
-            );
-        } else {
-            // Its seeds hold another key: this agent will stay alone.
-            warn!(
-                path = %path.display(),
-                seeds = ?seeds,
-                "generated a new cluster key although --join was given: the seeds cannot open this agent's packets; pass the cluster's key with --key-file or MOB_KEY"
-            );
-        }
+        // (With seeds and no key, the configuration was refused.)
+        warn!(
+            path = %path.display(),
+            "generated a new cluster key; give every other agent the same key: copy this file and pass --key-file, or set MOB_KEY to its contents"
+        );
+    }
+    if !seeds.is_empty() {
+        // Alone for long with seeds to join: a wrong address, a firewall
+        // or another key. Said once; the agent keeps trying.
+        let (membership, seeds) = (membership.clone(), seeds.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(ALONE_WARNING).await;
+            let me = membership.local().addr;
+            let joined = membership
+                .members()
+                .iter()
+                .any(|m| m.id.addr != me && m.state.is_active());
+            if !joined {
+                warn!(
+                    seeds = ?seeds,
+                    after_s = ALONE_WARNING.as_secs(),
+                    "still alone: no seed answered; check their addresses, that UDP and TCP reach their port, and that every agent has the same key (still trying)"
+                );
+            }
+        });
     }
     if config.bind.ip().is_unspecified() && local.addr.ip().is_loopback() {
         warn!(

@@ -44,9 +44,11 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Add or update services from a TOML or JSON spec file (`-`: stdin).
+    /// Add or update services from a TOML or JSON spec file (`-`: stdin),
+    /// or a JSON spec given inline.
     Deploy {
-        /// Spec file, or `-` for stdin.
+        /// Spec file, `-` for stdin, or the spec itself: an argument that
+        /// starts with `{` or `[` is JSON.
         file: String,
         /// Return only once every slot of the deployed services runs the
         /// new version, each seen running by one process for its
@@ -148,6 +150,23 @@ pub(crate) enum Command {
         /// How many of the last lines.
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
+    },
+    /// Join the agent to other agents (host:port, port 7946 if omitted),
+    /// as `serf join` does; it keeps them as seeds.
+    Join {
+        /// Agents to announce to.
+        #[arg(required = true)]
+        addrs: Vec<String>,
+        /// Print JSON: {"joined": names}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print this binary's version, and the versions the members run when
+    /// an agent answers.
+    Version {
+        /// Print JSON: {"version","members":[{"name","version","state"}]|null}.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the agent's events (the last 100, then each as it happens)
     /// until interrupted.

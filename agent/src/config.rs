@@ -353,7 +353,12 @@ impl AgentConfig {
             .create(&data_dir)
             .map_err(|e| err(format!("--data-dir {}: {e}", data_dir.display())))?;
 
-        let (key, key_source) = resolve_key(args.key_file.or(file.key_file), env, &data_dir)?;
+        let (key, key_source) = resolve_key(
+            args.key_file.or(file.key_file),
+            env,
+            &data_dir,
+            !seeds.is_empty(),
+        )?;
         let dns_given = args.dns.or(file.dns);
         let dns_explicit = dns_given.is_some();
         let dns = listen_addr("--dns", dns_given.as_deref().unwrap_or(DEFAULT_DNS))?;
@@ -429,7 +434,7 @@ fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {
     toml::from_str(&text).map_err(|e| ConfigError(format!("--config {}: {e}", path.display())))
 }
 
-fn resolve_seed(text: &str) -> Result<SocketAddr, ConfigError> {
+pub(crate) fn resolve_seed(text: &str) -> Result<SocketAddr, ConfigError> {
     let with_port = if text.parse::<SocketAddr>().is_ok()
         || text
             .rsplit_once(':')
@@ -450,6 +455,7 @@ fn resolve_key(
     key_file: Option<PathBuf>,
     env: &Env,
     data_dir: &Path,
+    joining: bool,
 ) -> Result<(ClusterKey, KeySource), ConfigError> {
     if let Some(path) = key_file {
         let key =
@@ -465,6 +471,15 @@ fn resolve_key(
     if path.exists() {
         let key = ClusterKey::read_file(&path).map_err(|e| ConfigError(e.to_string()))?;
         return Ok((key, KeySource::DataDir(path)));
+    }
+    // (A keyring file left by an earlier run holds the keys: it wins.)
+    let ring = data_dir.join(mob_membership::keyring::KEYRING_FILE);
+    if joining && !ring.exists() {
+        // A new key would keep this agent alone: its seeds can't open it.
+        return Err(ConfigError(format!(
+            "--join was given but no cluster key: pass the cluster's key with --key-file FILE or MOB_KEY (an agent of the cluster has it in DATA_DIR/cluster.key, or `mob-agent keygen` makes one for a new cluster: give it to every agent); a new key here would keep this agent alone ({} holds none)",
+            path.display()
+        )));
     }
     let key = ClusterKey::generate();
     key.write_new_file(&path)
@@ -560,7 +575,11 @@ mod tests {
                 "-p",
                 "8001",
             ]),
-            &env(),
+            // (Joining needs a key.)
+            &Env {
+                mob_key: Some(ClusterKey::generate().to_base64()),
+                ..env()
+            },
         )
         .unwrap();
         assert_eq!(c.name, "flag");

@@ -139,7 +139,10 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             timeout,
             json,
         } => {
-            let text = if file == "-" {
+            let inline = file.trim_start().starts_with(['{', '[']);
+            let text = if inline {
+                file.clone()
+            } else if file == "-" {
                 std::io::read_to_string(std::io::stdin())
                     .map_err(|e| anyhow::anyhow!("reading stdin: {e}"))?
             } else {
@@ -263,6 +266,49 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 follow,
             };
             client()?.logs(request, |line| println!("{line}")).await?;
+        }
+        Command::Join { addrs, json } => {
+            let addrs = addrs
+                .iter()
+                .map(|a| config::resolve_seed(a).map_err(|e| Failure::Usage(e.into())))
+                .collect::<Result<Vec<_>, _>>()?;
+            let joined = client()?.join(addrs).await?;
+            if json {
+                println!("{}", serde_json::json!({ "joined": joined }));
+            } else {
+                println!("joined the cluster through {}", joined.join(", "));
+            }
+        }
+        Command::Version { json } => {
+            let version = env!("CARGO_PKG_VERSION");
+            // The members' versions when an agent answers (none: just ours).
+            let members = match client() {
+                Ok(client) => client.members().await.ok(),
+                Err(_) => None,
+            };
+            if json {
+                let members = members.as_ref().map(|ms| {
+                    ms.iter()
+                        .map(|m| {
+                            serde_json::json!({
+                                "name": m.member.id.name,
+                                "state": m.member.state.as_str(),
+                                "version": m.record.as_ref().map(|r| &r.version),
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                });
+                println!(
+                    "{}",
+                    serde_json::json!({ "version": version, "members": members })
+                );
+            } else {
+                println!("mob-agent {version}");
+                for m in members.iter().flatten() {
+                    let v = m.record.as_ref().map_or("-", |r| r.version.as_str());
+                    println!("  {} {} ({})", m.member.id.name, v, m.member.state.as_str());
+                }
+            }
         }
         Command::Events { json } => {
             let print = |line: &events::EventLine| {

@@ -53,7 +53,12 @@ pub(crate) enum Cmd {
     ApplyMembers(Vec<foca::Member<NodeId>>),
     Snapshot(oneshot::Sender<PushPull>),
     Leave(oneshot::Sender<()>),
+    /// Announce to these addresses now, and keep them as seeds.
+    Join(Vec<SocketAddr>),
 }
+
+/// Seeds an agent keeps at most (`join` adds to them).
+const MAX_SEEDS: usize = 64;
 
 /// Collects foca's effects during one call; drained right after it.
 #[derive(Default)]
@@ -183,6 +188,20 @@ impl Driver {
                 let _ = reply.send(self.snapshot());
             }
             Cmd::Leave(_) => {}
+            Cmd::Join(addrs) => {
+                for addr in addrs {
+                    if !self.seeds.contains(&addr) && self.seeds.len() < MAX_SEEDS {
+                        self.seeds.push(addr);
+                    }
+                    let target = NodeId {
+                        name: String::new(),
+                        addr,
+                        epoch: 0,
+                    };
+                    let result = self.foca.announce(target, &mut self.effects);
+                    self.log_foca_error(result, None);
+                }
+            }
         }
     }
 

@@ -246,6 +246,15 @@ impl Membership {
         .await
     }
 
+    /// Announces this node to `addrs` (other agents) now, and keeps them
+    /// as seeds: the answer to `mob-agent join`.
+    pub async fn join(&self, addrs: Vec<SocketAddr>) -> Result<(), Error> {
+        self.cmds
+            .send(Cmd::Join(addrs))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
     /// Leaves the cluster: tells every live member, then stops gossiping.
     /// Returns once the leave datagrams are sent, or after `timeout`.
     pub async fn leave(&self, timeout: Duration) -> Result<(), Error> {

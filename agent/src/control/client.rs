@@ -158,6 +158,15 @@ impl Client {
         ))
     }
 
+    /// Joins the agent to the agents at `addrs`: the names of those that
+    /// answered.
+    pub(crate) async fn join(
+        &self,
+        addrs: Vec<std::net::SocketAddr>,
+    ) -> Result<Vec<String>, ClientError> {
+        expect!(self.request(RequestBody::Join(addrs)).await?, Response::Joined(names) => names)
+    }
+
     /// Streams the agent's events: calls `event` for each (and `missed`
     /// when this client fell behind) until the agent ends.
     pub(crate) async fn events(

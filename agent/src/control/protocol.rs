@@ -56,6 +56,8 @@ pub(crate) enum RequestBody {
     /// The agent's events: the recent ones, then each as it happens, as
     /// `Event` frames until the client hangs up.
     Events,
+    /// Announce this agent to other agents (`join ADDR...`).
+    Join(Vec<std::net::SocketAddr>),
 }
 
 /// A verb on one service that writes a new version of it.
@@ -126,6 +128,8 @@ pub(crate) enum Response {
     LogEnd,
     /// An event (see [`RequestBody::Events`]).
     Event(Box<EventLine>),
+    /// See [`RequestBody::Join`]: the agents that answered.
+    Joined(Vec<String>),
     /// Events this client fell behind by and missed.
     EventsMissed(u64),
     /// The request failed; the message says why.

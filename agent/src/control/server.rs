@@ -92,6 +92,7 @@ impl RequestBody {
             Self::Keys(_) => "keys",
             Self::Logs(_) => "logs",
             Self::Events => "events",
+            Self::Join(_) => "join",
         }
     }
 }
@@ -267,11 +268,43 @@ async fn answer_body(body: RequestBody, state: &ControlState) -> Response {
             .map(Response::Services),
         RequestBody::Drain(on) => write(node::Request::Drain(on)).await.map(response),
         RequestBody::Keys(request) => keys(request, state).await,
+        RequestBody::Join(addrs) => Ok(join(addrs, state).await),
         RequestBody::Logs(_) | RequestBody::Events => {
             Ok(Response::Error("this request is streamed".into()))
         }
     };
     result.unwrap_or_else(|e| Response::Error(e.to_string()))
+}
+
+/// How long `join` waits for an agent it announced to to answer.
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Announces to `addrs` and waits until one of them is an alive member.
+async fn join(addrs: Vec<std::net::SocketAddr>, state: &ControlState) -> Response {
+    if let Err(e) = state.membership.join(addrs.clone()).await {
+        return Response::Error(e.to_string());
+    }
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    loop {
+        let joined: Vec<String> = state
+            .membership
+            .members()
+            .into_iter()
+            .filter(|m| m.state == MemberState::Alive && addrs.contains(&m.id.addr))
+            .map(|m| m.id.name)
+            .collect();
+        if !joined.is_empty() {
+            return Response::Joined(joined);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            return Response::Error(format!(
+                "no agent at {} answered within {JOIN_TIMEOUT:?}: is one running there, reachable, with this cluster's key? (this agent keeps announcing to it)",
+                addrs.join(", ")
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 async fn keys(request: KeysRequest, state: &ControlState) -> Result<Response, Stopped> {
