@@ -239,17 +239,24 @@ fn events_sse(agent: &Agent) -> EventReader {
     EventReader::new(response.into_body().into_reader(), true)
 }
 
-#[test]
-fn a_join_a_kill_and_the_move_are_events_over_the_socket_and_sse() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut agents = local_cluster(dir.path(), 3).unwrap();
-    let m = marker(2);
-    agents[0].deploy(&sleeper("evented", 1, &m)).unwrap();
-    let running = wait_running(&agents, "evented", 1, &m, Duration::from_secs(20));
+/// Three agents with a one-slot service `name` running: the agents and
+/// the index of the one that runs it.
+fn cluster_running(dir: &std::path::Path, name: &str, k: u32) -> (Vec<Agent>, usize) {
+    let agents = local_cluster(dir, 3).unwrap();
+    let m = marker(k);
+    agents[0].deploy(&sleeper(name, 1, &m)).unwrap();
+    let running = wait_running(&agents, name, 1, &m, Duration::from_secs(20));
     let owner = agents
         .iter()
         .position(|a| a.name() == running[0].1)
         .unwrap();
+    (agents, owner)
+}
+
+#[test]
+fn a_join_a_kill_and_the_move_are_events_over_the_socket_and_sse() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut agents, owner) = cluster_running(dir.path(), "evented", 2);
     let victim = agents[owner].name().to_owned();
     let survivors: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
 
@@ -534,14 +541,8 @@ fn rows(dom: &str, table: &str) -> Vec<Vec<String>> {
 fn the_status_page_shows_members_services_and_the_move_in_headless_chromium() {
     let Some(browser) = chromium() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut agents = local_cluster(dir.path(), 3).unwrap();
-    let m = marker(4);
-    agents[0].deploy(&sleeper("paged", 1, &m)).unwrap();
-    let running = wait_running(&agents, "paged", 1, &m, Duration::from_secs(20));
-    let owner = agents
-        .iter()
-        .position(|a| a.name() == running[0].1)
-        .unwrap();
+    let (mut agents, owner) = cluster_running(dir.path(), "paged", 4);
+    let first_owner = agents[owner].name().to_owned();
     let watcher = (0..3).find(|i| *i != owner).unwrap();
     let url = format!("http://{}/", agents[watcher].http.unwrap());
 
@@ -559,7 +560,7 @@ fn the_status_page_shows_members_services_and_the_move_in_headless_chromium() {
                     .all(|n| members.iter().any(|r| r[0] == *n && r[1] == "alive"))
                 && services
                     .iter()
-                    .any(|r| r[0] == "paged" && r[2] == running[0].1 && r[3] == "running"))
+                    .any(|r| r[0] == "paged" && r[2] == first_owner && r[3] == "running"))
         },
     )
     .unwrap_or_else(|e| panic!("{e}: {dom}"));
