@@ -181,6 +181,9 @@ pub(crate) enum Command {
         /// Take slots again.
         #[arg(long)]
         undo: bool,
+        /// Print JSON: {"draining": true|false}.
+        #[arg(long)]
+        json: bool,
     },
     /// The cluster's keyring: rotate the key on every agent at once.
     #[command(subcommand)]

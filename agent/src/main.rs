@@ -245,9 +245,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Keys(command) => keys(command, &client()?).await?,
-        Command::Drain { undo } => {
+        Command::Drain { undo, json } => {
             client()?.drain(!undo).await?;
-            if undo {
+            if json {
+                println!("{}", serde_json::json!({ "draining": !undo }));
+            } else if undo {
                 println!("drain undone: this node takes slots again");
             } else {
                 println!("draining: slots move to other nodes, then local instances stop");

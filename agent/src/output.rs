@@ -39,6 +39,7 @@ pub(crate) fn members_json(members: &[MemberReport]) -> String {
 
 /// `members`: an aligned table.
 pub(crate) fn members_table(members: &[MemberReport]) -> String {
+    let now = now_ms();
     let rows: Vec<[String; 9]> = members
         .iter()
         .map(|r| {
@@ -72,7 +73,12 @@ pub(crate) fn members_table(members: &[MemberReport]) -> String {
             [
                 m.id.name.clone(),
                 m.id.addr.to_string(),
-                m.id.epoch.to_string(),
+                // Up since its state's epoch (a restart is a new one): an
+                // age, as `services` shows SINCE. `--json` has the ms.
+                age(
+                    Some(record.map_or(m.id.epoch, |n| n.started_at_ms.max(m.id.epoch))),
+                    now,
+                ),
                 state,
                 r.slots.to_string(),
                 r.clock_offset_ms
@@ -87,7 +93,7 @@ pub(crate) fn members_table(members: &[MemberReport]) -> String {
         [
             "NAME",
             "ADDR",
-            "EPOCH",
+            "UP",
             "STATE",
             "SLOTS",
             "CLOCK",

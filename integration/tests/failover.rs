@@ -168,7 +168,11 @@ fn drain_moves_instances_then_stops_them() {
     let placed = wait_running(&agents, "after", 3, &m2, Duration::from_secs(15));
     assert!(placed.iter().all(|p| p.1 != drained), "{placed:?}");
 
-    agents[index].cli(&["drain", "--undo"]).unwrap();
+    let out = agents[index].cli(&["drain", "--undo", "--json"]).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        serde_json::json!({"draining": false})
+    );
     // Sticky: nothing moves back.
     stays_exactly(2, &m, Duration::from_secs(2));
     assert_eq!(
