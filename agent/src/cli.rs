@@ -233,16 +233,25 @@ pub(crate) enum KeysCommand {
     Install {
         /// The key (base64), or `-` to read it from stdin.
         key: String,
+        /// Print JSON: {"fingerprint","done"}.
+        #[arg(long)]
+        json: bool,
     },
     /// Make every agent seal with an installed key.
     Use {
         /// The key (base64), or its fingerprint as `keys list` shows it.
         key: String,
+        /// Print JSON: {"fingerprint","done"}.
+        #[arg(long)]
+        json: bool,
     },
     /// Make every agent drop a key (not the primary).
     Remove {
         /// The key (base64), or its fingerprint as `keys list` shows it.
         key: String,
+        /// Print JSON: {"fingerprint","done"}.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -361,7 +361,7 @@ async fn keys(command: KeysCommand, client: &Client) -> Result<(), Failure> {
                 print!("{}", output::keys_table(&members, &keys));
             }
         }
-        KeysCommand::Install { key } => {
+        KeysCommand::Install { key, json } => {
             let text = if key == "-" {
                 std::io::read_to_string(std::io::stdin())
                     .map_err(|e| anyhow::anyhow!("reading stdin: {e}"))?
@@ -373,29 +373,46 @@ async fn keys(command: KeysCommand, client: &Client) -> Result<(), Failure> {
             client
                 .change_keys(KeysRequest::Install(key.to_base64()))
                 .await?;
-            println!(
-                "installed key {} on the cluster: every agent accepts it once it hears; `keys use` it next",
-                key.fingerprint()
-            );
+            if json {
+                println!("{}", key_json(&key.fingerprint(), "installed"));
+            } else {
+                println!(
+                    "installed key {} on the cluster: every agent accepts it once it hears; `keys use` it next",
+                    key.fingerprint()
+                );
+            }
         }
-        KeysCommand::Use { key } => {
+        KeysCommand::Use { key, json } => {
             let fingerprint = fingerprint(&key)?;
             client
                 .change_keys(KeysRequest::Use(fingerprint.clone()))
                 .await?;
-            println!(
-                "every agent seals with key {fingerprint} once it hears; `keys list` shows who does"
-            );
+            if json {
+                println!("{}", key_json(&fingerprint, "used"));
+            } else {
+                println!(
+                    "every agent seals with key {fingerprint} once it hears; `keys list` shows who does"
+                );
+            }
         }
-        KeysCommand::Remove { key } => {
+        KeysCommand::Remove { key, json } => {
             let fingerprint = fingerprint(&key)?;
             client
                 .change_keys(KeysRequest::Remove(fingerprint.clone()))
                 .await?;
-            println!("removed key {fingerprint}: no agent accepts it once it hears");
+            if json {
+                println!("{}", key_json(&fingerprint, "removed"));
+            } else {
+                println!("removed key {fingerprint}: no agent accepts it once it hears");
+            }
         }
     }
     Ok(())
+}
+
+/// A `keys` write as `--json` prints it.
+fn key_json(fingerprint: &str, done: &str) -> String {
+    serde_json::json!({ "fingerprint": fingerprint, "done": done }).to_string()
 }
 
 /// The live service `name`, or an error naming it.

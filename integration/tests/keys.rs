@@ -82,7 +82,12 @@ fn a_key_rotates_on_every_agent_and_one_that_was_down_follows() {
     // The old key is still everyone's primary, so it can't be removed.
     let refused = agents[1].cli(&["keys", "remove", &old]).unwrap_err();
     assert!(refused.to_string().contains("primary"), "{refused}");
-    agents[1].cli(&["keys", "use", &new_key]).unwrap();
+    let out = agents[1].cli(&["keys", "use", &new_key, "--json"]).unwrap();
+    let used: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        used,
+        serde_json::json!({"fingerprint": new, "done": "used"})
+    );
     wait_key(
         &agents[0],
         &new,
