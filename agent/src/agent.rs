@@ -27,6 +27,9 @@ const SHUTDOWN_HANDOVER: Duration = Duration::from_secs(10);
 /// How long an agent with seeds may be alone before it says so.
 const ALONE_WARNING: Duration = Duration::from_secs(10);
 
+/// How long a graceful stop waits for its leave record to be saved.
+const LEAVE_RECORD_WAIT: Duration = Duration::from_secs(2);
+
 /// How long a graceful stop waits for the leave to go out.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -374,8 +377,20 @@ async fn hand_over(
         .members()
         .iter()
         .any(|m| m.id.name != me && m.state.is_active());
-    if !others || table.request(Request::Leave).await.is_err() {
+    if !others {
         return;
+    }
+    // The leave is an operator write: acknowledged once saved. A disk that
+    // is slow to save must not hold the stop up (systemd's stop timeout
+    // would kill the instances unstopped): go on without it, and the
+    // membership leave still tells the peers.
+    match tokio::time::timeout(LEAVE_RECORD_WAIT, table.request(Request::Leave)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return,
+        Err(_) => {
+            warn!(node = %me, waited_ms = LEAVE_RECORD_WAIT.as_millis() as u64, "leave record not saved in time; stopping without handing slots over");
+            return;
+        }
     }
     let deadline = tokio::time::Instant::now() + SHUTDOWN_HANDOVER;
     while tokio::time::Instant::now() < deadline {
