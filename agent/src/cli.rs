@@ -178,10 +178,24 @@ pub(crate) enum Command {
     },
     /// Move this node's slots elsewhere and stop taking new ones.
     Drain {
+        /// Drain another node: it takes the request up when it reaches it
+        /// (at once if it is alive; when it is back, if not).
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
         /// Take slots again.
         #[arg(long)]
         undo: bool,
-        /// Print JSON: {"draining": true|false}.
+        /// Print JSON: {"node", "draining": true|false}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a down or left node now, on every agent, instead of listing
+    /// it as down for `remove_down_after`. Refused for a live node. It is
+    /// a member again when it starts again.
+    ForceLeave {
+        /// Node name.
+        node: String,
+        /// Print JSON: {"forgotten": NAME}.
         #[arg(long)]
         json: bool,
     },

@@ -220,6 +220,24 @@ impl Events {
             ),
             Event::Draining => ("node.draining", About::default()),
             Event::DrainUndone => ("node.drain_undone", About::default()),
+            Event::DrainRequested { node, on } => (
+                if *on {
+                    "node.drain_requested"
+                } else {
+                    "node.undrain_requested"
+                },
+                About {
+                    peer: Some(node.clone()),
+                    ..About::default()
+                },
+            ),
+            Event::NodeForgotten { node } => (
+                "member.force_left",
+                About {
+                    peer: Some(node.clone()),
+                    ..About::default()
+                },
+            ),
             Event::MajorityLost => ("node.majority_lost", About::default()),
             Event::MajorityRegained => ("node.majority_regained", About::default()),
             Event::SaveFailed { error, .. } => (

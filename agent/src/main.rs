@@ -245,14 +245,31 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Keys(command) => keys(command, &client()?).await?,
-        Command::Drain { undo, json } => {
-            client()?.drain(!undo).await?;
+        Command::Drain { node, undo, json } => {
+            client()?.drain(node.clone(), !undo).await?;
             if json {
-                println!("{}", serde_json::json!({ "draining": !undo }));
-            } else if undo {
-                println!("drain undone: this node takes slots again");
+                println!("{}", serde_json::json!({ "node": node, "draining": !undo }));
             } else {
-                println!("draining: slots move to other nodes, then local instances stop");
+                match (node, undo) {
+                    (None, true) => println!("drain undone: this node takes slots again"),
+                    (None, false) => {
+                        println!("draining: slots move to other nodes, then local instances stop")
+                    }
+                    (Some(node), true) => {
+                        println!("drain of {node} undone: it takes slots again once it hears of it")
+                    }
+                    (Some(node), false) => println!(
+                        "drain of {node} requested: it moves its slots to other nodes once it hears of it"
+                    ),
+                }
+            }
+        }
+        Command::ForceLeave { node, json } => {
+            client()?.force_leave(node.clone()).await?;
+            if json {
+                println!("{}", serde_json::json!({ "forgotten": node }));
+            } else {
+                println!("{node} forgotten: no agent lists it until it starts again");
             }
         }
         Command::Logs {

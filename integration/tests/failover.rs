@@ -171,7 +171,7 @@ fn drain_moves_instances_then_stops_them() {
     let out = agents[index].cli(&["drain", "--undo", "--json"]).unwrap();
     assert_eq!(
         serde_json::from_str::<Value>(&out).unwrap(),
-        serde_json::json!({"draining": false})
+        serde_json::json!({"node": null, "draining": false})
     );
     // Sticky: nothing moves back.
     stays_exactly(2, &m, Duration::from_secs(2));
@@ -211,4 +211,62 @@ fn a_gracefully_stopped_agent_hands_over_and_takes_slots_again_after_restart() {
     let placed = wait_running(&agents, "again", 2, &m2, Duration::from_secs(15));
     let nodes: BTreeSet<&str> = placed.iter().map(|p| p.1.as_str()).collect();
     assert_eq!(nodes.len(), 2, "{placed:?}");
+}
+
+#[test]
+fn drain_of_another_node_is_taken_up_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let agents = local_cluster(dir.path(), 3).unwrap();
+    let m = marker(16);
+    agents[0].deploy(&sleeper("remote", 2, &m)).unwrap();
+    let before = wait_running(&agents, "remote", 2, &m, Duration::from_secs(10));
+    let drained = before[0].1.clone();
+    let asker = agents.iter().find(|a| a.name() != drained).unwrap();
+    // A node nobody knows is refused, naming it.
+    let refused = asker.cli(&["drain", "--node", "nobody"]).unwrap_err();
+    assert!(refused.to_string().contains("\"nobody\""), "{refused}");
+    let out = asker.cli(&["drain", "--node", &drained, "--json"]).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        serde_json::json!({"node": drained, "draining": true})
+    );
+    wait_running_off(
+        &agents,
+        "remote",
+        2,
+        &m,
+        Duration::from_secs(15),
+        Some(&drained),
+    );
+    // The drained node took it up itself, and every agent shows it.
+    let target = agent_named(&agents, &drained);
+    assert_eq!(
+        target
+            .log_events("draining: slots move to other nodes")
+            .len(),
+        1
+    );
+    assert_eq!(asker.log_events("drain of another node requested").len(), 1);
+    wait_until(
+        "every agent to list the node draining",
+        Duration::from_secs(5),
+        || {
+            for a in &agents {
+                let members: Vec<Value> = serde_json::from_str(&a.cli(&["members", "--json"])?)?;
+                let listed = members.iter().find(|m| m["name"] == drained.as_str());
+                if listed.is_none_or(|m| m["draining"] != true) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )
+    .unwrap();
+    asker.cli(&["drain", "--node", &drained, "--undo"]).unwrap();
+    wait_until(
+        "the drained node to take the undo up",
+        Duration::from_secs(5),
+        || Ok(target.log_events("drain undone: eligible again").len() == 1),
+    )
+    .unwrap();
 }

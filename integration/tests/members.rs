@@ -252,3 +252,60 @@ fn agent_started_before_its_seed_joins_when_the_seed_comes_up() {
     })
     .unwrap();
 }
+
+#[test]
+fn force_leave_forgets_a_down_node_everywhere_until_it_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agents = local_cluster(dir.path(), 3).unwrap();
+    let gone = agents[2].name().to_owned();
+    // A live node is refused.
+    let refused = agents[0].cli(&["force-leave", &gone]).unwrap_err();
+    assert!(refused.to_string().contains("is alive"), "{refused}");
+    agents[2].kill9().unwrap();
+    wait_until(
+        "the survivors to report it down",
+        Duration::from_secs(15),
+        || {
+            Ok(agents[..2]
+                .iter()
+                .all(|a| matches!(a.state_of(&gone), Ok(Some(m)) if m.state == "down")))
+        },
+    )
+    .unwrap();
+    let out = agents[0].cli(&["force-leave", &gone, "--json"]).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!({"forgotten": gone})
+    );
+    // Gone from both survivors' lists (the other one learns it from the
+    // table), and it stays gone.
+    wait_until(
+        "both survivors to forget it",
+        Duration::from_secs(10),
+        || {
+            for a in &agents[..2] {
+                if a.state_of(&gone)?.is_some() {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        agents[0]
+            .log_events("member forgotten by force-leave")
+            .len(),
+        1
+    );
+    // Started again, it is a member again everywhere.
+    agents[2].restart().unwrap();
+    let all = names(&agents);
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    wait_until(
+        "the restarted node to be a member again",
+        Duration::from_secs(15),
+        || all_see_alive(&agents, &all),
+    )
+    .unwrap();
+}

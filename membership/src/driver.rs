@@ -4,7 +4,7 @@
 //! but the socket.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BTreeSet, BinaryHeap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +55,9 @@ pub(crate) enum Cmd {
     Leave(oneshot::Sender<()>),
     /// Announce to these addresses now, and keep them as seeds.
     Join(Vec<SocketAddr>),
+    /// Leave these names out of the list (and call them no more) while
+    /// they are down or left: an operator's `force-leave`.
+    Forget(BTreeSet<String>),
 }
 
 /// Seeds an agent keeps at most (`join` adds to them).
@@ -128,6 +131,8 @@ pub(crate) struct Driver {
     pub(crate) notified: RejectLog,
     pub(crate) view: View,
     pub(crate) left: HashSet<NodeId>,
+    /// See [`Cmd::Forget`].
+    pub(crate) forgotten: BTreeSet<String>,
     pub(crate) active: bool,
     pub(crate) leaving: bool,
     pub(crate) rejoin_delay: Duration,
@@ -188,6 +193,10 @@ impl Driver {
                 let _ = reply.send(self.snapshot());
             }
             Cmd::Leave(_) => {}
+            Cmd::Forget(names) => {
+                self.forgotten = names;
+                self.publish();
+            }
             Cmd::Join(addrs) => {
                 for addr in addrs {
                     if !self.seeds.contains(&addr) && self.seeds.len() < MAX_SEEDS {
@@ -507,6 +516,7 @@ impl Driver {
                 .iter_membership_state()
                 .map(|m| (m.id(), m.state())),
             &self.left,
+            &self.forgotten,
         );
         let members = self.view.active() + 1;
         for event in events {

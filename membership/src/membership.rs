@@ -1,7 +1,7 @@
 //! The handle the agent holds: start membership, read the member list, send
 //! broadcasts, open streams, leave.
 
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BTreeSet, BinaryHeap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -144,6 +144,7 @@ impl Membership {
             notified: Default::default(),
             view: Default::default(),
             left: HashSet::new(),
+            forgotten: Default::default(),
             active: false,
             leaving: false,
             rejoin_delay: config.timings.rejoin_min,
@@ -251,6 +252,16 @@ impl Membership {
     pub async fn join(&self, addrs: Vec<SocketAddr>) -> Result<(), Error> {
         self.cmds
             .send(Cmd::Join(addrs))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Leaves `names` out of the member list while they are down or left,
+    /// and calls them no more (rejoins, push-pull): the nodes an operator
+    /// removed with `force-leave`. Replaces the previous set.
+    pub async fn forget(&self, names: BTreeSet<String>) -> Result<(), Error> {
+        self.cmds
+            .send(Cmd::Forget(names))
             .await
             .map_err(|_| Error::Stopped)
     }

@@ -6,7 +6,7 @@
 //! state after every call, and a member that sent us a leave notice is
 //! reported `left` rather than `down`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 
 use crate::NodeId;
@@ -28,10 +28,16 @@ impl View {
         me: SocketAddr,
         current: impl Iterator<Item = (&'a NodeId, foca::State)>,
         left: &HashSet<NodeId>,
+        forgotten: &BTreeSet<String>,
     ) -> Vec<MemberEvent> {
         let mut events = Vec::new();
         let mut next = HashMap::with_capacity(self.members.len());
-        for (id, state) in current.filter(|(id, _)| id.addr != me) {
+        // A forgotten member is left out while it is gone, without an
+        // event: it went down or left before, and that was told then.
+        let shown = |(id, state): &(&NodeId, foca::State)| {
+            id.addr != me && !(*state == foca::State::Down && forgotten.contains(&id.name))
+        };
+        for (id, state) in current.filter(shown) {
             let state = match state {
                 foca::State::Alive => MemberState::Alive,
                 foca::State::Suspect => MemberState::Suspect,
@@ -101,7 +107,12 @@ mod tests {
     fn step(view: &mut View, members: &[(NodeId, State)], left: &[NodeId]) -> Vec<MemberEvent> {
         let left: HashSet<NodeId> = left.iter().cloned().collect();
         let me = SocketAddr::from(([127, 0, 0, 1], 1));
-        view.update(me, members.iter().map(|(i, s)| (i, *s)), &left)
+        view.update(
+            me,
+            members.iter().map(|(i, s)| (i, *s)),
+            &left,
+            &BTreeSet::new(),
+        )
     }
 
     #[test]
@@ -131,6 +142,38 @@ mod tests {
             vec![MemberEvent::Up(b2.clone())]
         );
         assert_eq!(v.active(), 1);
+    }
+
+    #[test]
+    fn a_forgotten_member_is_left_out_while_gone_without_an_event() {
+        let mut v = View::default();
+        let me = SocketAddr::from(([127, 0, 0, 1], 1));
+        let forgotten: BTreeSet<String> = ["c".to_owned()].into();
+        let (b, c) = (id("b", 2, 1), id("c", 3, 1));
+        let down = [(b.clone(), State::Down), (c.clone(), State::Down)];
+        let events = v.update(
+            me,
+            down.iter().map(|(i, s)| (i, *s)),
+            &HashSet::new(),
+            &forgotten,
+        );
+        assert_eq!(events, vec![]);
+        assert_eq!(v.list().len(), 1);
+        assert_eq!(v.list()[0].id, b);
+        // Back with a new epoch: listed, and up.
+        let c2 = id("c", 3, 2);
+        let up = [(c.clone(), State::Down), (c2.clone(), State::Alive)];
+        let events = v.update(
+            me,
+            up.iter().map(|(i, s)| (i, *s)),
+            &HashSet::new(),
+            &forgotten,
+        );
+        assert_eq!(events, vec![MemberEvent::Up(c2.clone())]);
+        assert_eq!(
+            v.list().iter().map(|m| &m.id).collect::<Vec<_>>(),
+            vec![&c2]
+        );
     }
 
     #[test]

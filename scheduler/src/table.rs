@@ -541,6 +541,17 @@ impl Table {
             })
     }
 
+    /// The nodes whose record is a tombstone, by name: forgotten by a
+    /// `force-leave` (until they start again and write a record).
+    pub fn forgotten_nodes(&self) -> impl Iterator<Item = &str> {
+        self.starting_at(KeyRef::Node(""))
+            .map_while(|(k, e)| match k {
+                Key::Node(name) => Some((&**name, &e.record.value)),
+                _ => None,
+            })
+            .filter_map(|(name, value)| matches!(value, Value::Tombstone).then_some(name))
+    }
+
     /// Every `key/` record (keys and their removals), by fingerprint.
     pub fn cluster_keys(&self) -> impl Iterator<Item = (&str, &Record)> {
         self.starting_at(KeyRef::ClusterKey(""))

@@ -509,7 +509,7 @@ impl Sim {
                 self.replies.insert(id, reply);
             }
             // The simulated network has no keys.
-            Effect::Log(_) | Effect::Keyring(_) => {}
+            Effect::Log(_) | Effect::Keyring(_) | Effect::Forgotten(_) => {}
         }
     }
 

@@ -114,9 +114,18 @@ impl Client {
         expect!(self.request(RequestBody::Services).await?, Response::Services(s) => s)
     }
 
-    /// Drains this node (`true`) or undoes it.
-    pub(crate) async fn drain(&self, on: bool) -> Result<(), ClientError> {
-        expect!(self.request(RequestBody::Drain(on)).await?, Response::Ok => ())
+    /// Drains this node, or `node` (`true`), or undoes it.
+    pub(crate) async fn drain(&self, node: Option<String>, on: bool) -> Result<(), ClientError> {
+        let body = match node {
+            Some(node) => RequestBody::DrainNode(node, on),
+            None => RequestBody::Drain(on),
+        };
+        expect!(self.request(body).await?, Response::Ok => ())
+    }
+
+    /// Forgets a down or left node now.
+    pub(crate) async fn force_leave(&self, node: String) -> Result<(), ClientError> {
+        expect!(self.request(RequestBody::ForceLeave(node)).await?, Response::Ok => ())
     }
 
     /// The live members, and the keys and who holds them.

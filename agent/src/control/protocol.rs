@@ -13,7 +13,7 @@ use mob_scheduler::node::Deployed;
 use mob_scheduler::node::keyring::KeyView;
 
 /// Bumped on every incompatible change of [`Request`] or [`Response`].
-pub(crate) const PROTOCOL_VERSION: u16 = 10;
+pub(crate) const PROTOCOL_VERSION: u16 = 11;
 /// Largest control frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 16 * 1024 * 1024;
 
@@ -58,6 +58,11 @@ pub(crate) enum RequestBody {
     Events,
     /// Announce this agent to other agents (`join ADDR...`).
     Join(Vec<std::net::SocketAddr>),
+    /// Mark another node draining (`true`) or eligible again (`drain
+    /// --node`).
+    DrainNode(String, bool),
+    /// Forget a down or left node now (`force-leave`).
+    ForceLeave(String),
 }
 
 /// A verb on one service that writes a new version of it.

@@ -93,6 +93,8 @@ impl RequestBody {
             Self::Logs(_) => "logs",
             Self::Events => "events",
             Self::Join(_) => "join",
+            Self::DrainNode(..) => "drain",
+            Self::ForceLeave(_) => "force_leave",
         }
     }
 }
@@ -267,6 +269,10 @@ async fn answer_body(body: RequestBody, state: &ControlState) -> Response {
             .await
             .map(Response::Services),
         RequestBody::Drain(on) => write(node::Request::Drain(on)).await.map(response),
+        RequestBody::DrainNode(name, on) => write(node::Request::DrainNode(name, on))
+            .await
+            .map(response),
+        RequestBody::ForceLeave(name) => write(node::Request::ForceLeave(name)).await.map(response),
         RequestBody::Keys(request) => keys(request, state).await,
         RequestBody::Join(addrs) => Ok(join(addrs, state).await),
         RequestBody::Logs(_) | RequestBody::Events => {

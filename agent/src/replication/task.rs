@@ -284,6 +284,10 @@ impl TableTask {
                 self.events.node_event(&event);
                 log_event(self.node.name(), event);
             }
+            Effect::Forgotten(names) => {
+                // Only fails once membership stopped: nothing to forget then.
+                let _ = self.membership.forget(names).await;
+            }
             Effect::Keyring(ring) => {
                 crate::keys::apply(&ring, &self.membership, &self.data_dir).await;
             }
@@ -381,6 +385,12 @@ fn log_event(node: &str, event: Event) {
         } => warn!(service = %service, version, failed, to, slot, node, "update reverted"),
         Event::Draining => info!(node, "draining: slots move to other nodes"),
         Event::DrainUndone => info!(node, "drain undone: eligible again"),
+        Event::DrainRequested { node: peer, on } => {
+            info!(node, peer = %peer, draining = on, "drain of another node requested")
+        }
+        Event::NodeForgotten { node: peer } => {
+            info!(node, peer = %peer, "member forgotten by force-leave")
+        }
         Event::CaughtUp => debug!(node, "table caught up with a peer; claiming enabled"),
         Event::MajorityLost => {
             warn!(

@@ -49,6 +49,10 @@ pub enum Effect {
     /// The keys the agent holds changed: seal and open with these from
     /// now on, and save them.
     Keyring(super::keyring::Ring),
+    /// The nodes forgotten by `force-leave` changed: membership leaves
+    /// these out of the member list (and stops calling them) while they
+    /// are down or left.
+    Forgotten(std::collections::BTreeSet<String>),
 }
 
 /// The answer to a [`Request`](super::Request).
@@ -158,6 +162,19 @@ pub enum Event {
     Draining,
     /// An operator undid the drain.
     DrainUndone,
+    /// An operator asked another node to drain (`on`) or to take slots
+    /// again; that node does it when its record reaches it.
+    DrainRequested {
+        /// The node.
+        node: String,
+        /// Draining or not.
+        on: bool,
+    },
+    /// An operator made this agent forget a down or left node.
+    NodeForgotten {
+        /// The node.
+        node: String,
+    },
     /// The table caught up with a peer: claiming is enabled.
     CaughtUp,
     /// This node no longer sees a majority of the nodes alive: it stops

@@ -66,6 +66,14 @@ pub enum Request {
     Rollback(String, Option<u64>),
     /// Mark this node draining (`true`) or eligible again (`false`).
     Drain(bool),
+    /// `drain --node NODE`: mark another node draining (`true`) or
+    /// eligible again. Written in its node record; that node takes it up
+    /// when the record reaches it, and writes its record again itself.
+    DrainNode(String, bool),
+    /// `force-leave NODE`: forget a down or left node now. Its node and
+    /// status records become tombstones, and every agent drops it from
+    /// its member list until it starts again (and writes a record).
+    ForceLeave(String),
     /// The agent stops gracefully: hand this node's slots over like a
     /// drain, but don't remember it when the agent starts again.
     Leave,

@@ -81,7 +81,7 @@ use self::collector::Collector;
 use self::saves::{Held, Saves};
 use self::touched::Touched;
 use crate::hlc::Clock;
-use crate::key::{Key, Name};
+use crate::key::{Key, KeyRef, Name};
 use crate::placement::Members;
 use crate::quorum::{Detection, Quorum, Reading};
 use crate::reconcile::{Action, Reason, Scope, Unsettled, reconcile_scope};
@@ -256,6 +256,10 @@ pub struct Node {
     ring: keyring::Ring,
     /// A key record changed during this call.
     keys_touched: bool,
+    /// A node record changed during this call.
+    nodes_touched: bool,
+    /// The nodes whose record is a tombstone, as last told to the agent.
+    forgotten: BTreeSet<String>,
     /// Saves failed since the last success, and when that was last logged.
     save_failures: u64,
     save_failure_logged: Option<u64>,
@@ -339,6 +343,8 @@ impl Node {
             clock_skew: None,
             ring: config.keyring.clone(),
             keys_touched: true,
+            nodes_touched: true,
+            forgotten: BTreeSet::new(),
             save_failures: 0,
             save_failure_logged: None,
             outgoing: Vec::new(),
@@ -432,6 +438,7 @@ impl Node {
         }
         self.run_due(now);
         self.follow_keys(now);
+        self.follow_nodes(now);
         self.flush(now);
         self.stats.records = self.table.len() as u64;
         std::mem::take(&mut self.out)
@@ -550,6 +557,7 @@ impl Node {
         }
         self.touched.key(&key, &self.config.name);
         self.keys_touched |= matches!(key, Key::ClusterKey(_));
+        self.nodes_touched |= matches!(key, Key::Node(_));
         self.reconcile_soon(now);
         self.outgoing.push((key, record));
         true
@@ -570,6 +578,42 @@ impl Node {
         if let Some(mut record) = self.table.node(&self.config.name).cloned() {
             record.keys = self.ring.fingerprints();
             self.write(Key::Node(self.me.clone()), Value::Node(record), now);
+        }
+    }
+
+    /// After node records changed: this node takes up what another node
+    /// wrote under its name (an operator's `drain --node`, or a
+    /// `force-leave` while it was cut off) by writing its record again,
+    /// and the agent learns who is forgotten.
+    fn follow_nodes(&mut self, now: u64) {
+        if !std::mem::take(&mut self.nodes_touched) {
+            return;
+        }
+        let foreign = self
+            .table
+            .get_ref(KeyRef::Node(&self.config.name))
+            .filter(|record| record.ts.node != *self.config.name)
+            .map(|record| match &record.value {
+                Value::Node(n) => Some((n.draining, n.leaving)),
+                _ => None,
+            });
+        match foreign {
+            Some(Some((draining, leaving))) => {
+                self.log(if draining {
+                    Event::Draining
+                } else {
+                    Event::DrainUndone
+                });
+                self.write_node_record(draining, leaving, now);
+            }
+            // Forgotten while alive: this node is not gone.
+            Some(None) => self.write_node_record(false, false, now),
+            None => {}
+        }
+        let forgotten: BTreeSet<String> = self.table.forgotten_nodes().map(str::to_owned).collect();
+        if forgotten != self.forgotten {
+            self.forgotten = forgotten.clone();
+            self.out.push(Effect::Forgotten(forgotten));
         }
     }
 
@@ -635,6 +679,8 @@ impl Node {
                 | Request::Restart(..)
                 | Request::Rollback(..) => Reply::Written(Err(error)),
                 Request::Drain(_)
+                | Request::DrainNode(..)
+                | Request::ForceLeave(_)
                 | Request::Leave
                 | Request::KeyInstall(_)
                 | Request::KeyUse(_)
@@ -660,6 +706,10 @@ impl Node {
                 .map(|(version, writes)| (Reply::Written(Ok(version)), writes, Vec::new()))
                 .map_err(|e| Reply::Written(Err(e)))
         };
+        let request = match request {
+            Request::DrainNode(node, on) if node == self.config.name => Request::Drain(on),
+            other => other,
+        };
         let table = &self.table;
         // A refused write writes nothing and is answered at once.
         let planned = match request {
@@ -680,6 +730,20 @@ impl Node {
                 };
                 let record = self.node_record(on, false, now);
                 Ok((Reply::Done(Ok(())), vec![(me, record)], vec![event]))
+            }
+            Request::DrainNode(node, on) => ops::drain_node(table, &node, on, now)
+                .map(|writes| {
+                    let event = Event::DrainRequested { node, on };
+                    (Reply::Done(Ok(())), writes, vec![event])
+                })
+                .map_err(|e| Reply::Done(Err(e))),
+            Request::ForceLeave(node) => {
+                ops::force_leave(table, &self.members, &self.config.name, &node)
+                    .map(|writes| {
+                        let event = Event::NodeForgotten { node };
+                        (Reply::Done(Ok(())), writes, vec![event])
+                    })
+                    .map_err(|e| Reply::Done(Err(e)))
             }
             Request::KeyInstall(key) => keyring::install(&self.ring, &self.table, key)
                 .map(|writes| (Reply::Done(Ok(())), writes, Vec::new()))
@@ -822,6 +886,7 @@ impl Node {
                 self.touched.claims_of(owner);
             }
             self.keys_touched |= matches!(merged.key, Key::ClusterKey(_));
+            self.nodes_touched |= matches!(merged.key, Key::Node(_));
             self.changed(&merged.key, now);
             if source == Source::AntiEntropy {
                 self.forwarded.push((merged.key, merged.record));

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::history::{self, Cause};
-use crate::key::Key;
+use crate::key::{Key, KeyRef};
 use crate::record::{Record, ServiceRecord, Value};
 use crate::services_view::live_specs;
 use crate::spec::{MAX_REPLICAS, ServiceSpec, SpecError, check_dependency_cycles};
@@ -45,6 +45,15 @@ pub enum OpError {
     /// Too many writes wait for their saves already.
     #[error("{0} writes are waiting for the disk already; try again")]
     Busy(usize),
+    /// `drain --node` or `force-leave` of a node the table has no
+    /// record of and membership never told of.
+    #[error("no node named {0:?} is known to this agent")]
+    UnknownNode(String),
+    /// `force-leave` of a live node (or of this one).
+    #[error(
+        "node {0} is alive: force-leave only removes a down or left node (stop it first, or drain it)"
+    )]
+    NodeAlive(String),
     /// `keys install` past [`super::keyring::MAX_KEYS`].
     #[error(
         "the keyring holds {} keys already; remove one first",
@@ -463,4 +472,40 @@ pub fn revert(
         writer,
     );
     Some((version, to, writes))
+}
+
+/// What `drain --node NODE` writes: `node`'s record as the table has it,
+/// draining (`on`) or not. That node writes its record again when it
+/// takes the request up.
+pub fn drain_node(table: &Table, node: &str, on: bool, now: u64) -> Result<Vec<Write>, OpError> {
+    let mut record = table
+        .node(node)
+        .cloned()
+        .ok_or_else(|| OpError::UnknownNode(node.to_owned()))?;
+    record.draining = on;
+    record.drain_started_ms = if on || record.leaving { now } else { 0 };
+    Ok(vec![(Key::Node(node.into()), Value::Node(record))])
+}
+
+/// What `force-leave NODE` writes: tombstones over `node`'s record and its
+/// status records. Refused for this node (`me`) and for a live member.
+pub fn force_leave(
+    table: &Table,
+    members: &crate::placement::Members,
+    me: &str,
+    node: &str,
+) -> Result<Vec<Write>, OpError> {
+    if node == me || members.is_live(node) {
+        return Err(OpError::NodeAlive(node.to_owned()));
+    }
+    let recorded = table.get_ref(KeyRef::Node(node)).is_some();
+    if !recorded && !members.heard_of(node) {
+        return Err(OpError::UnknownNode(node.to_owned()));
+    }
+    let statuses = table
+        .statuses_of(node)
+        .map(|(key, ..)| (key.clone(), Value::Tombstone));
+    Ok(std::iter::once((Key::Node(node.into()), Value::Tombstone))
+        .chain(statuses)
+        .collect())
 }

@@ -761,6 +761,112 @@ fn drain_hands_slots_over_and_leave_is_not_remembered() {
     );
 }
 
+/// Every record `from` holds, as an anti-entropy round brings them.
+fn everything(from: &Node) -> Records {
+    from.table()
+        .iter()
+        .map(|(k, r)| (k.clone(), Arc::new(r.clone())))
+        .collect()
+}
+
+fn forgotten(effects: &[Effect]) -> Option<Vec<&str>> {
+    effects.iter().rev().find_map(|e| match e {
+        Effect::Forgotten(names) => Some(names.iter().map(String::as_str).collect()),
+        _ => None,
+    })
+}
+
+#[test]
+fn drain_of_another_node_is_taken_up_by_that_node() {
+    let mut a = Node::new(config("a", 1, false), Table::new(), T0);
+    let mut b = Node::new(config("b", 2, false), Table::new(), T0);
+    a.handle(Input::Records(Source::AntiEntropy, everything(&b)), T0 + 10);
+    // Unknown nodes are refused, naming them.
+    let out = answered(&mut a, 1, Request::DrainNode("zed".into(), true), T0 + 20);
+    assert!(
+        matches!(reply(&out, 1), Some(Reply::Done(Err(OpError::UnknownNode(n)))) if n == "zed")
+    );
+    let out = answered(&mut a, 2, Request::DrainNode("b".into(), true), T0 + 30);
+    assert_eq!(reply(&out, 2), Some(&Reply::Done(Ok(()))));
+    assert!(out.contains(&Effect::Log(Event::DrainRequested {
+        node: "b".into(),
+        on: true
+    })));
+    // b takes it up: it logs its drain and writes its record itself.
+    let out = b.handle(Input::Records(Source::Delta, everything(&a)), T0 + 40);
+    assert!(out.contains(&Effect::Log(Event::Draining)));
+    let mine = b.table().get(&Key::Node("b".into())).unwrap();
+    assert_eq!(mine.ts.node, "b");
+    assert!(matches!(&mine.value, Value::Node(n) if n.draining && n.version == "test"));
+    // Undone the same way; asked of itself, it is an ordinary drain.
+    answered(&mut a, 3, Request::DrainNode("b".into(), false), T0 + 50);
+    let out = b.handle(Input::Records(Source::Delta, everything(&a)), T0 + 60);
+    assert!(out.contains(&Effect::Log(Event::DrainUndone)));
+    assert!(b.table().node("b").is_some_and(|n| !n.draining));
+    let out = answered(&mut a, 4, Request::DrainNode("a".into(), true), T0 + 70);
+    assert!(out.contains(&Effect::Log(Event::Draining)));
+}
+
+#[test]
+fn force_leave_forgets_a_gone_node_until_it_starts_again() {
+    let mut a = Node::new(config("a", 1, false), Table::new(), T0);
+    let mut c = Node::new(config("c", 3, false), Table::new(), T0);
+    let status = InstanceReport {
+        service: "web".into(),
+        slot: 0,
+        status: running(42, T0, 1),
+    };
+    c.handle(Input::Instance(status), T0 + 5);
+    a.handle(Input::Records(Source::AntiEntropy, everything(&c)), T0 + 10);
+    assert!(a.table().statuses_of("c").next().is_some());
+    // A live member, or this node, is refused.
+    a.handle(Input::Members(vec![peer("c", 3)]), T0 + 20);
+    for (id, name) in [(1, "c"), (2, "a")] {
+        let out = answered(&mut a, id, Request::ForceLeave(name.into()), T0 + 30);
+        assert!(
+            matches!(reply(&out, id), Some(Reply::Done(Err(OpError::NodeAlive(n)))) if n == name)
+        );
+    }
+    let out = answered(&mut a, 3, Request::ForceLeave("nobody".into()), T0 + 30);
+    assert!(matches!(
+        reply(&out, 3),
+        Some(Reply::Done(Err(OpError::UnknownNode(_))))
+    ));
+    // Once down: its records go, and the agent is told to forget it.
+    a.handle(Input::Members(vec![gone("c", 3)]), T0 + 40);
+    let out = answered(&mut a, 4, Request::ForceLeave("c".into()), T0 + 50);
+    assert_eq!(reply(&out, 4), Some(&Reply::Done(Ok(()))));
+    assert!(out.contains(&Effect::Log(Event::NodeForgotten { node: "c".into() })));
+    assert_eq!(forgotten(&out), Some(vec!["c"]));
+    assert!(a.table().node("c").is_none());
+    assert!(a.table().statuses_of("c").next().is_none());
+    // Another agent learns it by merge.
+    let mut b = Node::new(config("b", 2, false), Table::new(), T0);
+    let out = b.handle(Input::Records(Source::AntiEntropy, everything(&a)), T0 + 60);
+    assert_eq!(forgotten(&out), Some(vec!["c"]));
+    // c starts again on its saved table: its new record clears it.
+    let mut c = Node::new(config("c", 3, false), c.table().clone(), T0 + 70);
+    c.handle(Input::Records(Source::AntiEntropy, everything(&a)), T0 + 80);
+    assert!(c.table().node("c").is_some());
+    let out = a.handle(Input::Records(Source::AntiEntropy, everything(&c)), T0 + 90);
+    assert_eq!(forgotten(&out), Some(vec![]));
+    assert!(a.table().node("c").is_some());
+}
+
+#[test]
+fn a_node_forgotten_while_alive_writes_its_record_again() {
+    let mut a = Node::new(config("a", 1, false), Table::new(), T0);
+    let mut c = Node::new(config("c", 3, false), Table::new(), T0);
+    a.handle(Input::Records(Source::AntiEntropy, everything(&c)), T0 + 10);
+    a.handle(Input::Members(vec![gone("c", 3)]), T0 + 20);
+    answered(&mut a, 1, Request::ForceLeave("c".into()), T0 + 30);
+    // c was only cut off: the tombstone reaches it, and it is back.
+    c.handle(Input::Records(Source::AntiEntropy, everything(&a)), T0 + 40);
+    assert!(c.table().node("c").is_some());
+    let out = a.handle(Input::Records(Source::AntiEntropy, everything(&c)), T0 + 50);
+    assert_eq!(forgotten(&out), Some(vec![]));
+}
+
 #[test]
 fn a_peers_deploy_is_logged_once() {
     let (lone, _) = lone_with_web();
