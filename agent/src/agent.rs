@@ -9,12 +9,14 @@ use mob_membership::{Channel, Membership, MembershipConfig, epoch, stream::DEFAU
 use mob_scheduler::Node;
 use mob_scheduler::node::{NodeConfig, Request};
 use mob_scheduler::quorum::Detection;
+use tracing::field::valuable;
 use tracing::{info, warn};
 
 use crate::config::{AgentConfig, KeySource};
 use crate::control::server::{self, ControlState, SocketFile};
 use crate::events::Events;
 use crate::log_service;
+use crate::logging::listed;
 use crate::replication::handle::TableHandle;
 use crate::replication::task::{self as table_task, TableInputs};
 use crate::replication::{anti_entropy, store};
@@ -145,9 +147,9 @@ pub(crate) async fn run(
         data_dir = %config.data_dir.display(),
         key_source = %config.key_source,
         key = %keyring.primary().fingerprint(),
-        seeds = ?seeds,
-        tags = ?config.tags,
-        providers = ?config.providers,
+        seeds = valuable(&listed(&seeds)),
+        tags = valuable(&config.tags),
+        providers = valuable(&listed(&config.providers)),
         services = table.services().filter(|(_, _, s)| s.spec.is_some()).count(),
         table_records = table.len(),
         table_load_ms,
@@ -173,7 +175,7 @@ pub(crate) async fn run(
                 .any(|m| m.id.addr != me && m.state.is_active());
             if !joined {
                 warn!(
-                    seeds = ?seeds,
+                    seeds = valuable(&listed(&seeds)),
                     after_s = ALONE_WARNING.as_secs(),
                     "still alone: no seed answered; check their addresses, that UDP and TCP reach their port, and that every agent has the same key (still trying)"
                 );
@@ -199,7 +201,7 @@ pub(crate) async fn run(
         .to_string();
     let leftovers = providers.docker().remove_agent_containers(&agent_id).await;
     if !leftovers.is_empty() {
-        info!(node = %local.name, containers = ?leftovers, "removed containers left by an earlier run");
+        info!(node = %local.name, containers = valuable(&leftovers), "removed containers left by an earlier run");
     }
     let leftovers = {
         let agent_id = agent_id.clone();
@@ -210,7 +212,7 @@ pub(crate) async fn run(
         .unwrap_or_default()
     };
     if !leftovers.is_empty() {
-        info!(node = %local.name, pids = ?leftovers, "killed processes left by an earlier run");
+        info!(node = %local.name, pids = valuable(&leftovers), "killed processes left by an earlier run");
     }
     let offered = providers.offered().to_vec();
     let log_config = mob_providers::logs::LogConfig::new(config.data_dir.join("logs"));
@@ -275,7 +277,7 @@ pub(crate) async fn run(
         },
         config.data_dir.clone(),
     );
-    info!(node = %local.name, providers = ?offered, "providers offered");
+    info!(node = %local.name, providers = valuable(&listed(&offered)), "providers offered");
     let streams = tokio::spawn(serve_streams(
         channels.streams,
         table.clone(),

@@ -81,7 +81,7 @@ pub(crate) async fn apply(ring: &Ring, membership: &Membership, data_dir: &Path)
     info!(
         node = %membership.local().name,
         primary = %keyring.primary().fingerprint(),
-        keys = ?keys,
+        keys = tracing::field::valuable(&keys),
         "keyring changed"
     );
     let dir = data_dir.to_owned();

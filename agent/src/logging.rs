@@ -12,6 +12,12 @@ use crate::cli::LogFormat;
 /// Changes the log filter of the running agent.
 pub(crate) type SetLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
+/// `items` as strings, for a list field: in JSON logs it is an array
+/// (`field = tracing::field::valuable(&listed(..))`), in text `["a", "b"]`.
+pub(crate) fn listed<T: std::fmt::Display>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
 /// Whether `level` is a filter `EnvFilter` takes.
 pub(crate) fn check_level(level: &str) -> Result<(), String> {
     EnvFilter::try_new(level)

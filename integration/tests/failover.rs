@@ -99,11 +99,11 @@ fn a_restarted_agent_kills_what_its_crashed_run_left_behind() {
     .unwrap();
     let killed = agents[0].log_events("killed processes left by an earlier run");
     assert_eq!(killed.len(), 1, "{killed:?}");
+    // A list field is a JSON array of numbers, not a string.
     assert!(
         killed[0]["pids"]
-            .as_str()
-            .unwrap_or_default()
-            .contains(&orphan.to_string()),
+            .as_array()
+            .is_some_and(|pids| pids.contains(&serde_json::json!(orphan))),
         "{killed:?}"
     );
 }

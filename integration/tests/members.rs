@@ -24,6 +24,13 @@ fn five_agents_form_a_cluster() {
         let ups = agent.log_events("member up");
         assert_eq!(ups.len(), 4, "{}: {ups:?}", agent.name());
         assert!(ups.iter().all(|e| e["members"].as_u64().is_some()));
+        // JSON logs carry real arrays and numbers.
+        let started = agent.log_events("agent started");
+        assert_eq!(started.len(), 1, "{started:?}");
+        let seeds = started[0]["seeds"].as_array().expect("seeds is an array");
+        assert!(seeds.iter().all(|s| s.as_str().is_some_and(|s| s.contains(':'))));
+        assert!(started[0]["providers"].is_array(), "{started:?}");
+        assert!(started[0]["epoch"].as_u64().is_some(), "{started:?}");
     }
 }
 
