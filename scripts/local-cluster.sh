@@ -90,7 +90,7 @@ for i in $(seq 1 "$n"); do
   done
 done
 
-"$bin" members --agent "$dir/node1/mob.sock"
+"$bin" members --detail --agent "$dir/node1/mob.sock"
 echo
 echo "deploying a service with 2 replicas from node1:"
 cat > "$dir/hello.toml" <<'SPEC'
@@ -111,7 +111,7 @@ done
 "$bin" services --agent "$dir/node$n/mob.sock"
 echo
 echo "cluster of $n agents is up (data and logs in $dir). Talk to one with:"
-echo "  export MOB_AGENT=$dir/node1/mob.sock PATH=\"$root/target/release:\$PATH\"   # then: mob-agent services"
+echo "  export MOB_AGENT=$dir/node1/mob.sock PATH=\"$(dirname "$bin"):\$PATH\"   # then: mob-agent services"
 for i in $(seq 1 "$n"); do
   echo "  $bin members --agent $dir/node$i/mob.sock      # log: $dir/node$i.log"
 done

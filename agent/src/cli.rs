@@ -34,7 +34,13 @@ pub(crate) enum Command {
     Man,
     /// List the cluster's members as this agent sees them.
     Members {
-        /// Print JSON: [{"name","addr","epoch","state"}].
+        /// Also how long each has been in its state, its clock offset,
+        /// providers, tags and version.
+        #[arg(long)]
+        detail: bool,
+        /// Print JSON (always in detail): [{"name","addr","epoch","state",
+        /// "state_since_ms","slots","clock_offset_ms","tags","providers",
+        /// "draining","leaving","version","started_at_ms"}].
         #[arg(long)]
         json: bool,
     },
@@ -456,6 +462,6 @@ mod tests {
         let cli = Cli::try_parse_from(["mob-agent", "members", "--json", "--agent", "/tmp/x.sock"])
             .unwrap();
         assert_eq!(cli.agent, Some(PathBuf::from("/tmp/x.sock")));
-        assert!(matches!(cli.command, Command::Members { json: true }));
+        assert!(matches!(cli.command, Command::Members { json: true, .. }));
     }
 }

@@ -125,12 +125,12 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                     e => Failure::Operation(e.into()),
                 })?;
         }
-        Command::Members { json } => {
+        Command::Members { detail, json } => {
             let members = client()?.members().await?;
             if json {
                 println!("{}", output::members_json(&members));
             } else {
-                print!("{}", output::members_table(&members));
+                print!("{}", output::members_table(&members, detail));
             }
         }
         Command::Deploy {

@@ -12,7 +12,7 @@ use crate::wall_clock::now_ms;
 use mob_scheduler::node::keyring::KeyView;
 use mob_scheduler::node::{DeployKind, Deployed};
 
-/// `members --json`: `[{"name","addr","epoch","state","slots","clock_offset_ms"}]`.
+/// `members --json`: `[{"name","addr","epoch","state","state_since_ms","slots","clock_offset_ms",...}]`.
 pub(crate) fn members_json(members: &[MemberReport]) -> String {
     let rows: Vec<_> = members
         .iter()
@@ -23,6 +23,7 @@ pub(crate) fn members_json(members: &[MemberReport]) -> String {
                 "addr": m.id.addr.to_string(),
                 "epoch": m.id.epoch,
                 "state": m.state.as_str(),
+                "state_since_ms": m.since_ms,
                 "slots": r.slots,
                 "clock_offset_ms": r.clock_offset_ms,
                 "tags": r.record.as_ref().map(|n| &n.tags),
@@ -37,10 +38,11 @@ pub(crate) fn members_json(members: &[MemberReport]) -> String {
     serde_json::Value::Array(rows).to_string()
 }
 
-/// `members`: an aligned table.
-pub(crate) fn members_table(members: &[MemberReport]) -> String {
+/// `members`: an aligned table; `detail` adds how long each member has
+/// been in its state, its clock offset, providers, tags and version.
+pub(crate) fn members_table(members: &[MemberReport], detail: bool) -> String {
     let now = now_ms();
-    let rows: Vec<[String; 9]> = members
+    let rows: Vec<[String; 10]> = members
         .iter()
         .map(|r| {
             let m = &r.member;
@@ -81,6 +83,7 @@ pub(crate) fn members_table(members: &[MemberReport]) -> String {
                 ),
                 state,
                 r.slots.to_string(),
+                age(Some(m.since_ms), now),
                 r.clock_offset_ms
                     .map_or_else(|| "-".to_owned(), |ms| format!("{ms:+}ms")),
                 providers,
@@ -89,20 +92,27 @@ pub(crate) fn members_table(members: &[MemberReport]) -> String {
             ]
         })
         .collect();
-    table(
-        [
-            "NAME",
-            "ADDR",
-            "UP",
-            "STATE",
-            "SLOTS",
-            "CLOCK",
-            "PROVIDERS",
-            "TAGS",
-            "VERSION",
-        ],
-        &rows,
-    )
+    let header = [
+        "NAME",
+        "ADDR",
+        "UP",
+        "STATE",
+        "SLOTS",
+        "FOR",
+        "CLOCK",
+        "PROVIDERS",
+        "TAGS",
+        "VERSION",
+    ];
+    if detail {
+        return table(header, &rows);
+    }
+    let brief: Vec<[String; 5]> = rows
+        .into_iter()
+        .map(|[name, addr, up, state, slots, ..]| [name, addr, up, state, slots])
+        .collect();
+    let [name, addr, up, state, slots, ..] = header;
+    table([name, addr, up, state, slots], &brief)
 }
 
 /// `keys list`: one row per key; NODES counts the live members that
@@ -576,6 +586,7 @@ mod tests {
                     epoch: 7,
                 },
                 state,
+                since_ms: 0,
             },
             slots: name.len(),
             clock_offset_ms: (state == MemberState::Alive).then_some(-12),
@@ -600,18 +611,25 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!([
-                {"name": "a", "addr": "10.0.0.1:7946", "epoch": 7, "state": "alive", "slots": 1, "clock_offset_ms": -12,
+                {"name": "a", "addr": "10.0.0.1:7946", "epoch": 7, "state": "alive", "state_since_ms": 0, "slots": 1, "clock_offset_ms": -12,
                  "tags": {"zone": "a"}, "providers": ["exec"], "draining": true, "leaving": false, "version": "0.1.0", "started_at_ms": 5},
-                {"name": "b", "addr": "10.0.0.1:7946", "epoch": 7, "state": "left", "slots": 1, "clock_offset_ms": null,
+                {"name": "b", "addr": "10.0.0.1:7946", "epoch": 7, "state": "left", "state_since_ms": 0, "slots": 1, "clock_offset_ms": null,
                  "tags": null, "providers": null, "draining": false, "leaving": false, "version": null, "started_at_ms": null},
             ])
         );
-        let table = members_table(&[view("a", MemberState::Alive)]);
+        let table = members_table(&[view("a", MemberState::Alive)], true);
         assert!(
             table.contains("alive (draining)")
                 && table.contains("zone=a")
-                && table.contains("exec"),
+                && table.contains("exec")
+                && table.contains("FOR"),
             "{table}"
+        );
+        let brief = members_table(&[view("a", MemberState::Alive)], false);
+        assert!(brief.contains("alive (draining)"), "{brief}");
+        assert!(
+            !brief.contains("zone=a") && !brief.contains("FOR"),
+            "{brief}"
         );
     }
 
@@ -632,10 +650,13 @@ mod tests {
 
     #[test]
     fn table_columns_align() {
-        let out = members_table(&[
-            view("a-long-name", MemberState::Alive),
-            view("b", MemberState::Down),
-        ]);
+        let out = members_table(
+            &[
+                view("a-long-name", MemberState::Alive),
+                view("b", MemberState::Down),
+            ],
+            true,
+        );
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3);
         let col = lines[0].find("ADDR").unwrap();

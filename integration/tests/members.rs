@@ -28,7 +28,11 @@ fn five_agents_form_a_cluster() {
         let started = agent.log_events("agent started");
         assert_eq!(started.len(), 1, "{started:?}");
         let seeds = started[0]["seeds"].as_array().expect("seeds is an array");
-        assert!(seeds.iter().all(|s| s.as_str().is_some_and(|s| s.contains(':'))));
+        assert!(
+            seeds
+                .iter()
+                .all(|s| s.as_str().is_some_and(|s| s.contains(':')))
+        );
         assert!(started[0]["providers"].is_array(), "{started:?}");
         assert!(started[0]["epoch"].as_u64().is_some(), "{started:?}");
     }
@@ -268,6 +272,10 @@ fn force_leave_forgets_a_down_node_everywhere_until_it_starts_again() {
     // A live node is refused.
     let refused = agents[0].cli(&["force-leave", &gone]).unwrap_err();
     assert!(refused.to_string().contains("is alive"), "{refused}");
+    let killed_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     agents[2].kill9().unwrap();
     wait_until(
         "the survivors to report it down",
@@ -279,6 +287,16 @@ fn force_leave_forgets_a_down_node_everywhere_until_it_starts_again() {
         },
     )
     .unwrap();
+    // How long it has been down: since after the kill.
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&agents[0].cli(&["members", "--json"]).unwrap()).unwrap();
+    let down = listed.iter().find(|m| m["name"] == gone.as_str()).unwrap();
+    assert!(
+        down["state_since_ms"].as_u64().unwrap() >= killed_ms,
+        "{down}"
+    );
+    let detail = agents[0].cli(&["members", "--detail"]).unwrap();
+    assert!(detail.lines().next().unwrap().contains("FOR"), "{detail}");
     let out = agents[0].cli(&["force-leave", &gone, "--json"]).unwrap();
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&out).unwrap(),

@@ -517,6 +517,7 @@ impl Driver {
                 .map(|m| (m.id(), m.state())),
             &self.left,
             &self.forgotten,
+            unix_ms(),
         );
         let members = self.view.active() + 1;
         for event in events {
@@ -552,6 +553,7 @@ impl Driver {
             } else {
                 MemberState::Alive
             },
+            since_ms: self.me().epoch,
         }];
         list.extend(self.view.list());
         self.members.send_if_modified(|current| {

@@ -50,6 +50,10 @@ pub struct MemberView {
     pub id: NodeId,
     /// Current state.
     pub state: MemberState,
+    /// When this agent saw it enter that state (unix ms; for this agent
+    /// itself, its epoch).
+    #[serde(default)]
+    pub since_ms: u64,
 }
 
 /// A membership change, published once per change.

@@ -29,6 +29,7 @@ impl View {
         current: impl Iterator<Item = (&'a NodeId, foca::State)>,
         left: &HashSet<NodeId>,
         forgotten: &BTreeSet<String>,
+        now_ms: u64,
     ) -> Vec<MemberEvent> {
         let mut events = Vec::new();
         let mut next = HashMap::with_capacity(self.members.len());
@@ -68,6 +69,10 @@ impl View {
                 MemberView {
                     id: id.clone(),
                     state,
+                    since_ms: match previous {
+                        Some(p) if before == Some(state) => p.since_ms,
+                        _ => now_ms,
+                    },
                 },
             );
         }
@@ -112,6 +117,7 @@ mod tests {
             members.iter().map(|(i, s)| (i, *s)),
             &left,
             &BTreeSet::new(),
+            0,
         )
     }
 
@@ -156,6 +162,7 @@ mod tests {
             down.iter().map(|(i, s)| (i, *s)),
             &HashSet::new(),
             &forgotten,
+            0,
         );
         assert_eq!(events, vec![]);
         assert_eq!(v.list().len(), 1);
@@ -168,12 +175,30 @@ mod tests {
             up.iter().map(|(i, s)| (i, *s)),
             &HashSet::new(),
             &forgotten,
+            0,
         );
         assert_eq!(events, vec![MemberEvent::Up(c2.clone())]);
         assert_eq!(
             v.list().iter().map(|m| &m.id).collect::<Vec<_>>(),
             vec![&c2]
         );
+    }
+
+    #[test]
+    fn since_is_when_this_agent_saw_the_state_change() {
+        let mut v = View::default();
+        let me = SocketAddr::from(([127, 0, 0, 1], 1));
+        let b = id("b", 2, 1);
+        let mut at = |state: State, now: u64| {
+            let current = [(b.clone(), state)];
+            let no = (HashSet::new(), BTreeSet::new());
+            v.update(me, current.iter().map(|(i, s)| (i, *s)), &no.0, &no.1, now);
+            v.list()[0].since_ms
+        };
+        assert_eq!(at(State::Alive, 100), 100);
+        assert_eq!(at(State::Alive, 200), 100);
+        assert_eq!(at(State::Down, 300), 300);
+        assert_eq!(at(State::Down, 400), 300);
     }
 
     #[test]
