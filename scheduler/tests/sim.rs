@@ -399,6 +399,31 @@ impl Sim {
                     self.later(1, Event::Round { from: i, to: j });
                 }
             }
+            // A push is a stream, as a round is: lost as often.
+            Effect::Push {
+                peer,
+                records,
+                forward,
+            } => match self.host_at(peer) {
+                Some(j) if self.reachable(i, j) && !self.rng.random_bool(self.loss / 2.0) => {
+                    let incarnation = self.hosts[j].incarnation;
+                    let source = if forward {
+                        Source::AntiEntropy
+                    } else {
+                        Source::Pushed
+                    };
+                    let input = Input::Records(source, records);
+                    self.later(
+                        1,
+                        Event::Deliver {
+                            to: j,
+                            incarnation,
+                            input,
+                        },
+                    );
+                }
+                _ => self.dropped += 1,
+            },
             Effect::Start {
                 spec,
                 slot,

@@ -10,12 +10,17 @@
 //!    same way, less those the peer just sent; the peer merges.
 //!
 //! One round makes both tables equal to their merge (property-tested in
-//! the scheduler crate). The table task does the table work; this module
+//! the scheduler crate).
+//!
+//! A push (a bulk write, or records learned by anti-entropy pushed on) is
+//! one-way: `Push`, then `Records` chunks; the peer merges them and
+//! answers `InSync`. The table task does the table work; this module
 //! only moves bytes, so a slow peer never stalls the table.
 
 use std::time::Duration;
 
 use mob_membership::{Error, SealedStream};
+use mob_scheduler::node::Source;
 use mob_scheduler::{Digest, Records};
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +61,11 @@ enum Message {
         records: Records,
         more: bool,
     },
+    /// A push: `Records` chunks follow, to merge; pushed on by the peer
+    /// if `forward`.
+    Push {
+        forward: bool,
+    },
 }
 
 /// Runs a round as the initiator.
@@ -84,12 +94,39 @@ pub(crate) async fn initiate(
     Ok(received)
 }
 
-/// Serves a round a peer initiated.
+/// Pushes `records` to the peer; returns once it merged them.
+pub(crate) async fn push(
+    mut stream: SealedStream,
+    records: Records,
+    forward: bool,
+) -> Result<(), Error> {
+    stream.set_frame_limit(FRAME_LIMIT);
+    stream.send(&Message::Push { forward }).await?;
+    send_records(&mut stream, Vec::new(), records).await?;
+    match stream.recv_within(STEP_TIMEOUT).await? {
+        Message::InSync => Ok(()),
+        other => Err(unexpected("InSync", &other)),
+    }
+}
+
+/// Serves a round or a push a peer initiated.
 pub(crate) async fn serve(mut stream: SealedStream, table: &TableHandle) -> Result<usize, Error> {
     stream.set_frame_limit(FRAME_LIMIT);
     let theirs = match stream.recv_within(STEP_TIMEOUT).await? {
         Message::Summary(theirs) => theirs,
-        other => return Err(unexpected("a summary", &other)),
+        Message::Push { forward } => {
+            let (_, pushed) = receive_records(&mut stream).await?;
+            let received = pushed.len();
+            let source = if forward {
+                Source::AntiEntropy
+            } else {
+                Source::Pushed
+            };
+            table.merge_from(source, pushed).await?;
+            stream.send(&Message::InSync).await?;
+            return Ok(received);
+        }
+        other => return Err(unexpected("a summary or records", &other)),
     };
     if theirs == table.read(|n| n.table().summary()).await? {
         stream.send(&Message::InSync).await?;
@@ -121,6 +158,7 @@ fn name(message: &Message) -> &'static str {
         Message::NeedDigest => "NeedDigest",
         Message::Digest(_) => "Digest",
         Message::Records { .. } => "Records",
+        Message::Push { .. } => "Push",
     }
 }
 

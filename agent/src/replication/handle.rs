@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use mob_scheduler::node::{Reply, Request};
+use mob_scheduler::node::{Reply, Request, Source};
 use mob_scheduler::{Node, Records};
 use tokio::sync::{mpsc, oneshot};
 
@@ -33,7 +33,7 @@ pub(crate) enum Cmd {
     /// Look at the node (views, digests, owners).
     Read(Read),
     /// Records from an anti-entropy round; answered once merged.
-    Merge(Records, oneshot::Sender<()>),
+    Merge(Source, Records, oneshot::Sender<()>),
     /// An anti-entropy round with a peer completed.
     Synced(SocketAddr),
     /// An anti-entropy round this node began failed.
@@ -81,7 +81,12 @@ impl TableHandle {
 
     /// Merges records from an anti-entropy round.
     pub(crate) async fn merge(&self, records: Records) -> Result<(), Stopped> {
-        self.ask(|tx| Cmd::Merge(records, tx)).await
+        self.merge_from(Source::AntiEntropy, records).await
+    }
+
+    /// Merges records pushed by a peer, as `source`.
+    pub(crate) async fn merge_from(&self, source: Source, records: Records) -> Result<(), Stopped> {
+        self.ask(|tx| Cmd::Merge(source, records, tx)).await
     }
 
     /// Notes that an anti-entropy round with `peer` completed.

@@ -27,6 +27,8 @@ use crate::supervisor_task::SupervisorCmd;
 use crate::wall_clock::now_ms;
 
 const STREAM_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pause before each attempt of a push (the first at once).
+const PUSH_PAUSES_MS: [u64; 3] = [0, 150, 400];
 
 /// A delta on the membership broadcast: records just written.
 #[derive(Debug, Serialize, Deserialize)]
@@ -165,8 +167,8 @@ impl TableTask {
                         read(&self.node);
                         continue;
                     }
-                    Some(Cmd::Merge(records, done)) => {
-                        self.feed(Input::Records(Source::AntiEntropy, records)).await;
+                    Some(Cmd::Merge(source, records, done)) => {
+                        self.feed(Input::Records(source, records)).await;
                         let _ = done.send(());
                         continue;
                     }
@@ -244,6 +246,11 @@ impl TableTask {
                 }
             }
             Effect::Sync(peer) => self.start_anti_entropy(peer),
+            Effect::Push {
+                peer,
+                records,
+                forward,
+            } => self.start_push(peer, records, forward),
             Effect::Start {
                 spec,
                 slot,
@@ -292,6 +299,32 @@ impl TableTask {
                 crate::keys::apply(&ring, &self.membership, &self.data_dir).await;
             }
         }
+    }
+
+    /// Pushes `records` to `peer` (see [`Effect::Push`]).
+    fn start_push(&self, peer: SocketAddr, records: Records, forward: bool) {
+        let membership = self.membership.clone();
+        tokio::spawn(async move {
+            // A bulk write keeps every agent busy for a moment, and a busy
+            // peer may refuse the stream (its hello is timed): try again a
+            // little later, then leave it to the periodic rounds.
+            for (attempt, pause_ms) in PUSH_PAUSES_MS.into_iter().enumerate() {
+                tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                let push = async {
+                    let stream = membership
+                        .open_stream(peer, Channel::AntiEntropy, STREAM_TIMEOUT)
+                        .await?;
+                    anti_entropy::push(stream, records.clone(), forward).await
+                };
+                match push.await {
+                    Ok(()) => return,
+                    Err(e) if e.is_rejected_frame() => return,
+                    Err(e) => {
+                        debug!(peer = %peer, error = %e, attempt, "push of records failed")
+                    }
+                }
+            }
+        });
     }
 
     fn start_anti_entropy(&self, peer: SocketAddr) {

@@ -35,6 +35,7 @@
 //! Times come from the agents' own JSON log timestamps, compared with the
 //! wall clock at the kill, so polling does not blur them.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
@@ -767,6 +768,30 @@ fn failover(trials: u64, graceful: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until the agents are quiet: every table holds as many records,
+/// and the agents together used under 5 % of a core over the last half
+/// second. A trial begun while the removes of the one before still spread
+/// measures those too.
+fn settle(cluster: &[Agent]) -> anyhow::Result<()> {
+    let cpu = || -> anyhow::Result<f64> {
+        cluster
+            .iter()
+            .filter_map(Agent::pid)
+            .map(|pid| proc_stat(pid).map(|(secs, _)| secs))
+            .sum()
+    };
+    let mut last = (cpu()?, std::time::Instant::now());
+    wait_until("the agents to settle", Duration::from_secs(120), || {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = (cpu()?, std::time::Instant::now());
+        let busy = (now.0 - last.0) / now.1.duration_since(last.1).as_secs_f64();
+        last = now;
+        let counts: BTreeSet<u64> = cluster.iter().map(records).collect::<Result<_, _>>()?;
+        Ok(busy < 0.05 && counts.len() == 1)
+    })?;
+    Ok(())
+}
+
 fn bulk(agents: u64, services: u64, trials: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cluster = local_cluster_on(dir.path(), usize::try_from(agents)?, Some(20_000), &[])?;
@@ -799,6 +824,29 @@ fn bulk(agents: u64, services: u64, trials: u64) -> anyhow::Result<()> {
                 .map(|d| d.as_secs_f64())
                 .fold(0.0, f64::max)
         };
+        // When each agent had learned them all: how the write spread.
+        let mut learned: Vec<f64> = cluster
+            .iter()
+            .map(|a| {
+                a.log_events("service deployed")
+                    .iter()
+                    .filter(|e| {
+                        e["service"]
+                            .as_str()
+                            .is_some_and(|s| s.starts_with(&format!("b{trial}-")))
+                    })
+                    .filter_map(|e| humantime::parse_rfc3339(e["timestamp"].as_str()?).ok())
+                    .filter_map(|t| t.duration_since(since).ok())
+                    .map(|d| d.as_secs_f64())
+                    .fold(0.0, f64::max)
+            })
+            .collect();
+        learned.sort_by(f64::total_cmp);
+        let learned: Vec<String> = learned.iter().map(|t| format!("{t:.2}")).collect();
+        eprintln!(
+            "trial {trial}: agents learned them at {}",
+            learned.join(" ")
+        );
         eprintln!(
             "trial {trial}: {services} services running on {agents} agents after {took:.2} s (last agent learned them at {:.2} s, last claim {:.2} s, last start {:.2} s); slots per agent {}",
             last("service deployed"),
@@ -825,6 +873,7 @@ fn bulk(agents: u64, services: u64, trials: u64) -> anyhow::Result<()> {
         wait_until("the services to stop", Duration::from_secs(120), || {
             Ok(processes_with_arg(&marker).is_empty())
         })?;
+        settle(&cluster)?;
     }
     all.sort_by(f64::total_cmp);
     println!("| measure (s) | agents | services | trials | min | median | max |");

@@ -18,6 +18,21 @@ pub enum Effect {
     /// Run an anti-entropy round with this peer: periodic, a newcomer, or
     /// the push of a bulk write.
     Sync(SocketAddr),
+    /// Send these records to this peer on a stream, to merge as records
+    /// of anti-entropy: a bulk write, or records learned that way, pushed
+    /// on. (A round's digest exchange would move every record of every
+    /// bucket the new ones fall in, both ways: the whole table, for a
+    /// write that touches all buckets.)
+    Push {
+        /// A member's gossip address.
+        peer: SocketAddr,
+        /// The records.
+        records: Records,
+        /// Whether the peer pushes on what is new to it (merges them as
+        /// [`Source::AntiEntropy`](super::Source::AntiEntropy)), or this
+        /// push went to every member ([`Source::Pushed`](super::Source::Pushed)).
+        forward: bool,
+    },
     /// Run a slot here (no-op if it runs already with this spec).
     Start {
         /// The spec.

@@ -90,8 +90,12 @@ pub enum Request {
 pub enum Source {
     /// A delta on the gossip broadcast.
     Delta,
-    /// An anti-entropy round (periodic, bulk push or newcomer).
+    /// An anti-entropy round (periodic or newcomer), or a push of records
+    /// that peer learned that way: what is new here is pushed on.
     AntiEntropy,
+    /// A push from the node that wrote them, which pushed them to every
+    /// member: not pushed on.
+    Pushed,
 }
 
 /// One member as membership sees it.

@@ -23,9 +23,10 @@
 //!   stopped (again after [`STOP_RESEND_MS`]).
 //! - **Spreading**: the records written in one call go out as deltas, or,
 //!   more than [`MAX_DELTAS`] of them, by anti-entropy to
-//!   [`BULK_PEERS`] peers at once. More than [`MAX_DELTAS`] records new
-//!   to this node that came by anti-entropy are pushed on the same way,
-//!   once each (a node learns a record once), at most every
+//!   [`WRITER_PEERS`] peers at once (every member of a small cluster).
+//!   More than [`MAX_DELTAS`] records new to this node that came by
+//!   anti-entropy are pushed on to [`BULK_PEERS`] random peers, once each
+//!   (a node learns a record once), at most every
 //!   [`FORWARD_GAP_MS`]: a bulk write reaches everyone in a few hops
 //!   instead of waiting for the periodic rounds. Fewer are not forwarded
 //!   (a round repaired a few lost deltas, which the peers' own rounds
@@ -94,8 +95,15 @@ use crate::update;
 /// A write of more records than this skips the gossip deltas and pushes by
 /// anti-entropy instead, so bulk deploys don't flood the gossip queue.
 pub const MAX_DELTAS: usize = 32;
-/// Peers pushed to at once after a bulk write.
+/// Peers a node pushes records it learned by anti-entropy on to, at once
+/// (each node does it once per record).
 pub const BULK_PEERS: usize = 3;
+/// Peers pushed to at once after a bulk write made here: every member of
+/// a cluster up to this size, so that an operator's bulk deploy reaches
+/// them in one hop (a few random ones, forwarding on, miss a node now
+/// and then until the periodic round finds it); in a bigger cluster the
+/// forwards carry it to the rest.
+pub const WRITER_PEERS: usize = 32;
 /// Shortest time between two bulk forwards of records learned by
 /// anti-entropy (a round arrives in several chunks).
 pub const FORWARD_GAP_MS: u64 = 200;
@@ -273,6 +281,9 @@ pub struct Node {
     /// Many records were learned since, and wait for the gap to pass:
     /// what the next chunks of a round bring must go on too.
     forward_waiting: bool,
+    /// Records learned by anti-entropy that wait for the gap's end to be
+    /// pushed on.
+    forward_pending: Records,
     out: Vec<Effect>,
     rng: StdRng,
     stats: NodeStats,
@@ -351,6 +362,7 @@ impl Node {
             forwarded: Vec::new(),
             forwarded_at: None,
             forward_waiting: false,
+            forward_pending: Vec::new(),
             out: Vec::new(),
             stats: NodeStats::default(),
             config,
@@ -1353,21 +1365,25 @@ impl Node {
             return;
         }
         if written.len() > MAX_DELTAS {
-            self.push_bulk();
+            // (Every member gets it when there are few enough.)
+            let forward = self.peers.len() > WRITER_PEERS;
+            self.push(WRITER_PEERS, written, forward);
         } else if !written.is_empty() {
             self.out.push(Effect::Broadcast(written));
         }
         if forwarded.len() > MAX_DELTAS || self.forward_waiting {
+            self.forward_pending.extend(forwarded);
             let due = self
                 .forwarded_at
                 .is_none_or(|at| now.saturating_sub(at) >= FORWARD_GAP_MS);
             if due {
                 self.forwarded_at = Some(now);
                 self.forward_waiting = false;
-                self.push_bulk();
+                let records = std::mem::take(&mut self.forward_pending);
+                self.push(BULK_PEERS, records, true);
             } else {
-                // (The rounds begun at the gap's end carry them, with
-                // whatever else is new by then.)
+                // (Pushed at the gap's end, with whatever else is new by
+                // then.)
                 self.forward_waiting = true;
             }
         }
@@ -1393,10 +1409,15 @@ impl Node {
         }
     }
 
-    /// Anti-entropy with a few peers at once.
-    fn push_bulk(&mut self) {
-        for peer in self.random_peers(BULK_PEERS) {
-            self.begin_round(peer);
+    /// Pushes `records` to `n` random peers at once.
+    fn push(&mut self, n: usize, records: Records, forward: bool) {
+        for peer in self.random_peers(n) {
+            let records = records.clone();
+            self.out.push(Effect::Push {
+                peer,
+                records,
+                forward,
+            });
         }
     }
 

@@ -536,7 +536,7 @@ fn a_stop_is_sent_once_until_the_instance_reports_it_stopped() {
 }
 
 #[test]
-fn few_records_go_as_deltas_many_by_anti_entropy_to_a_few_peers() {
+fn few_records_go_as_deltas_many_are_pushed_to_every_peer() {
     let mut node = Node::new(config("a", 1, false), Table::new(), T0);
     node.handle(
         Input::Members(vec![
@@ -566,9 +566,21 @@ fn few_records_go_as_deltas_many_by_anti_entropy_to_a_few_peers() {
     assert!(written(&out).is_empty(), "a bulk write floods no deltas");
     let pushed: Vec<_> = out
         .iter()
-        .filter(|e| matches!(e, Effect::Sync(_)))
+        .filter_map(|e| match e {
+            // (It reached every member: nobody pushes it on.)
+            Effect::Push {
+                records,
+                forward: false,
+                ..
+            } => Some(records),
+            _ => None,
+        })
         .collect();
-    assert_eq!(pushed.len(), BULK_PEERS);
+    // To every member (of a cluster this small), the write itself: one
+    // hop, and no round's digest exchange.
+    assert_eq!(pushed.len(), 4);
+    assert!(pushed.iter().all(|records| records.len() > MAX_DELTAS));
+    assert!(!out.iter().any(|e| matches!(e, Effect::Sync(_))));
 }
 
 #[test]
@@ -956,7 +968,11 @@ fn many_records_learned_by_anti_entropy_are_forwarded_once_few_and_deltas_never(
     let all = source
         .table()
         .records_in(&(0..crate::digest::BUCKETS as u16).collect::<Vec<_>>());
-    let syncs = |out: &[Effect]| out.iter().filter(|e| matches!(e, Effect::Sync(_))).count();
+    let pushes = |out: &[Effect]| {
+        out.iter()
+            .filter(|e| matches!(e, Effect::Push { .. }))
+            .count()
+    };
     let peers = vec![
         peer("b", 2),
         peer("c", 3),
@@ -980,17 +996,30 @@ fn many_records_learned_by_anti_entropy_are_forwarded_once_few_and_deltas_never(
     let out = other.handle(Input::Records(Source::AntiEntropy, few), T0 + 20);
     assert!(other.table().get(&Key::Service("web".into())).is_some());
     assert!(
-        !written(&out).contains(&Key::Service("web".into())) && syncs(&out) == 0,
+        !written(&out).contains(&Key::Service("web".into())) && pushes(&out) == 0,
         "a few records learned by anti-entropy are not forwarded"
     );
+
+    // Many, pushed by their writer to every member: not pushed on.
+    let mut pushed_to = Node::new(config("d", 4, true), Table::new(), T0);
+    pushed_to.handle(Input::Members(peers.clone()), T0);
+    let out = pushed_to.handle(Input::Records(Source::Pushed, all.clone()), T0 + 30);
+    assert!(pushed_to.table().get(&Key::Service("web".into())).is_some());
+    assert_eq!(pushes(&out), 0);
 
     // Many: pushed by anti-entropy to a few peers, at most every gap.
     let (first, rest) = all.split_at(all.len() / 2);
     let out = node.handle(Input::Records(Source::AntiEntropy, first.to_vec()), T0 + 40);
-    assert_eq!(syncs(&out), BULK_PEERS);
+    assert_eq!(pushes(&out), BULK_PEERS);
+    // (Those of the second chunk new to the node.)
+    let fresh: Vec<Key> = rest
+        .iter()
+        .filter(|(k, r)| node.table().get(k) != Some(&**r))
+        .map(|(k, _)| k.clone())
+        .collect();
     let out = node.handle(Input::Records(Source::AntiEntropy, rest.to_vec()), T0 + 50);
     assert_eq!(
-        syncs(&out),
+        pushes(&out),
         0,
         "a second chunk within the gap waits for the rounds"
     );
@@ -998,7 +1027,17 @@ fn many_records_learned_by_anti_entropy_are_forwarded_once_few_and_deltas_never(
     // round.
     assert!(node.next_deadline() <= T0 + 40 + FORWARD_GAP_MS);
     let out = node.handle(Input::Tick, T0 + 40 + FORWARD_GAP_MS);
-    assert!(syncs(&out) >= BULK_PEERS, "{out:?}");
+    assert!(pushes(&out) >= BULK_PEERS, "{out:?}");
+    // What waited is what goes on (beside what the node wrote itself).
+    let pushed: BTreeSet<&Key> = out
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Push { records, .. } => Some(records.iter().map(|(k, _)| k)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(!fresh.is_empty() && fresh.iter().all(|k| pushed.contains(k)));
     let more: Vec<_> = (0..=MAX_DELTAS)
         .map(|i| format!(r#"{{"name":"t{i}","provider":"shell","params":{{"command":"x"}}}}"#))
         .collect();
@@ -1018,7 +1057,7 @@ fn many_records_learned_by_anti_entropy_are_forwarded_once_few_and_deltas_never(
     let later = T0 + 40 + 2 * FORWARD_GAP_MS;
     node.handle(Input::Tick, later);
     let out = node.handle(Input::Records(Source::AntiEntropy, newer), later);
-    assert_eq!(syncs(&out), BULK_PEERS);
+    assert_eq!(pushes(&out), BULK_PEERS);
 }
 
 /// Reports every started instance running.
