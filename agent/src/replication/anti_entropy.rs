@@ -14,8 +14,10 @@
 //!
 //! A push (a bulk write, or records learned by anti-entropy pushed on) is
 //! one-way: `Push`, then `Records` chunks; the peer merges them and
-//! answers `InSync`. The table task does the table work; this module
-//! only moves bytes, so a slow peer never stalls the table.
+//! answers `InSync`.
+//!
+//! The table task does the table work; this module only moves bytes, so a
+//! slow peer never stalls the table.
 
 use std::time::Duration;
 
@@ -126,7 +128,7 @@ pub(crate) async fn serve(mut stream: SealedStream, table: &TableHandle) -> Resu
             stream.send(&Message::InSync).await?;
             return Ok(received);
         }
-        other => return Err(unexpected("a summary or records", &other)),
+        other => return Err(unexpected("a summary or a push", &other)),
     };
     if theirs == table.read(|n| n.table().summary()).await? {
         stream.send(&Message::InSync).await?;

@@ -810,8 +810,9 @@ fn bulk(agents: u64, services: u64, trials: u64) -> anyhow::Result<()> {
         // Where the time went, from the agents' own log timestamps: the
         // last agent to learn the services, the last claim, the last start.
         let since = SystemTime::now() - started.elapsed();
-        let last = |message: &str| -> f64 {
-            cluster
+        // The latest `message` about this trial's services on `agents`.
+        let latest = |agents: &[Agent], message: &str| -> f64 {
+            agents
                 .iter()
                 .flat_map(|a| a.log_events(message))
                 .filter(|e| {
@@ -824,22 +825,11 @@ fn bulk(agents: u64, services: u64, trials: u64) -> anyhow::Result<()> {
                 .map(|d| d.as_secs_f64())
                 .fold(0.0, f64::max)
         };
+        let last = |message: &str| latest(&cluster, message);
         // When each agent had learned them all: how the write spread.
         let mut learned: Vec<f64> = cluster
             .iter()
-            .map(|a| {
-                a.log_events("service deployed")
-                    .iter()
-                    .filter(|e| {
-                        e["service"]
-                            .as_str()
-                            .is_some_and(|s| s.starts_with(&format!("b{trial}-")))
-                    })
-                    .filter_map(|e| humantime::parse_rfc3339(e["timestamp"].as_str()?).ok())
-                    .filter_map(|t| t.duration_since(since).ok())
-                    .map(|d| d.as_secs_f64())
-                    .fold(0.0, f64::max)
-            })
+            .map(|a| latest(std::slice::from_ref(a), "service deployed"))
             .collect();
         learned.sort_by(f64::total_cmp);
         let learned: Vec<String> = learned.iter().map(|t| format!("{t:.2}")).collect();

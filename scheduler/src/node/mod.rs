@@ -22,8 +22,9 @@
 //!   its name. A stop is sent once per slot until the instance reports it
 //!   stopped (again after [`STOP_RESEND_MS`]).
 //! - **Spreading**: the records written in one call go out as deltas, or,
-//!   more than [`MAX_DELTAS`] of them, by anti-entropy to
-//!   [`WRITER_PEERS`] peers at once (every member of a small cluster).
+//!   more than [`MAX_DELTAS`] of them, are pushed ([`Effect::Push`]: the
+//!   records alone, one way) to [`WRITER_PEERS`] peers at once (every
+//!   member of a small cluster).
 //!   More than [`MAX_DELTAS`] records new to this node that came by
 //!   anti-entropy are pushed on to [`BULK_PEERS`] random peers, once each
 //!   (a node learns a record once), at most every
@@ -92,8 +93,8 @@ use crate::table::Table;
 use crate::table::WithPending;
 use crate::update;
 
-/// A write of more records than this skips the gossip deltas and pushes by
-/// anti-entropy instead, so bulk deploys don't flood the gossip queue.
+/// A write of more records than this skips the gossip deltas and is pushed
+/// on streams instead, so bulk deploys don't flood the gossip queue.
 pub const MAX_DELTAS: usize = 32;
 /// Peers a node pushes records it learned by anti-entropy on to, at once
 /// (each node does it once per record).
@@ -104,8 +105,8 @@ pub const BULK_PEERS: usize = 3;
 /// and then until the periodic round finds it); in a bigger cluster the
 /// forwards carry it to the rest.
 pub const WRITER_PEERS: usize = 32;
-/// Shortest time between two bulk forwards of records learned by
-/// anti-entropy (a round arrives in several chunks).
+/// Shortest time between two pushes on of records learned by anti-entropy
+/// (a round arrives in several chunks: they go on together).
 pub const FORWARD_GAP_MS: u64 = 200;
 /// Shortest time between two reconcile passes (changes in between batch up).
 pub const RECONCILE_GAP_MS: u64 = 5;
