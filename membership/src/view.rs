@@ -110,14 +110,26 @@ mod tests {
     }
 
     fn step(view: &mut View, members: &[(NodeId, State)], left: &[NodeId]) -> Vec<MemberEvent> {
+        step_at(view, members, left, &[], 0)
+    }
+
+    /// [`step`], with names forgotten and the wall clock at `now_ms`.
+    fn step_at(
+        view: &mut View,
+        members: &[(NodeId, State)],
+        left: &[NodeId],
+        forgotten: &[&str],
+        now_ms: u64,
+    ) -> Vec<MemberEvent> {
         let left: HashSet<NodeId> = left.iter().cloned().collect();
+        let forgotten: BTreeSet<String> = forgotten.iter().map(|n| (*n).to_owned()).collect();
         let me = SocketAddr::from(([127, 0, 0, 1], 1));
         view.update(
             me,
             members.iter().map(|(i, s)| (i, *s)),
             &left,
-            &BTreeSet::new(),
-            0,
+            &forgotten,
+            now_ms,
         )
     }
 
@@ -153,30 +165,16 @@ mod tests {
     #[test]
     fn a_forgotten_member_is_left_out_while_gone_without_an_event() {
         let mut v = View::default();
-        let me = SocketAddr::from(([127, 0, 0, 1], 1));
-        let forgotten: BTreeSet<String> = ["c".to_owned()].into();
         let (b, c) = (id("b", 2, 1), id("c", 3, 1));
         let down = [(b.clone(), State::Down), (c.clone(), State::Down)];
-        let events = v.update(
-            me,
-            down.iter().map(|(i, s)| (i, *s)),
-            &HashSet::new(),
-            &forgotten,
-            0,
-        );
+        let events = step_at(&mut v, &down, &[], &["c"], 0);
         assert_eq!(events, vec![]);
         assert_eq!(v.list().len(), 1);
         assert_eq!(v.list()[0].id, b);
         // Back with a new epoch: listed, and up.
         let c2 = id("c", 3, 2);
         let up = [(c.clone(), State::Down), (c2.clone(), State::Alive)];
-        let events = v.update(
-            me,
-            up.iter().map(|(i, s)| (i, *s)),
-            &HashSet::new(),
-            &forgotten,
-            0,
-        );
+        let events = step_at(&mut v, &up, &[], &["c"], 0);
         assert_eq!(events, vec![MemberEvent::Up(c2.clone())]);
         assert_eq!(
             v.list().iter().map(|m| &m.id).collect::<Vec<_>>(),
@@ -187,12 +185,9 @@ mod tests {
     #[test]
     fn since_is_when_this_agent_saw_the_state_change() {
         let mut v = View::default();
-        let me = SocketAddr::from(([127, 0, 0, 1], 1));
         let b = id("b", 2, 1);
         let mut at = |state: State, now: u64| {
-            let current = [(b.clone(), state)];
-            let no = (HashSet::new(), BTreeSet::new());
-            v.update(me, current.iter().map(|(i, s)| (i, *s)), &no.0, &no.1, now);
+            step_at(&mut v, &[(b.clone(), state)], &[], &[], now);
             v.list()[0].since_ms
         };
         assert_eq!(at(State::Alive, 100), 100);

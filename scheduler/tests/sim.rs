@@ -407,12 +407,7 @@ impl Sim {
             } => match self.host_at(peer) {
                 Some(j) if self.reachable(i, j) && !self.rng.random_bool(self.loss / 2.0) => {
                     let incarnation = self.hosts[j].incarnation;
-                    let source = if forward {
-                        Source::AntiEntropy
-                    } else {
-                        Source::Pushed
-                    };
-                    let input = Input::Records(source, records);
+                    let input = Input::Records(Source::of_push(forward), records);
                     self.later(
                         1,
                         Event::Deliver {

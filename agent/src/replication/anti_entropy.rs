@@ -119,12 +119,7 @@ pub(crate) async fn serve(mut stream: SealedStream, table: &TableHandle) -> Resu
         Message::Push { forward } => {
             let (_, pushed) = receive_records(&mut stream).await?;
             let received = pushed.len();
-            let source = if forward {
-                Source::AntiEntropy
-            } else {
-                Source::Pushed
-            };
-            table.merge_from(source, pushed).await?;
+            table.merge_from(Source::of_push(forward), pushed).await?;
             stream.send(&Message::InSync).await?;
             return Ok(received);
         }

@@ -98,6 +98,18 @@ pub enum Source {
     Pushed,
 }
 
+impl Source {
+    /// How records of an [`Effect::Push`](super::Effect::Push) with this
+    /// `forward` are merged where they arrive.
+    pub fn of_push(forward: bool) -> Self {
+        if forward {
+            Self::AntiEntropy
+        } else {
+            Self::Pushed
+        }
+    }
+}
+
 /// One member as membership sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
