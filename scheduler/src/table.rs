@@ -251,7 +251,8 @@ impl Table {
 
     /// Merges one record. Returns whether it changed the table.
     pub fn apply(&mut self, key: Key, record: impl Into<Arc<Record>>) -> bool {
-        self.apply_winning(key, record.into()).is_some()
+        self.apply_winning(key, record.into(), &mut |_, _| true)
+            .is_some()
     }
 
     /// Merges records from a peer; returns those that changed the table, in
@@ -260,6 +261,19 @@ impl Table {
     /// walked side by side with the table to drop what it holds already;
     /// a small one is merged record by record, one search each.
     pub fn merge_records(&mut self, records: Records) -> Vec<Merged> {
+        self.merge_admitted(records, |_, _| true).0
+    }
+
+    /// [`Table::merge_records`], taking only the records `admit` accepts,
+    /// and asking it only of records that would win: a peer's copy of
+    /// what the table holds already costs no check (a spec's validation
+    /// is the dearest part of a merge). Also returns how many winners it
+    /// refused.
+    pub fn merge_admitted(
+        &mut self,
+        records: Records,
+        mut admit: impl FnMut(&Key, &Record) -> bool,
+    ) -> (Vec<Merged>, usize) {
         // (The length first: most batches are small deltas, and checking
         // the order costs a comparison per record.)
         let walk = records.len().saturating_mul(8) > self.records.len()
@@ -282,15 +296,29 @@ impl Table {
         } else {
             records
         };
-        candidates
+        let mut refused = 0;
+        let merged = candidates
             .into_iter()
-            .filter_map(|(key, record)| self.apply_winning(key, record))
-            .collect()
+            .filter_map(|(key, record)| {
+                self.apply_winning(key, record, &mut |k, r| {
+                    let admitted = admit(k, r);
+                    refused += usize::from(!admitted);
+                    admitted
+                })
+            })
+            .collect();
+        (merged, refused)
     }
 
     /// [`Table::apply`], saying what it replaced: `None` if the record
-    /// doesn't win. A record that loses costs one search and no copy.
-    fn apply_winning(&mut self, key: Key, record: Arc<Record>) -> Option<Merged> {
+    /// doesn't win, or `admit` refuses it. A record that loses costs one
+    /// search and no copy.
+    fn apply_winning(
+        &mut self,
+        key: Key,
+        record: Arc<Record>,
+        admit: &mut dyn FnMut(&Key, &Record) -> bool,
+    ) -> Option<Merged> {
         if self.buckets.len() != BUCKETS {
             self.rebuild_digest();
         }
@@ -298,6 +326,7 @@ impl Table {
             btree_map::Entry::Occupied(mut current) => {
                 if Arc::ptr_eq(&record, &current.get().record)
                     || compare(&record, &current.get().record) != Ordering::Greater
+                    || !admit(current.key(), &record)
                 {
                     return None;
                 }
@@ -326,6 +355,9 @@ impl Table {
                 })
             }
             btree_map::Entry::Vacant(vacant) => {
+                if !admit(vacant.key(), &record) {
+                    return None;
+                }
                 let entry = Entry::new(vacant.key(), record.clone());
                 count(&mut self.loads, &mut self.live_slots, &entry.record, true);
                 let slot = &mut self.buckets[usize::from(entry.bucket)];

@@ -869,21 +869,23 @@ impl Node {
         }
     }
 
-    fn merge(&mut self, source: Source, mut records: Records, now: u64) {
-        let received = records.len();
-        records.retain(|(key, record)| admission::admits(key, record, now));
-        let rejected = received - records.len();
+    fn merge(&mut self, source: Source, records: Records, now: u64) {
+        // (Only records that would win are checked: a refused one changes
+        // nothing, and copies of what the table holds are most of a merge.)
+        let (merged, rejected) = self
+            .table
+            .merge_admitted(records, |key, record| admission::admits(key, record, now));
         if rejected > 0 {
             self.stats.records_rejected += rejected as u64;
             self.log(Event::RecordsRejected { count: rejected });
         }
         // Old records new to this table may be ones it already forgot.
         let old = now.saturating_sub(self.collector.max_age_ms());
-        for (_, record) in &records {
-            self.clock.observe(&record.ts);
+        for merged in &merged {
+            self.clock.observe(&merged.record.ts);
         }
         let mut fresh_old = Vec::new();
-        for merged in self.table.merge_records(records) {
+        for merged in merged {
             if merged.record.ts.wall_ms < old && !merged.existed {
                 fresh_old.push(merged.key.clone());
             }
@@ -1149,23 +1151,17 @@ impl Node {
         self.reconcile_at = None;
         self.last_reconcile = now;
         let quorum = self.quorum();
-        if quorum.caught_up() != self.members.quorum().caught_up() {
-            self.touched.everything();
-        }
-        if quorum.majority() != self.members.quorum().majority() {
-            let matters = self
-                .table
-                .services()
-                .filter_map(|(_, _, s)| s.spec.as_ref())
-                .any(|spec| spec.partition == Partition::AtMostOnce);
-            if matters {
+        let was = self.members.quorum();
+        if quorum.caught_up() != was.caught_up() || quorum.majority() != was.majority() {
+            // Only at-most-once slots read the quorum.
+            let once = self.touched.at_most_once(&self.table);
+            if once && quorum.majority() != was.majority() {
                 self.log(if quorum.majority() {
                     Event::MajorityRegained
                 } else {
                     Event::MajorityLost
                 });
             }
-            self.touched.everything();
         }
         self.members.set_quorum(quorum);
         if self.touched.is_empty() {

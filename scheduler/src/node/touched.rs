@@ -12,6 +12,8 @@
 //!   reads it.
 //!   During a rolling update, the slots of that service whose instance
 //!   here is behind too (they wait for the others).
+//! - the quorum (majority in sight, caught up): every slot of the
+//!   at-most-once services, the only ones that read it;
 //! - a `node/` record, a membership change, the gate opening: everything;
 //! - claims of a node: the unowned slots placement left to it, which it
 //!   may have declined (at its cap).
@@ -84,6 +86,26 @@ impl Touched {
             .entry(waiting.on)
             .or_default()
             .insert((waiting.service, waiting.slot));
+    }
+
+    /// The quorum changed: every slot of the at-most-once services (no
+    /// other slot reads it) needs deciding again. Returns whether there
+    /// is such a service.
+    pub(crate) fn at_most_once(&mut self, table: &Table) -> bool {
+        let mut any = false;
+        for (name, _, record) in table.services() {
+            if record
+                .spec
+                .as_ref()
+                .is_some_and(|spec| spec.partition == crate::spec::Partition::AtMostOnce)
+            {
+                any = true;
+                if !self.all {
+                    self.services.push(name.into());
+                }
+            }
+        }
+        any
     }
 
     /// Everything needs deciding again.
