@@ -4,6 +4,9 @@
 //! # Layout
 //! - [`agent`]: [`Agent`], one spawned `mob-agent run`, killed on drop, its
 //!   log printed when a test fails.
+//! - [`chaos`]: faults drawn from a seed on namespace hosts, a workload of
+//!   operator writes, the promises checked after every heal (the CI chaos
+//!   test and `mob-chaos`, the long run).
 //! - [`netns`]: [`Netns`], hosts with their own IPs on a bridge, links that
 //!   can be cut (wraps `scripts/netns.sh`).
 //! - [`poll`]: [`wait_until`], polling with a deadline instead of sleeping.
@@ -14,6 +17,7 @@
 //! on first use.
 
 pub mod agent;
+pub mod chaos;
 pub mod netns;
 pub mod poll;
 pub mod requirement;

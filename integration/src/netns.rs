@@ -112,6 +112,26 @@ impl Netns {
         self.routes("unblock", side)
     }
 
+    /// Drops what the hosts of `side` send to all the others (blackhole
+    /// routes on `side` only): the other way still works.
+    pub fn block_from(&self, side: &[usize]) -> anyhow::Result<()> {
+        self.one_way("block", side)
+    }
+
+    /// Undoes [`Netns::block_from`] of the same `side`.
+    pub fn unblock_from(&self, side: &[usize]) -> anyhow::Result<()> {
+        self.one_way("unblock", side)
+    }
+
+    fn one_way(&self, cmd: &str, side: &[usize]) -> anyhow::Result<()> {
+        for i in side {
+            for j in (1..=self.hosts).filter(|j| !side.contains(j)) {
+                run(&[cmd, &self.prefix, &i.to_string(), &j.to_string()])?;
+            }
+        }
+        Ok(())
+    }
+
     fn routes(&self, cmd: &str, side: &[usize]) -> anyhow::Result<()> {
         for i in side {
             for j in (1..=self.hosts).filter(|j| !side.contains(j)) {

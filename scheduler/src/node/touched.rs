@@ -146,10 +146,14 @@ impl Touched {
             }
         }
         let mut slots = touched.slots;
+        // (Each delta of another node's status pushed its slot: most are
+        // repeats, and each costs two searches below.)
+        let mut others = touched.others;
+        others.sort_unstable();
+        others.dedup();
         // A rolling update: this node's instances behind the service's
         // instance version wait for the other slots' statuses.
-        let mut services_touched: Vec<&Name> = touched
-            .others
+        let mut services_touched: Vec<&Name> = others
             .iter()
             .chain(&slots)
             .map(|(service, _)| service)
@@ -168,7 +172,7 @@ impl Touched {
                     .map(|k| (service.clone(), k)),
             );
         }
-        slots.extend(touched.others.into_iter().filter(|(service, slot)| {
+        slots.extend(others.into_iter().filter(|(service, slot)| {
             table.status(me, service, *slot).is_some()
                 || table
                     .claim(service, *slot)
