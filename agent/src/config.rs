@@ -244,6 +244,39 @@ impl AgentConfig {
             Some(path) => read_file_config(path)?,
             None => FileConfig::default(),
         };
+        Self::resolve_with(args, env, file)
+    }
+
+    /// [`AgentConfig::resolve`] with the config file's text given: what
+    /// the fuzz target runs. The fields that would touch the machine
+    /// (seeds looked up by name, the data dir created, key and token
+    /// files read) are left out of the file's; `data_dir` is used instead.
+    pub(crate) fn resolve_text(text: &str, data_dir: &Path) -> Result<Self, ConfigError> {
+        let mut file: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError(format!("--config: {e}")))?;
+        file.join.clear();
+        file.key_file = None;
+        file.http_token = None;
+        file.data_dir = Some(data_dir.to_owned());
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from(["mob-agent", "run", "--name", "fuzz"])
+            .map_err(|e| ConfigError(e.to_string()))?;
+        let crate::cli::Command::Run(args) = cli.command else {
+            return Err(ConfigError("not a run command".into()));
+        };
+        let env = Env {
+            mob_key: Some(ClusterKey::generate().to_base64()),
+            xdg_state_home: None,
+            home: None,
+            is_root: false,
+            hostname: None,
+            rust_log: None,
+            ..Env::default()
+        };
+        Self::resolve_with(*args, &env, file)
+    }
+
+    fn resolve_with(args: RunArgs, env: &Env, file: FileConfig) -> Result<Self, ConfigError> {
         let err = |m: String| ConfigError(m);
         let log_level = args
             .log_level

@@ -28,6 +28,10 @@ const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = MAGIC.len() + 1;
 /// Bytes the envelope adds to a payload.
 pub const OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
+/// Most bytes a datagram carries inside the box before its payload: the
+/// send time, the count of key ids and the ids (see
+/// [`Envelope::seal_datagram`]).
+pub const DATAGRAM_HEADER_MAX: usize = 8 + 1 + 4 * MAX_KEYS;
 
 /// Why a sealed message was rejected. Nothing is allocated for a rejected
 /// message beyond its own bytes, and no state changes.

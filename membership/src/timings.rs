@@ -6,13 +6,17 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::envelope::OVERHEAD;
+use crate::envelope::{DATAGRAM_HEADER_MAX, OVERHEAD};
 
 /// Largest SWIM datagram payload; sealed, it still fits a 1472-byte IPv4
-/// UDP payload (`1400 + envelope + tag byte`).
+/// UDP payload (`1400 + envelope + time and key ids + tag byte`).
 pub const MAX_PACKET_SIZE: usize = 1400;
-/// Largest sealed datagram this build accepts.
-pub const MAX_DATAGRAM: usize = MAX_PACKET_SIZE + OVERHEAD + 1;
+/// Largest sealed datagram this build sends and accepts: a full SWIM
+/// payload, its tag byte, and what the box carries before it. (Leaving
+/// out the time and key ids refused every datagram foca filled to within
+/// 13 bytes of its limit: a node whose gossip was that full could not be
+/// heard, and stayed down on every other node.)
+pub const MAX_DATAGRAM: usize = MAX_PACKET_SIZE + 1 + OVERHEAD + DATAGRAM_HEADER_MAX;
 
 /// Failure-detection and dissemination timings.
 ///
@@ -205,6 +209,26 @@ mod tests {
         assert_eq!(c.max_transmissions.get(), 6);
         assert!(c.notify_down_members);
         assert_eq!(c.max_packet_size.get(), MAX_PACKET_SIZE);
+    }
+
+    /// The largest datagram foca can make, sealed with the most keys a
+    /// ring holds, is accepted, and fits one IPv4 UDP payload.
+    #[test]
+    fn a_full_datagram_is_accepted_and_fits_one_udp_payload() {
+        use crate::freshness::ReplayGuard;
+        use crate::keyring::{Keyring, MAX_KEYS};
+        use crate::{ClusterKey, Envelope, KeyId};
+        let keys = (0..MAX_KEYS).map(|_| ClusterKey::generate()).collect();
+        let envelope = Envelope::with_keyring(&Keyring::from_keys(keys).unwrap());
+        let plain = vec![7u8; 1 + MAX_PACKET_SIZE];
+        let sealed = envelope.seal_datagram(&plain, 1_000, &[] as &[KeyId]);
+        assert_eq!(sealed.len(), MAX_DATAGRAM);
+        assert!(MAX_DATAGRAM <= 1472);
+        let mut guard = ReplayGuard::default();
+        let opened = envelope
+            .open_datagram(&sealed, MAX_DATAGRAM, 1_000, &mut guard)
+            .unwrap();
+        assert_eq!(opened.payload, plain);
     }
 
     #[test]

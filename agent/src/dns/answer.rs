@@ -227,86 +227,86 @@ fn address(
     }
 }
 
+/// A table with one service `web` of two slots, running on n1 and n2,
+/// port `http`: for the tests and the fuzz target.
+pub(crate) fn example_table() -> (Table, Members) {
+    use mob_scheduler::Key;
+    use mob_scheduler::record::{
+        Claim, InstanceState, NodeRecord, Record, ServiceRecord, Status, Value,
+    };
+    let spec = mob_scheduler::spec_file::parse_specs(
+        r#"{"name":"web","provider":"exec","replicas":2,"ports":{"http":0},"params":{"command":"x"}}"#,
+    )
+    .ok()
+    .and_then(|mut specs| specs.pop());
+    let mut clock = mob_scheduler::Clock::new("n1");
+    let mut table = Table::new();
+    let mut put = |key: Key, value: Value| {
+        table.apply(
+            key,
+            Record {
+                ts: clock.tick(1),
+                value,
+            },
+        );
+    };
+    put(
+        Key::Service("web".into()),
+        Value::Service(ServiceRecord {
+            version: 1,
+            instance_since: 1,
+            spec,
+        }),
+    );
+    for (i, node) in ["n1", "n2"].into_iter().enumerate() {
+        put(
+            Key::Node(node.into()),
+            Value::Node(NodeRecord {
+                addr: format!("10.0.0.{}:7946", i + 1),
+                providers: Vec::new(),
+                tags: Default::default(),
+                draining: false,
+                drain_started_ms: 0,
+                leaving: false,
+                version: String::new(),
+                started_at_ms: 0,
+                keys: Vec::new(),
+            }),
+        );
+        let slot = i as u32;
+        put(
+            Key::Claim("web".into(), slot),
+            Value::Claim(Claim {
+                owner: Some(node.into()),
+                failed_on: Vec::new(),
+                version: 1,
+            }),
+        );
+        put(
+            Key::Status(node.into(), "web".into(), slot),
+            Value::Status(Status {
+                state: InstanceState::Running,
+                pid: Some(1),
+                restarts: 0,
+                since_ms: 1,
+                last_exit: None,
+                last_signal: None,
+                last_error: None,
+                version: 1,
+                started_ms: 1,
+                proven: true,
+                ip: Some(IpAddr::from([10, 0, 0, i as u8 + 1])),
+                ports: [("http".to_owned(), 20_000 + slot as u16)].into(),
+            }),
+        );
+    }
+    (table, Members::new(["n1".to_owned(), "n2".to_owned()]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    /// A table with one service `web` of two slots, running on n1 and n2,
-    /// port `http`.
-    fn table() -> (Table, Members) {
-        use mob_scheduler::Key;
-        use mob_scheduler::record::{
-            Claim, InstanceState, NodeRecord, Record, ServiceRecord, Status, Value,
-        };
-        let spec = mob_scheduler::spec_file::parse_specs(
-            r#"{"name":"web","provider":"exec","replicas":2,"ports":{"http":0},"params":{"command":"x"}}"#,
-        )
-        .unwrap()
-        .remove(0);
-        let mut clock = mob_scheduler::Clock::new("n1");
-        let mut table = Table::new();
-        let mut put = |key: Key, value: Value| {
-            table.apply(
-                key,
-                Record {
-                    ts: clock.tick(1),
-                    value,
-                },
-            );
-        };
-        put(
-            Key::Service("web".into()),
-            Value::Service(ServiceRecord {
-                version: 1,
-                instance_since: 1,
-                spec: Some(spec),
-            }),
-        );
-        for (i, node) in ["n1", "n2"].into_iter().enumerate() {
-            put(
-                Key::Node(node.into()),
-                Value::Node(NodeRecord {
-                    addr: format!("10.0.0.{}:7946", i + 1),
-                    providers: Vec::new(),
-                    tags: Default::default(),
-                    draining: false,
-                    drain_started_ms: 0,
-                    leaving: false,
-                    version: String::new(),
-                    started_at_ms: 0,
-                    keys: Vec::new(),
-                }),
-            );
-            let slot = i as u32;
-            put(
-                Key::Claim("web".into(), slot),
-                Value::Claim(Claim {
-                    owner: Some(node.into()),
-                    failed_on: Vec::new(),
-                    version: 1,
-                }),
-            );
-            put(
-                Key::Status(node.into(), "web".into(), slot),
-                Value::Status(Status {
-                    state: InstanceState::Running,
-                    pid: Some(1),
-                    restarts: 0,
-                    since_ms: 1,
-                    last_exit: None,
-                    last_signal: None,
-                    last_error: None,
-                    version: 1,
-                    started_ms: 1,
-                    proven: true,
-                    ip: Some(IpAddr::from([10, 0, 0, i as u8 + 1])),
-                    ports: [("http".to_owned(), 20_000 + slot as u16)].into(),
-                }),
-            );
-        }
-        (table, Members::new(["n1".to_owned(), "n2".to_owned()]))
-    }
 
     fn ask(name: &str, kind: RecordType) -> Message {
         let mut m = Message::new();
@@ -317,7 +317,7 @@ mod tests {
 
     #[test]
     fn answers_come_from_the_table() {
-        let (table, members) = table();
+        let (table, members) = example_table();
         let a = answer(
             &ask("web.service.mob.", RecordType::A),
             &table,
@@ -406,7 +406,7 @@ mod tests {
         /// answer always encodes.
         #[test]
         fn any_bytes_are_refused_or_answered(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
-            let (table, members) = table();
+            let (table, members) = example_table();
             if let Ok(request) = Message::from_vec(&bytes) {
                 let response = answer(&request, &table, &members, 0, true);
                 prop_assert!(response.to_vec().is_ok());
@@ -416,7 +416,7 @@ mod tests {
         /// Real queries cut short or with bytes flipped, likewise.
         #[test]
         fn damaged_queries_are_refused_or_answered(cut in 0usize..80, flip in 0usize..80, bit in 0u8..8) {
-            let (table, members) = table();
+            let (table, members) = example_table();
             let mut bytes = ask("_http._tcp.web.service.mob.", RecordType::SRV).to_vec().unwrap();
             if let Some(b) = bytes.get_mut(flip) {
                 *b ^= 1 << bit;

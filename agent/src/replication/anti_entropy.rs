@@ -70,6 +70,22 @@ enum Message {
     },
 }
 
+/// The fuzz target's body: any bytes are a message of a round or
+/// refused, and what decodes encodes back to bytes that decode to the
+/// same encoding.
+pub(crate) fn fuzz_frame(bytes: &[u8]) {
+    let Ok(message) = postcard::from_bytes::<Message>(bytes) else {
+        return;
+    };
+    let encoded = postcard::to_stdvec(&message).unwrap_or_default();
+    let again = postcard::from_bytes::<Message>(&encoded).map(|m| postcard::to_stdvec(&m));
+    assert!(
+        matches!(again, Ok(Ok(ref bytes)) if *bytes == encoded),
+        "{} does not encode back to itself",
+        name(&message)
+    );
+}
+
 /// Runs a round as the initiator.
 pub(crate) async fn initiate(
     mut stream: SealedStream,

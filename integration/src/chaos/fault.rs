@@ -58,14 +58,14 @@ pub enum Fault {
         /// The side whose packets are lost.
         side: Vec<usize>,
     },
-    /// The agent started again with its wall clock moved by `offset_ms`
-    /// (libfaketime; within the ±30 s the wire accepts), then again with
-    /// the real one.
+    /// The agent started again with its wall clock moved by `offset_s`
+    /// seconds (libfaketime; within the ±30 s the wire accepts), then
+    /// again with the real one.
     Skew {
         /// Its host.
         host: usize,
-        /// How far its clock is moved.
-        offset_ms: i64,
+        /// How far its clock is moved, in seconds.
+        offset_s: i64,
     },
     /// The agent's data dir (a tmpfs of its own) filled up, then freed.
     DiskFull {
@@ -132,7 +132,7 @@ impl Fault {
             8 => Self::Cpu { secs: cpu_secs },
             9 => Self::Skew {
                 host,
-                offset_ms: rng.random_range(1_000..=5_000) * if rng.random() { 1 } else { -1 },
+                offset_s: rng.random_range(1..=5) * if rng.random() { 1 } else { -1 },
             },
             10 => Self::DiskFull { host },
             _ => Self::Flood {
@@ -231,12 +231,13 @@ pub fn begin(cluster: &mut Cluster, fault: &Fault, seed: u64) -> anyhow::Result<
             cluster.net.block_from(&netns_hosts(side))?;
             Ongoing::Cut(fault.clone())
         }
-        Fault::Skew { host, offset_ms } => {
+        Fault::Skew { host, offset_s } => {
             let agent = &mut cluster.agents[*host];
             agent.kill9()?;
             agent.spec.env = vec![
                 ("LD_PRELOAD".into(), LIBFAKETIME.into()),
-                ("FAKETIME".into(), format!("{offset_ms:+}ms")),
+                // (libfaketime's units are s, m, h, d and y: "+3s".)
+                ("FAKETIME".into(), format!("{offset_s:+}s")),
                 ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
             ];
             agent.restart()?;

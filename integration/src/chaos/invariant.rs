@@ -14,6 +14,15 @@ use crate::count_processes_with_args;
 
 /// The first promise that does not hold, in words; `None` when all do.
 pub fn violated(cluster: &Cluster, workload: &Workload) -> anyhow::Result<Option<String>> {
+    if let Some(v) = settled(cluster, workload)? {
+        return Ok(Some(v));
+    }
+    running(cluster, workload)
+}
+
+/// The promises that, once they hold, keep holding while nothing fails:
+/// members and tables agree, and show every acknowledged write.
+pub fn settled(cluster: &Cluster, workload: &Workload) -> anyhow::Result<Option<String>> {
     let names: BTreeSet<String> = cluster.agents.iter().map(|a| a.name().to_owned()).collect();
     // Every agent's member list agrees: every host, alive.
     for agent in &cluster.agents {
@@ -36,16 +45,8 @@ pub fn violated(cluster: &Cluster, workload: &Workload) -> anyhow::Result<Option
     }
     // Every agent shows the same services, and the last acknowledged
     // write of each.
-    let mut views = Vec::new();
-    for agent in &cluster.agents {
-        let services = agent.services()?;
-        let shown: BTreeMap<String, Option<Shown>> = services
-            .iter()
-            .filter_map(|s| Some((s["name"].as_str()?.to_owned(), Shown::of(s))))
-            .collect();
-        views.push((agent.name().to_owned(), services, shown));
-    }
-    let (first, first_services, first_shown) = &views[0];
+    let views = views(cluster)?;
+    let (first, _, first_shown) = &views[0];
     for (name, _, shown) in &views[1..] {
         if shown != first_shown {
             return Ok(Some(format!(
@@ -69,8 +70,15 @@ pub fn violated(cluster: &Cluster, workload: &Workload) -> anyhow::Result<Option
             )));
         }
     }
-    // Every slot of every live service runs exactly once, on the right
-    // generation, and nothing else runs: counted from the processes.
+    Ok(None)
+}
+
+/// Every slot of every live service runs exactly once, on the stored
+/// generation, and nothing else runs (counted from the processes); DNS
+/// answers where they run.
+fn running(cluster: &Cluster, workload: &Workload) -> anyhow::Result<Option<String>> {
+    let views = views(cluster)?;
+    let (first, first_services, first_shown) = &views[0];
     let markers: Vec<String> = workload
         .services
         .values()
@@ -151,6 +159,25 @@ pub fn violated(cluster: &Cluster, workload: &Workload) -> anyhow::Result<Option
         }
     }
     Ok(None)
+}
+
+/// One agent's `services --json`, with each record as [`Shown`].
+type View = (String, Vec<Value>, BTreeMap<String, Option<Shown>>);
+
+/// Every agent's view of the services.
+fn views(cluster: &Cluster) -> anyhow::Result<Vec<View>> {
+    cluster
+        .agents
+        .iter()
+        .map(|agent| {
+            let services = agent.services()?;
+            let shown = services
+                .iter()
+                .filter_map(|s| Some((s["name"].as_str()?.to_owned(), Shown::of(s))))
+                .collect();
+            Ok((agent.name().to_owned(), services, shown))
+        })
+        .collect()
 }
 
 /// The value of `name` in a process's environment.
