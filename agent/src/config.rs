@@ -271,7 +271,6 @@ impl AgentConfig {
             is_root: false,
             hostname: None,
             rust_log: None,
-            ..Env::default()
         };
         Self::resolve_with(*args, &env, file)
     }

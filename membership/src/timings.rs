@@ -223,7 +223,7 @@ mod tests {
         let plain = vec![7u8; 1 + MAX_PACKET_SIZE];
         let sealed = envelope.seal_datagram(&plain, 1_000, &[] as &[KeyId]);
         assert_eq!(sealed.len(), MAX_DATAGRAM);
-        assert!(MAX_DATAGRAM <= 1472);
+        const { assert!(MAX_DATAGRAM <= 1472) };
         let mut guard = ReplayGuard::default();
         let opened = envelope
             .open_datagram(&sealed, MAX_DATAGRAM, 1_000, &mut guard)

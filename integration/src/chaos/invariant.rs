@@ -98,11 +98,14 @@ fn running(cluster: &Cluster, workload: &Workload) -> anyhow::Result<Option<Stri
                 "{name}: {count} processes run, {want} slots want one each"
             )));
         }
-        let Some(Some(shown)) = first_shown.get(name) else {
+        if !matches!(first_shown.get(name), Some(Some(_))) {
             continue;
-        };
+        }
         let stored = super::workload::generation(&cluster.agents[0], name)?.to_string();
-        for pid in crate::processes_with_arg(&service.marker) {
+        let pids: BTreeSet<u32> = crate::processes_with_arg(&service.marker)
+            .into_iter()
+            .collect();
+        for &pid in &pids {
             let generation = environ_of(pid, "GEN");
             if generation.as_deref() != Some(stored.as_str()) {
                 return Ok(Some(format!(
@@ -116,10 +119,14 @@ fn running(cluster: &Cluster, workload: &Workload) -> anyhow::Result<Option<Stri
             .and_then(|v| v["slots"].as_array())
             .cloned()
             .unwrap_or_default();
-        let running = slots.iter().filter(|s| s["state"] == "running").count();
-        if !shown.stopped && running != want {
+        let reported: BTreeSet<u32> = slots
+            .iter()
+            .filter(|s| s["state"] == "running")
+            .filter_map(|s| s["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
+            .collect();
+        if reported != pids {
             return Ok(Some(format!(
-                "{name}: {first} shows {running} of {want} slots running"
+                "{name}: {first} shows running pids {reported:?}, the processes are {pids:?}"
             )));
         }
     }
