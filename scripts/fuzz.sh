@@ -4,13 +4,13 @@
 # fuzz/seeds/<target> (new inputs go to a scratch corpus, kept with
 # MOB_FUZZ_KEEP=1). A crash stops the run: libFuzzer prints the input, and
 # `cargo +nightly fuzz run <target> <file>` replays it.
-#   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: envelope spec records control anti_entropy dns config
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: envelope spec records control anti_entropy dns config membership
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(envelope spec records control anti_entropy dns config)
+[ ${#targets[@]} -gt 0 ] || targets=(envelope spec records control anti_entropy dns config membership)
 case "$secs" in ''|*[!0-9]*) echo "usage: $0 [SECONDS] [TARGET...]" >&2; exit 2 ;; esac
 if ! cargo +nightly --version >/dev/null 2>&1; then
   echo "fuzz.sh: needs the nightly toolchain (rustup toolchain install nightly)" >&2

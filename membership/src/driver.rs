@@ -60,6 +60,43 @@ pub(crate) enum Cmd {
     Forget(BTreeSet<String>),
 }
 
+/// The fuzz target's body: what `handle_datagram` does with an opened
+/// datagram's payload (the tag byte, then foca's decoder or a leave
+/// notice), on a fresh foca of its own; any bytes are taken or refused,
+/// never a panic.
+pub(crate) fn fuzz_payload(plain: &[u8]) {
+    use rand::SeedableRng;
+    let Ok(config) = Timings::default().foca_config() else {
+        return;
+    };
+    let local = NodeId {
+        name: "fuzz".into(),
+        addr: SocketAddr::from(([127, 0, 0, 1], 7946)),
+        epoch: 1,
+    };
+    let (deliver, _delivered) = mpsc::channel(16);
+    let mut foca: Swim = Foca::with_custom_broadcast(
+        local,
+        config,
+        StdRng::seed_from_u64(1),
+        PostcardCodec,
+        Handler::new(deliver, Arc::default()),
+    );
+    let mut effects = Effects::default();
+    match plain.split_first() {
+        Some((&TAG_SWIM, swim)) => {
+            let _ = foca.handle_data(swim, &mut effects);
+        }
+        Some((&TAG_LEAVE, notice)) => {
+            if let Ok(id) = postcard::from_bytes::<NodeId>(notice) {
+                let down = std::iter::once(foca::Member::down(id));
+                let _ = foca.apply_many(down, true, &mut effects);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Seeds an agent keeps at most (`join` adds to them).
 const MAX_SEEDS: usize = 64;
 

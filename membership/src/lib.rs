@@ -24,12 +24,15 @@
 //! - `driver`: the one task that owns foca, its timers and its socket.
 //! - [`membership`]: [`Membership`], the handle the agent holds.
 //! - [`stats`]: counters such as rejected packets.
+//! - [`fuzzing`]: the driver's decoding of an opened datagram, for the fuzz
+//!   target.
 
 pub mod atomic_file;
 pub mod envelope;
 pub mod epoch;
 mod error;
 pub mod freshness;
+pub mod fuzzing;
 pub mod identity;
 pub mod key;
 pub mod keyring;

@@ -3,6 +3,8 @@
 //! agent's table alone.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -74,8 +76,8 @@ pub fn settled(cluster: &Cluster, workload: &Workload) -> anyhow::Result<Option<
 }
 
 /// Every slot of every live service runs exactly once, on the stored
-/// generation, and nothing else runs (counted from the processes); DNS
-/// answers where they run.
+/// generation, and nothing else runs (counted from the processes);
+/// `resolve` and DNS answer where they run.
 fn running(cluster: &Cluster, workload: &Workload) -> anyhow::Result<Option<String>> {
     let views = views(cluster)?;
     let (first, first_services, first_shown) = &views[0];
@@ -163,9 +165,55 @@ fn running(cluster: &Cluster, workload: &Workload) -> anyhow::Result<Option<Stri
                     "resolve {service_name} on {name} answers {answered:?}, instances run at {running:?}"
                 )));
             }
+            // And DNS: the A records are the addresses resolve gives.
+            if let (Some(ns), Some(server)) = (&agent.spec.netns, agent.dns) {
+                let records = dns_a(ns, server, &format!("{service_name}.service.mob."))?;
+                let ips: BTreeSet<String> = answered.into_iter().map(|(_, ip)| ip).collect();
+                if records != ips {
+                    return Ok(Some(format!(
+                        "DNS on {name} answers {service_name} with {records:?}, resolve with {ips:?}"
+                    )));
+                }
+            }
         }
     }
     Ok(None)
+}
+
+/// The A records `server`, an agent's DNS inside the namespace `ns`,
+/// answers for `name` (none for NXDOMAIN).
+fn dns_a(ns: &str, server: SocketAddr, name: &str) -> anyhow::Result<BTreeSet<String>> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut query = Message::new();
+    query
+        .set_id(0x4d4f)
+        .add_query(Query::query(Name::from_ascii(name)?, RecordType::A));
+    let bytes = query.to_vec()?;
+    let ns = ns.to_owned();
+    // (The agent's DNS listens on the namespace's loopback: one thread
+    // enters the namespace to ask.)
+    let answer = std::thread::spawn(move || -> anyhow::Result<Vec<u8>> {
+        let netns = std::fs::File::open(format!("/var/run/netns/{ns}"))?;
+        nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        socket.send_to(&bytes, server)?;
+        let mut buf = vec![0u8; 4096];
+        let n = socket.recv(&mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the DNS query's thread panicked"))??;
+    Ok(Message::from_vec(&answer)?
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect())
 }
 
 /// One agent's `services --json`, with each record as [`Shown`].
