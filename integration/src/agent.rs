@@ -468,15 +468,21 @@ pub fn processes_with_arg(arg: &str) -> Vec<u32> {
 /// For each of `args`, how many live processes have it in their argv: one
 /// scan of `/proc` for all of them.
 pub fn count_processes_with_args(args: &[String]) -> Vec<usize> {
-    let mut counts = vec![0; args.len()];
-    for (_, argv) in live_processes() {
-        for (count, arg) in counts.iter_mut().zip(args) {
+    pids_with_args(args).iter().map(Vec::len).collect()
+}
+
+/// For each of `args`, the pids of the live processes that have it in
+/// their argv: one scan of `/proc` for all of them.
+pub fn pids_with_args(args: &[String]) -> Vec<Vec<u32>> {
+    let mut pids = vec![Vec::new(); args.len()];
+    for (pid, argv) in live_processes() {
+        for (found, arg) in pids.iter_mut().zip(args) {
             if argv.iter().any(|a| a == arg.as_bytes()) {
-                *count += 1;
+                found.push(pid);
             }
         }
     }
-    counts
+    pids
 }
 
 /// Every live (not zombie) process with its argv.

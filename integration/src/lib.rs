@@ -24,7 +24,7 @@ pub mod requirement;
 
 pub use agent::{
     Agent, AgentSpec, Member, all_see_alive, binary, count_processes_with_args, local_cluster,
-    local_cluster_on, local_cluster_with, new_key_file, processes_with_arg,
+    local_cluster_on, local_cluster_with, new_key_file, pids_with_args, processes_with_arg,
 };
 pub use netns::Netns;
 pub use poll::wait_until;

@@ -143,6 +143,15 @@ impl Netns {
     }
 }
 
+/// Moves the calling thread (only it: `setns`) into the network namespace
+/// `ns`, so that its sockets are that host's.
+pub fn enter(ns: &str) -> anyhow::Result<()> {
+    use std::os::fd::AsFd;
+    let netns = std::fs::File::open(format!("/var/run/netns/{ns}"))?;
+    nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+    Ok(())
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = run(&["down", &self.prefix]);

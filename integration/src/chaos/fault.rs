@@ -4,7 +4,6 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -346,11 +345,7 @@ fn netns_hosts(side: &[usize]) -> Vec<usize> {
 /// datagrams (about 2,000 a second) and up to 50 idle connections, opened
 /// again as the agent closes them. Returns what it sent and opened.
 fn flood(ns: &str, target: SocketAddr, stop: &AtomicBool, seed: u64) -> (u64, u64) {
-    // (setns moves this thread alone into the host's namespace.)
-    let entered = std::fs::File::open(format!("/var/run/netns/{ns}"))
-        .ok()
-        .and_then(|f| nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).ok());
-    if entered.is_none() {
+    if crate::netns::enter(ns).is_err() {
         return (0, 0);
     }
     let mut rng = StdRng::seed_from_u64(seed);

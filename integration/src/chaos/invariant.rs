@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,8 +85,9 @@ fn running(cluster: &Cluster, workload: &Workload) -> anyhow::Result<Option<Stri
         .values()
         .map(|s| s.marker.clone())
         .collect();
-    let counts = count_processes_with_args(&markers);
-    for ((name, service), count) in workload.services.iter().zip(counts) {
+    let all_pids = crate::pids_with_args(&markers);
+    for ((name, _), pids) in workload.services.iter().zip(all_pids) {
+        let count = pids.len();
         let want = match first_shown.get(name) {
             Some(Some(shown)) if !shown.stopped => shown.replicas as usize,
             Some(None) => {
@@ -104,9 +104,7 @@ fn running(cluster: &Cluster, workload: &Workload) -> anyhow::Result<Option<Stri
             continue;
         }
         let stored = super::workload::generation(&cluster.agents[0], name)?.to_string();
-        let pids: BTreeSet<u32> = crate::processes_with_arg(&service.marker)
-            .into_iter()
-            .collect();
+        let pids: BTreeSet<u32> = pids.into_iter().collect();
         for &pid in &pids {
             let generation = environ_of(pid, "GEN");
             if generation.as_deref() != Some(stored.as_str()) {
@@ -194,8 +192,7 @@ fn dns_a(ns: &str, server: SocketAddr, name: &str) -> anyhow::Result<BTreeSet<St
     // (The agent's DNS listens on the namespace's loopback: one thread
     // enters the namespace to ask.)
     let answer = std::thread::spawn(move || -> anyhow::Result<Vec<u8>> {
-        let netns = std::fs::File::open(format!("/var/run/netns/{ns}"))?;
-        nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+        crate::netns::enter(&ns)?;
         let socket = UdpSocket::bind("127.0.0.1:0")?;
         socket.set_read_timeout(Some(Duration::from_secs(2)))?;
         socket.send_to(&bytes, server)?;
