@@ -1303,14 +1303,26 @@ impl Sim {
         expected: &BTreeSet<String>,
         keep_running: bool,
     ) -> u64 {
-        const LIMIT: u64 = 600;
         const QUIET: usize = 20;
+        // At-most-once slots start only the margin after a member went,
+        // and the margin grows with the cluster (membership probes every
+        // member in turn): the limit allows for it.
+        let margin = mob_scheduler::quorum::Quorum::new(
+            self.hosts.len(),
+            self.hosts.len(),
+            true,
+            0,
+            (0, 0),
+            &config("n", addr_of(0), 0, false).detection,
+        )
+        .margin_ms(&parse_specs(&bulk_spec_json(13, false)).unwrap()[0]);
+        let limit = 600 + margin / TICK_MS;
         let start = self.tick;
         loop {
             self.step_checked(keep_running);
             match self.check(expected) {
                 None => break,
-                Some(v) if self.tick - start > LIMIT || !self.violations.is_empty() => {
+                Some(v) if self.tick - start > limit || !self.violations.is_empty() => {
                     panic!(
                         "seed {seed}: not converged {} rounds after heal {heal}: {v}",
                         self.tick - start
