@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`agent`]: [`Agent`], one spawned `mob-agent run`, killed on drop, its
 //!   log printed when a test fails.
+//! - [`bench`](mod@bench): the benchmark's parts, mob next to Serf, supervisord and
+//!   runit, and `BENCHMARKS.md` written from them (`mob-bench`).
 //! - [`chaos`]: faults drawn from a seed on namespace hosts, a workload of
 //!   operator writes, the promises checked after every heal (the CI chaos
 //!   test and `mob-chaos`, the long run).
@@ -17,6 +19,7 @@
 //! on first use.
 
 pub mod agent;
+pub mod bench;
 pub mod chaos;
 pub mod netns;
 pub mod poll;

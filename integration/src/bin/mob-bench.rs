@@ -39,6 +39,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
+use mob_integration::bench;
 use mob_integration::{
     Agent, AgentSpec, local_cluster, local_cluster_on, processes_with_arg, wait_until,
 };
@@ -49,8 +50,13 @@ fn main() -> anyhow::Result<()> {
         args.get(i)
             .map_or(Ok(default), |a| a.parse().context("a number"))
     };
+    if let Some(first) = args.first()
+        && (first == "all" || mob_integration::bench::part(first).is_some())
+    {
+        return parts(&args);
+    }
     match args.first().map(String::as_str) {
-        Some("detection") => detection(number(1, 10)?),
+        Some("detection-log") => detection(number(1, 10)?),
         Some("idle") => idle(number(1, 60)?),
         Some("dns") => dns(number(1, 10_000)?, number(2, 20_000)?),
         Some("idle-big") => idle_big(number(1, 10_000)?, number(2, 60)?),
@@ -67,9 +73,57 @@ fn main() -> anyhow::Result<()> {
         Some("graceful") => failover(number(1, 10)?, true),
         Some("ack") => ack(number(1, 10)?, number(2, 100)?),
         _ => bail!(
-            "usage: mob-bench detection|idle|idle-big|spread|big|restart|deploy-run|rss|failover|graceful|bulk|join|ack [N]"
+            "usage: mob-bench all|PART [--smoke] [--write FILE], PART one of {}; or detection-log|idle|idle-big|spread|big|restart|deploy-run|rss|failover|graceful|bulk|join|ack [N]",
+            bench::PARTS
+                .iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+                .join("|")
         ),
     }
+}
+
+/// `all` or one part: runs it (`--smoke`: one trial of each), prints the
+/// sections, and with `--write FILE` (or `$MOB_BENCH_WRITE`, unless
+/// `--smoke`) writes them to FILE (`all`: the whole file; a part: its
+/// section, the others kept).
+fn parts(args: &[String]) -> anyhow::Result<()> {
+    let mode = if args.iter().any(|a| a == "--smoke") {
+        bench::Mode::Smoke
+    } else {
+        bench::Mode::Full
+    };
+    let write = match args.iter().position(|a| a == "--write") {
+        Some(i) => Some(args.get(i + 1).context("--write needs a file")?.clone()),
+        // (scripts/bench.sh names the file; a smoke run writes nothing.)
+        None if mode == bench::Mode::Full => std::env::var("MOB_BENCH_WRITE").ok(),
+        None => None,
+    };
+    let chosen: Vec<&bench::Part> = if args[0] == "all" {
+        bench::PARTS.iter().collect()
+    } else {
+        bench::part(&args[0]).into_iter().collect()
+    };
+    // A missing peer stops the run before anything is measured.
+    let versions = bench::versions(&mob_integration::binary())?;
+    let machine = bench::report::Machine::here();
+    let mut sections = Vec::new();
+    for part in chosen {
+        eprintln!("== {}: {}", part.name, part.about);
+        let section = (part.run)(mode).with_context(|| format!("part {}", part.name))?;
+        println!("{}", section.render(&machine));
+        sections.push(section);
+    }
+    if let Some(path) = write {
+        let path = std::path::Path::new(&path);
+        if args[0] == "all" {
+            bench::report::write_all(path, &sections, &machine, &versions)?;
+        } else {
+            bench::report::replace_sections(path, &sections, &machine)?;
+        }
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// Seconds from `since` to the log timestamp of each survivor's first
