@@ -26,8 +26,6 @@ struct Figures {
     first: Samples,
     all: Samples,
     left: Samples,
-    /// Serf only: until all show it `leaving` (the intent, before `left`).
-    leaving: Samples,
     /// Graceful leaves some survivor reported as a failure.
     left_as_failed: usize,
 }
@@ -93,11 +91,10 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
         ("kill -9 → first survivor reports it failed", 0),
         ("kill -9 → all survivors report it failed", 1),
         ("graceful leave → all survivors report it left", 2),
-        ("graceful leave → all survivors show it leaving", 3),
     ];
     for (what, which) in rows {
         for (system, f) in systems.iter().zip(&figures) {
-            let samples = [&f.first, &f.all, &f.left, &f.leaving][which];
+            let samples = [&f.first, &f.all, &f.left][which];
             if samples.is_empty() {
                 continue;
             }
@@ -215,7 +212,6 @@ fn serf_trial(
     let killed_at = Instant::now();
     victim.kill9()?;
     let (delays, _) = wait_serf(&agents, &victim.name, "failed", killed_at)?;
-    let delays: Vec<f64> = delays.iter().map(|d| d.0).collect();
     figures
         .first
         .push(delays.iter().copied().fold(f64::MAX, f64::min));
@@ -228,26 +224,22 @@ fn serf_trial(
     let (delays, failed) = wait_serf(&agents, &leaver.name, "left", stopped_at)?;
     figures
         .left
-        .push(delays.iter().map(|d| d.0).fold(0.0, f64::max));
-    figures
-        .leaving
-        .push(delays.iter().map(|d| d.1).fold(0.0, f64::max));
+        .push(delays.iter().copied().fold(0.0, f64::max));
     figures.left_as_failed += usize::from(failed);
     Ok(())
 }
 
 /// Polls every survivor's member list (one thread each) until it gives
-/// `node` the `status`; returns each one's delay since `since` to it and
-/// to the first status other than `alive`, and whether any showed
-/// `failed` on the way.
+/// `node` the `status`; returns each one's delay since `since`, and
+/// whether any showed `failed` on the way.
 pub(super) fn wait_serf(
     survivors: &[serf::SerfAgent],
     node: &str,
     status: &str,
     since: Instant,
-) -> anyhow::Result<(Vec<(f64, f64)>, bool)> {
+) -> anyhow::Result<(Vec<f64>, bool)> {
     let deadline = since + Duration::from_secs(60);
-    type Seen = ((f64, f64), bool);
+    type Seen = (f64, bool);
     let results: Vec<anyhow::Result<Seen>> = std::thread::scope(|scope| {
         let handles: Vec<_> = survivors
             .iter()
@@ -255,17 +247,13 @@ pub(super) fn wait_serf(
                 scope.spawn(move || -> anyhow::Result<Seen> {
                     let mut rpc = Rpc::connect(agent.rpc)?;
                     let mut saw_failed = false;
-                    let mut not_alive = None;
                     loop {
                         let now = Instant::now();
                         let seen = rpc.status_of(node)?;
                         let delay = now.duration_since(since).as_secs_f64();
                         saw_failed |= seen.as_deref() == Some("failed");
-                        if seen.as_deref() != Some("alive") {
-                            not_alive.get_or_insert(delay);
-                        }
                         if seen.as_deref() == Some(status) {
-                            return Ok(((delay, not_alive.unwrap_or(delay)), saw_failed));
+                            return Ok((delay, saw_failed));
                         }
                         if now > deadline {
                             anyhow::bail!("{} never reported {node} {status}", agent.name);

@@ -207,12 +207,20 @@ pub fn replace_sections(
                     .map_or(after, |_| after + 1);
                 text.replace_range(b..after, &rendered);
             }
-            _ => {
-                if !text.ends_with("\n\n") && !text.is_empty() {
-                    text.push('\n');
+            // A new part goes after the last one the file has (or at its
+            // end): the parts stay together, ahead of any prose after them.
+            _ => match text.rfind("<!-- end: ") {
+                Some(at) => {
+                    let line_end = text[at..].find('\n').map_or(text.len(), |e| at + e + 1);
+                    text.insert_str(line_end, &format!("\n{rendered}"));
                 }
-                text.push_str(&rendered);
-            }
+                None => {
+                    if !text.ends_with("\n\n") && !text.is_empty() {
+                        text.push('\n');
+                    }
+                    text.push_str(&rendered);
+                }
+            },
         }
     }
     std::fs::write(path, text)
@@ -256,8 +264,13 @@ mod tests {
         assert!(text.contains("new a") && !text.contains("old a"), "{text}");
         assert!(text.contains("old b"), "{text}");
         assert_eq!(text.matches("<!-- part: a -->").count(), 1, "{text}");
+        std::fs::write(&path, format!("{text}\n## Prose after the parts\n")).unwrap();
         replace_sections(&path, &[section("c", "c body")], &machine).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("old b") && text.contains("c body"), "{text}");
+        assert!(
+            text.find("c body") < text.find("## Prose after the parts"),
+            "a new part joins the others: {text}"
+        );
     }
 }

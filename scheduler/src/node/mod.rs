@@ -34,7 +34,12 @@
 //!   repair too: sending them to every member again costs each member a
 //!   merge for nothing), nor are deltas (they went to every member).
 //!   Anti-entropy runs with a random alive peer every
-//!   `anti_entropy_period_ms` (±20 %), and with every newcomer.
+//!   `anti_entropy_period_ms` (±20 %), and with every newcomer. While
+//!   nothing changes (no record written or merged, no member up or
+//!   gone), each periodic round doubles the period, up to
+//!   [`QUIET_SYNC_MS`]: an idle cluster's rounds, each a connection for
+//!   a summary that matches, cost more bytes than its gossip. The first
+//!   change brings the period back.
 //! - **Rebalancing**: a node over the load cap hands one running slot at a
 //!   time to the least-loaded candidate under the cap (a node over the
 //!   mean, to one under the floor), every `rebalance_interval_ms`,
@@ -127,6 +132,11 @@ pub const SETTLE_MS: u64 = 3_000;
 pub const STOP_RESEND_MS: u64 = 15_000;
 /// The first anti-entropy round, this long after start.
 const FIRST_SYNC_MS: u64 = 200;
+/// Anti-entropy's longest period in a quiet cluster (Serf's push-pull
+/// interval): each periodic round that follows no change to the table or
+/// the members doubles the period up to this; a change brings it back to
+/// `anti_entropy_period_ms`.
+pub const QUIET_SYNC_MS: u64 = 30_000;
 /// Operator writes that may wait behind one held for its save; more are
 /// refused as busy.
 pub const MAX_QUEUED: usize = 64;
@@ -250,6 +260,8 @@ pub struct Node {
     last_reconcile: u64,
     full_pass_at: u64,
     sync_at: u64,
+    /// Periodic rounds since the table or the members last changed.
+    quiet_rounds: u32,
     rebalance_at: u64,
     collector: Collector,
     saves: Saves,
@@ -348,6 +360,7 @@ impl Node {
             last_reconcile: now,
             full_pass_at: now,
             sync_at: now.saturating_add(FIRST_SYNC_MS),
+            quiet_rounds: 0,
             rebalance_at: now.saturating_add(config.rebalance_interval_ms),
             saves: Saves::default(),
             pending: BTreeMap::new(),
@@ -544,6 +557,18 @@ impl Node {
         self.touched.key(key, &self.config.name);
         self.saves.changed(now);
         self.reconcile_soon(now);
+        self.stir(now);
+    }
+
+    /// The table or the members changed: anti-entropy goes back to its
+    /// base period (a peer may have missed the change, or lack it).
+    fn stir(&mut self, now: u64) {
+        if self.quiet_rounds == 0 {
+            return;
+        }
+        self.quiet_rounds = 0;
+        let soon = now.saturating_add(self.config.anti_entropy_period_ms);
+        self.sync_at = self.sync_at.min(soon);
     }
 
     /// Writes one local record; it goes out at the end of the call.
@@ -572,6 +597,7 @@ impl Node {
         self.keys_touched |= matches!(key, Key::ClusterKey(_));
         self.nodes_touched |= matches!(key, Key::Node(_));
         self.reconcile_soon(now);
+        self.stir(now);
         self.outgoing.push((key, record));
         true
     }
@@ -953,6 +979,7 @@ impl Node {
         if alive != self.alive {
             self.alive = alive;
             self.reconcile_soon(now);
+            self.stir(now);
         }
         let known: BTreeSet<_> = peers
             .iter()
@@ -991,6 +1018,7 @@ impl Node {
             self.collector.saw(&self.members, now);
             self.touched.everything();
             self.reconcile_soon(now);
+            self.stir(now);
         }
     }
 
@@ -1049,8 +1077,13 @@ impl Node {
         }
         if now >= self.sync_at {
             let jitter = self.rng.random_range(0.8..1.2);
-            let period = self.config.anti_entropy_period_ms as f64 * jitter;
+            let base = self.config.anti_entropy_period_ms;
+            let quiet = base
+                .saturating_mul(1 << self.quiet_rounds.min(16))
+                .min(QUIET_SYNC_MS.max(base));
+            let period = quiet as f64 * jitter;
             self.sync_at = now.saturating_add(period as u64);
+            self.quiet_rounds = self.quiet_rounds.saturating_add(1);
             // A member not caught up with yet goes first (its newcomer
             // round may have failed).
             let peer = if self.unsynced.is_empty() {

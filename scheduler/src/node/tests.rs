@@ -614,6 +614,47 @@ fn newcomers_get_a_few_rounds_at_a_time() {
 }
 
 #[test]
+fn anti_entropy_slows_down_while_nothing_changes_and_speeds_up_on_a_change() {
+    let mut node = Node::new(config("a", 1, false), Table::new(), T0);
+    node.handle(Input::Members(vec![peer("a", 1), peer("b", 2)]), T0);
+    node.handle(Input::Synced(addr(2)), T0 + 10);
+    // Ticks every 100 ms for two minutes: the gaps between periodic
+    // rounds, with nothing changing.
+    let rounds = |node: &mut Node, from: u64, to: u64| -> Vec<u64> {
+        (from / 100..to / 100)
+            .map(|t| t * 100)
+            .filter(|at| {
+                node.handle(Input::Tick, *at)
+                    .iter()
+                    .any(|e| matches!(e, Effect::Sync(_)))
+            })
+            .collect()
+    };
+    let quiet = rounds(&mut node, T0 + 100, T0 + 120_000);
+    let gaps: Vec<u64> = quiet.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[0] <= 2_400, "the base period first: {gaps:?}");
+    // (Each gap is jittered by ±20 %.)
+    assert!(
+        gaps.windows(2).all(|w| w[1] * 3 >= w[0] * 2),
+        "never faster while quiet: {gaps:?}"
+    );
+    let last = *gaps.last().unwrap();
+    assert!(
+        (QUIET_SYNC_MS * 8 / 10..=QUIET_SYNC_MS * 12 / 10).contains(&last),
+        "up to the quiet period: {gaps:?}"
+    );
+    // A record from a peer: a round within the base period again.
+    let end = *quiet.last().unwrap();
+    let b = Node::new(config("b", 2, false), Table::new(), T0);
+    node.handle(Input::Records(Source::Delta, everything(&b)), end + 50);
+    let after = rounds(&mut node, end + 100, end + 10_000);
+    assert!(
+        after.first().is_some_and(|at| *at <= end + 50 + 2_400),
+        "a change brings the base period back: {after:?}"
+    );
+}
+
+#[test]
 fn a_newcomer_gets_a_round_at_once() {
     let mut node = Node::new(config("a", 1, false), Table::new(), T0);
     let out = node.handle(Input::Members(vec![peer("a", 1), peer("b", 2)]), T0);
@@ -1365,22 +1406,29 @@ fn the_majority_side_starts_an_at_most_once_slot_only_after_the_margin_past_down
     out.extend(b.handle(Input::Tick, down + RECONCILE_GAP_MS));
     assert!(written(&out).contains(&Key::Claim("lock".into(), 0)));
     assert_eq!(starts(&out), 0);
+    // Every effect from the claim until just past the margin.
     let margin = b.members().quorum().margin_ms(&spec);
-    let out = b.handle(Input::Tick, down + margin - 1);
-    assert_eq!(starts(&out), 0, "started before the margin");
-    assert!(b.next_deadline() <= down + margin);
-    let mut at = down + margin;
-    let mut out = b.handle(Input::Tick, at);
-    while !out.contains(&Effect::Sync(addr(3))) && at < down + margin + 2 * RECONCILE_GAP_MS {
+    let mut since_claim = out;
+    let mut at = down + RECONCILE_GAP_MS;
+    while at < down + margin + 2 * RECONCILE_GAP_MS {
         at = b.next_deadline().max(at + 1);
-        out = b.handle(Input::Tick, at);
+        let out = b.handle(Input::Tick, at);
+        assert!(
+            starts(&out) == 0 || at >= down + margin,
+            "started before the margin"
+        );
+        since_claim.extend(out);
     }
     // Past the margin, the claim settles by a round with c, the one live
     // member, begun after it.
-    assert_eq!(starts(&out), 0, "started on an unsettled claim: {out:?}");
+    assert_eq!(
+        starts(&since_claim),
+        0,
+        "started on an unsettled claim: {since_claim:?}"
+    );
     assert!(
-        out.contains(&Effect::Sync(addr(3))),
-        "no round asked of c: {out:?}"
+        since_claim.contains(&Effect::Sync(addr(3))),
+        "no round asked of c: {since_claim:?}"
     );
     let mut out = b.handle(Input::Synced(addr(3)), at + 20);
     out.extend(b.handle(Input::Tick, at + 20 + RECONCILE_GAP_MS));
