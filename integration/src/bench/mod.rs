@@ -9,8 +9,9 @@
 //! - [`serf`]: Serf agents and a client of their RPC.
 //! - [`peers`]: supervisord and runit, each supervising one process.
 //! - one file per part: [`detection`], [`false_downs`], [`footprint`],
-//!   [`restart`].
+//!   [`restart`], [`deploy`].
 
+pub mod deploy;
 pub mod detection;
 pub mod false_downs;
 pub mod footprint;
@@ -75,6 +76,11 @@ pub const PARTS: &[Part] = &[
         name: "restart",
         about: "crash to new pid under mob, supervisord and runit",
         run: restart::run,
+    },
+    Part {
+        name: "deploy",
+        about: "command to running: mob-agent deploy, supervisorctl start, sv up",
+        run: deploy::run,
     },
 ];
 

@@ -1,9 +1,9 @@
-//! Measures membership figures on real agents (run through
-//! `scripts/bench.sh`, release build):
+//! The benchmark (run through `scripts/bench.sh`, release build).
 //!
-//! - `detection [TRIALS]`: kill -9 of one of 5 agents until the first and
-//!   until all survivors log `member down`; SIGTERM of another until all
-//!   log `member left`; fresh cluster per trial, victims rotate.
+//! `all` or a part of [`mob_integration::bench`] (`--smoke`, `--write
+//! FILE`) measures mob next to its peers and writes `BENCHMARKS.md`. The
+//! single measurements below print their table only:
+//!
 //! - `idle [SECS]`: RSS, CPU and gossip bytes/s of agents in an idle
 //!   5-node cluster.
 //! - `spread [TRIALS]`: deploy on one of 5 agents until every other agent
@@ -56,7 +56,6 @@ fn main() -> anyhow::Result<()> {
         return parts(&args);
     }
     match args.first().map(String::as_str) {
-        Some("detection-log") => detection(number(1, 10)?),
         Some("idle") => idle(number(1, 60)?),
         Some("dns") => dns(number(1, 10_000)?, number(2, 20_000)?),
         Some("idle-big") => idle_big(number(1, 10_000)?, number(2, 60)?),
@@ -73,7 +72,7 @@ fn main() -> anyhow::Result<()> {
         Some("graceful") => failover(number(1, 10)?, true),
         Some("ack") => ack(number(1, 10)?, number(2, 100)?),
         _ => bail!(
-            "usage: mob-bench all|PART [--smoke] [--write FILE], PART one of {}; or detection-log|idle|idle-big|spread|big|restart|deploy-run|rss|failover|graceful|bulk|join|ack [N]",
+            "usage: mob-bench all|PART [--smoke] [--write FILE], PART one of {}; or idle|idle-big|spread|big|restart|deploy-run|rss|failover|graceful|bulk|join|ack [N]",
             bench::PARTS
                 .iter()
                 .map(|p| p.name)
@@ -126,58 +125,6 @@ fn parts(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seconds from `since` to the log timestamp of each survivor's first
-/// `message` line about `node`; `None` for a survivor without one yet.
-fn event_delays(
-    agents: &[Agent],
-    message: &str,
-    node: &str,
-    since: SystemTime,
-) -> Vec<Option<f64>> {
-    field_delays(agents, message, "node", node, since)
-}
-
-/// Like [`event_delays`], matching any field.
-fn field_delays(
-    agents: &[Agent],
-    message: &str,
-    field: &str,
-    value: &str,
-    since: SystemTime,
-) -> Vec<Option<f64>> {
-    agents
-        .iter()
-        .map(|a| {
-            a.log_events(message)
-                .iter()
-                .filter(|e| e[field] == value)
-                .filter_map(|e| humantime::parse_rfc3339(e["timestamp"].as_str()?).ok())
-                .filter_map(|t| t.duration_since(since).ok())
-                .map(|d| d.as_secs_f64())
-                .next()
-        })
-        .collect()
-}
-
-fn wait_all(
-    agents: &[Agent],
-    message: &str,
-    node: &str,
-    since: SystemTime,
-) -> anyhow::Result<Vec<f64>> {
-    let mut delays = Vec::new();
-    wait_until(
-        &format!("all survivors to log {message} {node}"),
-        Duration::from_secs(30),
-        || {
-            let found = event_delays(agents, message, node, since);
-            delays = found.iter().flatten().copied().collect();
-            Ok(delays.len() == agents.len())
-        },
-    )?;
-    Ok(delays)
-}
-
 fn summary(name: &str, values: &mut [f64]) -> String {
     values.sort_by(f64::total_cmp);
     let pick = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
@@ -190,74 +137,13 @@ fn summary(name: &str, values: &mut [f64]) -> String {
     )
 }
 
-fn detection(trials: u64) -> anyhow::Result<()> {
-    let (mut first, mut all, mut left) = (Vec::new(), Vec::new(), Vec::new());
-    for trial in 0..trials {
-        let dir = tempfile::tempdir()?;
-        let mut agents = local_cluster(dir.path(), 5)?;
-        // Let the cluster settle into steady probing before the kill.
-        std::thread::sleep(Duration::from_millis(2000 + 250 * (trial % 4)));
-        let victim_index = usize::try_from(trial % 5)?;
-        let mut victim = agents.remove(victim_index);
-        let name = victim.name().to_owned();
-        let killed_at = SystemTime::now();
-        victim.kill9()?;
-        let delays = wait_all(&agents, "member down", &name, killed_at)?;
-        let f = delays.iter().copied().fold(f64::MAX, f64::min);
-        let a = delays.iter().copied().fold(0.0, f64::max);
-        eprintln!("trial {trial}: killed {name}: first down {f:.2}s, all down {a:.2}s");
-        first.push(f);
-        all.push(a);
-
-        let mut leaver = agents.remove(0);
-        let name = leaver.name().to_owned();
-        let stopped_at = SystemTime::now();
-        leaver.terminate()?;
-        let delays = wait_all(&agents, "member left", &name, stopped_at)?;
-        let downs: usize = event_delays(&agents, "member down", &name, stopped_at)
-            .iter()
-            .flatten()
-            .count();
-        if downs > 0 {
-            eprintln!("trial {trial}: graceful stop of {name} reported down by {downs}");
-        }
-        left.push(delays.iter().copied().fold(0.0, f64::max));
-    }
-    println!("| measure (s) | trials | min | median | max |");
-    println!("|---|---|---|---|---|");
-    println!(
-        "{}",
-        summary("kill -9 → first survivor says down", &mut first)
-    );
-    println!("{}", summary("kill -9 → all survivors say down", &mut all));
-    println!("{}", summary("SIGTERM → all survivors say left", &mut left));
-    Ok(())
-}
-
-fn proc_stat(pid: u32) -> anyhow::Result<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(") ").context("stat format")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after ") ".
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .context("VmRSS")?
-        .parse()?;
-    // The kernel's USER_HZ is 100 on Linux.
-    Ok((ticks as f64 / 100.0, rss_kib))
-}
-
 fn idle(secs: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let agents = local_cluster(dir.path(), 5)?;
     std::thread::sleep(Duration::from_secs(5));
     let counter = |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap_or(0);
     let sample = |a: &Agent| -> anyhow::Result<(f64, u64, [u64; 3])> {
-        let (cpu, rss) = proc_stat(a.pid().context("pid")?)?;
+        let (cpu, rss) = bench::footprint::proc_stat(a.pid().context("pid")?)?;
         let s = a.stats()?;
         let udp_sent = counter(&s, "bytes_sent");
         let udp_all = udp_sent + counter(&s, "bytes_received");
@@ -311,7 +197,7 @@ fn spread(trials: u64) -> anyhow::Result<()> {
                 delays = others
                     .iter()
                     .filter_map(|a| {
-                        field_delays(
+                        bench::mob_delays(
                             std::slice::from_ref(*a),
                             "service deployed",
                             "service",
@@ -360,13 +246,13 @@ fn idle_big(count: u64, secs: u64) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(15));
     let before: Vec<f64> = agents
         .iter()
-        .map(|a| Ok(proc_stat(a.pid().context("pid")?)?.0))
+        .map(|a| Ok(bench::footprint::proc_stat(a.pid().context("pid")?)?.0))
         .collect::<anyhow::Result<_>>()?;
     std::thread::sleep(Duration::from_secs(secs));
     println!("| agent | services held | RSS (MiB) | CPU (%) over {secs} s |");
     println!("|---|---|---|---|");
     for (a, cpu0) in agents.iter().zip(before) {
-        let (cpu1, rss) = proc_stat(a.pid().context("pid")?)?;
+        let (cpu1, rss) = bench::footprint::proc_stat(a.pid().context("pid")?)?;
         println!(
             "| {} | {count} | {:.1} | {:.2} |",
             a.name(),
@@ -484,7 +370,7 @@ fn dns(services: u64, queries: u64) -> anyhow::Result<()> {
     })?;
     std::thread::sleep(Duration::from_secs(10));
     for agent in &agents {
-        let (_, rss) = proc_stat(agent.pid().context("pid")?)?;
+        let (_, rss) = bench::footprint::proc_stat(agent.pid().context("pid")?)?;
         println!(
             "{}: DNS {}, RSS {:.1} MiB",
             agent.name(),
@@ -665,7 +551,7 @@ fn restart(crashes: u64) -> anyhow::Result<()> {
 
 /// Seconds from `since` to `agent`'s first `instance started` of `service`.
 fn started_after(agent: &Agent, service: &str, since: SystemTime) -> Option<f64> {
-    field_delays(
+    bench::mob_delays(
         std::slice::from_ref(agent),
         "instance started",
         "service",
@@ -716,7 +602,7 @@ fn rss(instances: u64) -> anyhow::Result<()> {
     let specs: Vec<String> = (0..instances)
         .map(|i| format!(r#"{{"name":"sleep-{i:03}","provider":"exec","params":{{"command":["sleep","100000"]}}}}"#))
         .collect();
-    let (_, rss_idle) = proc_stat(agents[0].pid().context("pid")?)?;
+    let (_, rss_idle) = bench::footprint::proc_stat(agents[0].pid().context("pid")?)?;
     agents[0].deploy(&format!("[{}]", specs.join(",")))?;
     wait_until("every instance to run", Duration::from_secs(60), || {
         let running = agents[0]
@@ -727,7 +613,7 @@ fn rss(instances: u64) -> anyhow::Result<()> {
         Ok(running as u64 == instances)
     })?;
     std::thread::sleep(Duration::from_secs(3));
-    let (_, rss) = proc_stat(agents[0].pid().context("pid")?)?;
+    let (_, rss) = bench::footprint::proc_stat(agents[0].pid().context("pid")?)?;
     println!("| measure | value |");
     println!("|---|---|");
     println!(
@@ -831,7 +717,7 @@ fn settle(cluster: &[Agent]) -> anyhow::Result<()> {
         cluster
             .iter()
             .filter_map(Agent::pid)
-            .map(|pid| proc_stat(pid).map(|(secs, _)| secs))
+            .map(|pid| bench::footprint::proc_stat(pid).map(|(secs, _)| secs))
             .sum()
     };
     let mut last = (cpu()?, std::time::Instant::now());

@@ -1181,6 +1181,17 @@ impl Node {
     }
 
     fn reconcile(&mut self, now: u64) {
+        // A slot this node just claimed starts in the next pass (the
+        // claim is in the table then): that pass runs at once, not after
+        // the gap that batches changes from peers.
+        if self.pass(now, false) {
+            self.pass(now, true);
+        }
+    }
+
+    /// One reconcile pass (`follow_up`: right after one in this call);
+    /// returns whether it wrote claims of this node.
+    fn pass(&mut self, now: u64, follow_up: bool) -> bool {
         self.reconcile_at = None;
         self.last_reconcile = now;
         let quorum = self.quorum();
@@ -1198,7 +1209,7 @@ impl Node {
         }
         self.members.set_quorum(quorum);
         if self.touched.is_empty() {
-            return;
+            return false;
         }
         let me = self.config.name.clone();
         let pass = match self.touched.take(&self.table, &me) {
@@ -1206,8 +1217,11 @@ impl Node {
                 self.full_pass_at = now.saturating_add(FULL_PASS_MS);
                 self.stats.full_passes += 1;
                 // A full pass asks again for every start: the safety net
-                // for a start the supervisor never got.
-                self.starting.clear();
+                // for a start the supervisor never got (not one asked
+                // for a moment ago, in this call).
+                if !follow_up {
+                    self.starting.clear();
+                }
                 reconcile_scope(&self.table, &self.members, &me, now, Scope::All)
             }
             Some(slots) => {
@@ -1222,9 +1236,15 @@ impl Node {
         if let Some(at) = pass.retry_at {
             self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
         }
+        let outgoing = self.outgoing.len();
         for action in pass.actions {
             self.execute(action, now);
         }
+        let me = &self.config.name;
+        self.outgoing[outgoing..].iter().any(|(key, record)| {
+            matches!(key, Key::Claim(..))
+                && matches!(&record.value, Value::Claim(c) if c.owner.as_deref() == Some(me.as_str()))
+        })
     }
 
     fn execute(&mut self, action: Action, now: u64) {

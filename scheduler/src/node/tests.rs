@@ -376,6 +376,27 @@ fn a_lone_node_without_seeds_claims_and_starts_at_once() {
 }
 
 #[test]
+fn a_slot_claimed_here_starts_in_the_same_call_without_the_reconcile_gap() {
+    let mut node = Node::new(config("a", 1, false), Table::new(), T0);
+    node.handle(Input::Tick, T0);
+    let out = node.handle(Input::Request(1, Request::Deploy(specs(WEB))), T0 + 10);
+    let seq = save(&out).unwrap();
+    // The deploy is saved: claim and start come out of this one call.
+    let out = node.handle(
+        Input::Saved {
+            seq,
+            result: Ok(()),
+        },
+        T0 + 11,
+    );
+    assert!(
+        written(&out).contains(&Key::Claim("web".into(), 0)),
+        "{out:?}"
+    );
+    assert_eq!(starts(&out), 1, "{out:?}");
+}
+
+#[test]
 fn a_node_with_seeds_claims_nothing_until_it_caught_up_with_a_peer() {
     let (lone, _) = lone_with_web();
     let mut node = Node::new(config("b", 2, true), lone.table().clone(), T0);
@@ -1693,8 +1714,8 @@ fn stop_stops_every_instance_keeping_the_spec_and_start_runs_it_again() {
         ),
         "{out:?}"
     );
+    // (At once: the claim and the start come out of the one call.)
     let out = answered(&mut node, 4, Request::Start("web".into()), T0 + 4_000);
-    let out = [out, node.handle(Input::Tick, T0 + 6_000)].concat();
     assert_eq!(starts(&out), 1, "{out:?}");
 }
 
