@@ -30,6 +30,20 @@ struct Figures {
     left_as_failed: usize,
 }
 
+impl Figures {
+    /// Every survivor's delay to report a kill: the first and the last.
+    fn record_kill(&mut self, delays: &[f64]) {
+        self.first
+            .push(delays.iter().copied().fold(f64::MAX, f64::min));
+        self.all.push(delays.iter().copied().fold(0.0, f64::max));
+    }
+
+    /// Every survivor's delay to report a graceful leave: the last.
+    fn record_leave(&mut self, delays: &[f64]) {
+        self.left.push(delays.iter().copied().fold(0.0, f64::max));
+    }
+}
+
 /// A system under test.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum System {
@@ -158,10 +172,7 @@ fn mob_trial(
     let killed_at = SystemTime::now();
     victim.kill9()?;
     let delays = wait_mob(&agents, "member down", &name, killed_at)?;
-    figures
-        .first
-        .push(delays.iter().copied().fold(f64::MAX, f64::min));
-    figures.all.push(delays.iter().copied().fold(0.0, f64::max));
+    figures.record_kill(&delays);
 
     let leaver = leaver.min(agents.len() - 1);
     let mut leaver = agents.remove(leaver);
@@ -169,9 +180,7 @@ fn mob_trial(
     let stopped_at = SystemTime::now();
     leaver.terminate()?;
     let delays = wait_mob(&agents, "member left", &name, stopped_at)?;
-    figures
-        .left
-        .push(delays.iter().copied().fold(0.0, f64::max));
+    figures.record_leave(&delays);
     let downs = mob_delays(&agents, "member down", "node", &name, stopped_at);
     figures.left_as_failed += usize::from(downs.iter().flatten().count() > 0);
     Ok(())
@@ -212,19 +221,14 @@ fn serf_trial(
     let killed_at = Instant::now();
     victim.kill9()?;
     let (delays, _) = wait_serf(&agents, &victim.name, "failed", killed_at)?;
-    figures
-        .first
-        .push(delays.iter().copied().fold(f64::MAX, f64::min));
-    figures.all.push(delays.iter().copied().fold(0.0, f64::max));
+    figures.record_kill(&delays);
 
     let leaver = leaver.min(agents.len() - 1);
     let mut leaver = agents.remove(leaver);
     let stopped_at = Instant::now();
     leaver.leave()?;
     let (delays, failed) = wait_serf(&agents, &leaver.name, "left", stopped_at)?;
-    figures
-        .left
-        .push(delays.iter().copied().fold(0.0, f64::max));
+    figures.record_leave(&delays);
     figures.left_as_failed += usize::from(failed);
     Ok(())
 }

@@ -9,10 +9,11 @@
 //! - [`serf`]: Serf agents and a client of their RPC.
 //! - [`peers`]: supervisord and runit, each supervising one process.
 //! - one file per part: [`detection`], [`false_downs`], [`footprint`],
-//!   [`restart`], [`deploy`].
+//!   [`restart`], [`deploy`], [`failover`].
 
 pub mod deploy;
 pub mod detection;
+pub mod failover;
 pub mod false_downs;
 pub mod footprint;
 pub mod peers;
@@ -81,6 +82,11 @@ pub const PARTS: &[Part] = &[
         name: "deploy",
         about: "command to running: mob-agent deploy, supervisorctl start, sv up",
         run: deploy::run,
+    },
+    Part {
+        name: "failover",
+        about: "kill -9 of a service's node to running (and healthy) elsewhere",
+        run: failover::run,
     },
 ];
 

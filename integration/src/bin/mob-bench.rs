@@ -10,13 +10,11 @@
 //!   logs `service deployed`.
 //! - `big [COUNT]`: a table of COUNT services: file size, load time at
 //!   start, and time until a newly started agent holds all of it.
-//! - `restart [CRASHES]`: the supervisor alone: exit of a crashing process
+//! - `restart-alone [CRASHES]`: the supervisor alone, in this process: exit of a crashing process
 //!   to the pid of its replacement.
 //! - `deploy-run [TRIALS] [exec|docker]`: `deploy` through the CLI until the
 //!   agent logs `instance started`.
 //! - `rss [INSTANCES]`: agent RSS with that many supervised `sleep`s.
-//! - `failover [TRIALS]` / `graceful [TRIALS]`: 5 agents; kill -9 (or
-//!   SIGTERM) the owner's agent until a survivor logs `instance started`.
 //! - `bulk [AGENTS] [SERVICES] [TRIALS]`: one file of SERVICES one-slot
 //!   `sleep` services deployed on one agent, until every one runs (real
 //!   processes counted). Agents bind ports from 20000 up (below the
@@ -61,18 +59,16 @@ fn main() -> anyhow::Result<()> {
         Some("idle-big") => idle_big(number(1, 10_000)?, number(2, 60)?),
         Some("spread") => spread(number(1, 20)?),
         Some("big") => big(number(1, 10_000)?),
-        Some("restart") => restart(number(1, 100)?),
+        Some("restart-alone") => restart(number(1, 100)?),
         Some("deploy-run") => {
             deploy_run(number(1, 20)?, args.get(2).map_or("exec", String::as_str))
         }
         Some("rss") => rss(number(1, 100)?),
-        Some("failover") => failover(number(1, 20)?, false),
         Some("bulk") => bulk(number(1, 20)?, number(2, 1_000)?, number(3, 3)?),
         Some("join") => join(number(1, 40)?, number(2, 10)?, number(3, 300)?),
-        Some("graceful") => failover(number(1, 10)?, true),
         Some("ack") => ack(number(1, 10)?, number(2, 100)?),
         _ => bail!(
-            "usage: mob-bench all|PART [--smoke] [--write FILE], PART one of {}; or idle|idle-big|spread|big|restart|deploy-run|rss|failover|graceful|bulk|join|ack [N]",
+            "usage: mob-bench all|PART [--smoke] [--write FILE], PART one of {}; or idle|idle-big|spread|big|restart-alone|deploy-run|rss|bulk|join|ack [N]",
             bench::PARTS
                 .iter()
                 .map(|p| p.name)
@@ -627,91 +623,6 @@ fn rss(instances: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn failover(trials: u64, graceful: bool) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut agents = local_cluster(dir.path(), 5)?;
-    let mut all = Vec::new();
-    for trial in 0..trials {
-        let name = format!("fo-{trial}");
-        let asker = usize::try_from(trial % 5)?;
-        agents[asker].deploy(&format!(r#"{{"name":"{name}","provider":"exec","stop_timeout":"1s","params":{{"command":["sleep","100000"]}}}}"#))?;
-        let mut owner = None;
-        wait_until("the service to run", Duration::from_secs(15), || {
-            let svc = agents[asker]
-                .services()?
-                .into_iter()
-                .find(|s| s["name"] == name.as_str());
-            owner = svc.and_then(|s| {
-                (s["slots"][0]["state"] == "running")
-                    .then(|| s["slots"][0]["node"].as_str().map(str::to_owned))
-                    .flatten()
-            });
-            Ok(owner.is_some())
-        })?;
-        let owner = owner.context("owner")?;
-        let index = agents
-            .iter()
-            .position(|a| a.name() == owner)
-            .context("owner agent")?;
-        std::thread::sleep(Duration::from_millis(1000 + 200 * (trial % 5)));
-        let at = SystemTime::now();
-        if graceful {
-            agents[index].terminate()?;
-        } else {
-            agents[index].kill9()?;
-        }
-        let mut delay = None;
-        wait_until(
-            "the service to start elsewhere",
-            Duration::from_secs(30),
-            || {
-                delay = agents
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| *i != index)
-                    .filter_map(|(_, a)| started_after(a, &name, at))
-                    .reduce(f64::min);
-                Ok(delay.is_some())
-            },
-        )?;
-        let delay = delay.context("delay")?;
-        eprintln!(
-            "trial {trial}: {name} owner {owner} stopped; running elsewhere after {delay:.3} s"
-        );
-        all.push(delay);
-        agents[index].restart()?;
-        let names: Vec<String> = agents.iter().map(|a| a.name().to_owned()).collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        wait_until(
-            "the cluster to be whole again",
-            Duration::from_secs(30),
-            || Ok(agents.iter().all(|a| a.sees_alive(&names).unwrap_or(false))),
-        )?;
-    }
-    let what = if graceful {
-        "SIGTERM of owner → running elsewhere"
-    } else {
-        "kill -9 of owner → running elsewhere"
-    };
-    let (min, med, p99, max) = (
-        percentile(&mut all, 0.0),
-        percentile(&mut all, 0.5),
-        percentile(&mut all, 0.99),
-        percentile(&mut all, 1.0),
-    );
-    println!("| measure (s) | trials | min | median | p99 | max |");
-    println!("|---|---|---|---|---|---|");
-    println!(
-        "| {what} | {} | {min:.3} | {med:.3} | {p99:.3} | {max:.3} |",
-        all.len()
-    );
-    Ok(())
-}
-
-/// Waits until the agents are quiet: every table holds as many records,
-/// and the agents used under 1 % of a core each, on average, over the
-/// last half second (idle, one uses 0.2-0.3 %). A trial begun while the removes of the one before still spread
-/// measures those too.
 fn settle(cluster: &[Agent]) -> anyhow::Result<()> {
     let cpu = || -> anyhow::Result<f64> {
         cluster

@@ -37,9 +37,9 @@
 //!   `anti_entropy_period_ms` (±20 %), and with every newcomer. While
 //!   nothing changes (no record written or merged, no member up or
 //!   gone), each periodic round doubles the period, up to
-//!   [`QUIET_SYNC_MS`]: an idle cluster's rounds, each a connection for
-//!   a summary that matches, cost more bytes than its gossip. The first
-//!   change brings the period back.
+//!   [`QUIET_SYNC_MS`]: in an idle cluster each round is a connection
+//!   (set-up, sealing, a summary that matches) that finds nothing. The
+//!   first change brings the period back.
 //! - **Rebalancing**: a node over the load cap hands one running slot at a
 //!   time to the least-loaded candidate under the cap (a node over the
 //!   mean, to one under the floor), every `rebalance_interval_ms`,
@@ -1241,7 +1241,7 @@ impl Node {
             self.execute(action, now);
         }
         let me = &self.config.name;
-        self.outgoing[outgoing..].iter().any(|(key, record)| {
+        self.outgoing.iter().skip(outgoing).any(|(key, record)| {
             matches!(key, Key::Claim(..))
                 && matches!(&record.value, Value::Claim(c) if c.owner.as_deref() == Some(me.as_str()))
         })
