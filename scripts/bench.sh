@@ -27,7 +27,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 if [ "${1:-}" = "--list" ]; then
-  set -- help
+  set -- list
 fi
 cargo build --release -q -p mob-agent -p mob-integration --bin mob-agent --bin mob-bench
 # (The parts write their sections there unless --smoke or --write says otherwise.)

@@ -88,19 +88,22 @@ impl Supervisord {
             config,
         };
         wait_until("supervisord to answer", Duration::from_secs(20), || {
-            Ok(supervisord.ctl(&["status"]).is_ok() || supervisord.ctl_status_ok())
+            supervisord.answers()
         })?;
         Ok(supervisord)
     }
 
-    /// `supervisorctl status` exits 3 when a program is stopped: still an answer.
-    fn ctl_status_ok(&self) -> bool {
-        Command::new("supervisorctl")
+    /// Whether supervisord answers `supervisorctl status` (which exits 3
+    /// when a program is stopped: still an answer).
+    fn answers(&self) -> anyhow::Result<bool> {
+        let status = Command::new(on_path("supervisorctl", "supervisor")?)
             .arg("-c")
             .arg(&self.config)
             .arg("status")
-            .output()
-            .is_ok_and(|o| o.status.code() == Some(3))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        Ok(matches!(status.code(), Some(0 | 3)))
     }
 
     /// `supervisorctl ARGS`.

@@ -87,7 +87,7 @@ impl SerfAgent {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Sends `signal` and, for a kill, reaps it.
+    /// Sends `signal` to the agent (SIGSTOP, SIGCONT, SIGINT).
     pub fn signal(&mut self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
         let pid = self.pid().context("serf agent not running")?;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(pid)?), signal)?;

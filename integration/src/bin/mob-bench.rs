@@ -48,6 +48,12 @@ fn main() -> anyhow::Result<()> {
         args.get(i)
             .map_or(Ok(default), |a| a.parse().context("a number"))
     };
+    if args.first().map(String::as_str) == Some("list") {
+        for part in bench::PARTS {
+            println!("{:<12} {}", part.name, part.about);
+        }
+        return Ok(());
+    }
     if let Some(first) = args.first()
         && (first == "all" || mob_integration::bench::part(first).is_some())
     {
@@ -68,7 +74,7 @@ fn main() -> anyhow::Result<()> {
         Some("join") => join(number(1, 40)?, number(2, 10)?, number(3, 300)?),
         Some("ack") => ack(number(1, 10)?, number(2, 100)?),
         _ => bail!(
-            "usage: mob-bench all|PART [--smoke] [--write FILE], PART one of {}; or idle|idle-big|spread|big|restart-alone|deploy-run|rss|bulk|join|ack [N]",
+            "usage: mob-bench list | all|PART [--smoke] [--write FILE], PART one of {}; or idle|idle-big|spread|big|restart-alone|deploy-run|rss|bulk|join|ack [N]",
             bench::PARTS
                 .iter()
                 .map(|p| p.name)
